@@ -1,0 +1,54 @@
+# hostroute — see README.md. Every target is safe to run twice.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.20.1
+# Bounded fuzzing per target in `make test`.
+FUZZTIME ?= 10s
+
+.PHONY: all generate verify-generated build test unit lint lab lab-down bench tools clean
+
+all: build
+
+## generate: deepcopy and CRD manifests from api/
+generate:
+	$(CONTROLLER_GEN) object paths=./api/...
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=manifests/crds
+	@gofmt -w api
+
+## verify-generated: fail when generated files are stale
+verify-generated: generate
+	@git diff --exit-code -- api manifests/crds || { echo "generated files are stale: run 'make generate' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- api manifests/crds)" || { git status --porcelain -- api manifests/crds; echo "untracked generated files: run 'make generate' and commit" >&2; exit 1; }
+
+## build: all binaries into bin/
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+## tools: build (once, cached under ~/.cache/hostroute) the test kube-apiserver and etcd
+tools:
+	@e2e/tools/ensure.sh >/dev/null
+
+## lint: gofmt, go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^e2e/tools/') $$(git ls-files -o --exclude-standard '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## test: lint, generated files check, unit and integration tests against a real kube-apiserver
+test: tools lint verify-generated
+	HOSTROUTE_TOOLS_DIR=$$(e2e/tools/ensure.sh) $(GO) test -count=1 -timeout 20m ./...
+
+## lab: a multi-node cluster in network namespaces
+lab:
+	@echo "make lab: not yet — the lab arrives with the end-to-end issue; today 'make test' runs the controller against a real kube-apiserver" >&2; exit 1
+
+lab-down:
+	@echo "make lab-down: not yet — nothing to tear down" >&2
+
+## bench: benchmarks
+bench:
+	@echo "make bench: not yet — no benchmarks until the data-plane and routing work lands" >&2; exit 1
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,229 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// BGPConfiguration holds the cluster's BGP settings. Only the object named "default" is read.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=bgpconfig
+// +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default'",message="the BGPConfiguration must be named 'default'"
+// +kubebuilder:printcolumn:name="AS",type=integer,JSONPath=`.spec.asNumber`
+// +kubebuilder:printcolumn:name="Mesh",type=boolean,JSONPath=`.spec.nodeToNodeMesh`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type BGPConfiguration struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec BGPConfigurationSpec `json:"spec,omitempty"`
+}
+
+// BGPConfigurationSpec is the cluster-wide BGP configuration.
+type BGPConfigurationSpec struct {
+	// ASNumber is the cluster's AS, used by every node without its own AS annotation.
+	//
+	// +optional
+	// +kubebuilder:default=64512
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=4294967295
+	ASNumber int64 `json:"asNumber,omitempty"`
+
+	// NodeToNodeMesh makes every node peer with every other node. Turn it off when using
+	// route reflectors or AS-per-rack designs.
+	//
+	// +optional
+	// +kubebuilder:default=true
+	NodeToNodeMesh *bool `json:"nodeToNodeMesh,omitempty"`
+
+	// ListenPort is the BGP port the nodes listen on.
+	//
+	// +optional
+	// +kubebuilder:default=179
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	ListenPort int32 `json:"listenPort,omitempty"`
+
+	// RouteReflectorClusterID is the cluster ID reflector nodes use when a node carries
+	// no cluster ID annotation of its own.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=15
+	// +kubebuilder:validation:XValidation:rule="isIP(self) && ip(self).family() == 4",message="routeReflectorClusterID must be an IPv4 address such as 224.0.0.1"
+	RouteReflectorClusterID string `json:"routeReflectorClusterID,omitempty"`
+
+	// Timers for node-to-node sessions.
+	// +optional
+	Timers *BGPTimers `json:"timers,omitempty"`
+
+	// GracefulRestart settings for node-to-node sessions.
+	// +optional
+	GracefulRestart *GracefulRestart `json:"gracefulRestart,omitempty"`
+
+	// BFD settings for node-to-node sessions.
+	// +optional
+	BFD *BFDSettings `json:"bfd,omitempty"`
+}
+
+// BGPTimers are BGP session timers.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.holdTime) || !has(self.keepaliveTime) || duration(self.keepaliveTime) < duration(self.holdTime)",message="keepaliveTime must be shorter than holdTime"
+type BGPTimers struct {
+	// HoldTime; 0 disables keepalives, otherwise at least 3s. Default 90s.
+	// +optional
+	HoldTime *metav1.Duration `json:"holdTime,omitempty"`
+	// KeepaliveTime; default a third of the hold time.
+	// +optional
+	KeepaliveTime *metav1.Duration `json:"keepaliveTime,omitempty"`
+	// ConnectRetryTime; default 5s.
+	// +optional
+	ConnectRetryTime *metav1.Duration `json:"connectRetryTime,omitempty"`
+}
+
+// GracefulRestart configures RFC 4724 graceful restart.
+type GracefulRestart struct {
+	// Enabled turns graceful restart on. Default true.
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+	// RestartTime is how long peers keep our routes while we restart. Default 120s.
+	// +optional
+	RestartTime *metav1.Duration `json:"restartTime,omitempty"`
+}
+
+// BFDSettings configures RFC 5880/5881 single-hop BFD.
+type BFDSettings struct {
+	// Enabled turns BFD on.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+	// MinRxInterval is the slowest rate we want to receive control packets at. Default 100ms.
+	// +optional
+	MinRxInterval *metav1.Duration `json:"minRxInterval,omitempty"`
+	// MinTxInterval is the fastest rate we want to send at. Default 100ms.
+	// +optional
+	MinTxInterval *metav1.Duration `json:"minTxInterval,omitempty"`
+	// Multiplier is the detection multiplier. Default 3.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=255
+	Multiplier int32 `json:"multiplier,omitempty"`
+}
+
+// BGPConfigurationList is a list of BGPConfigurations.
+//
+// +kubebuilder:object:root=true
+type BGPConfigurationList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []BGPConfiguration `json:"items"`
+}
+
+// BGPPeer is a BGP neighbour outside the node mesh: a top-of-rack switch, a route server.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=bgppeer
+// +kubebuilder:printcolumn:name="Peer",type=string,JSONPath=`.spec.peerIP`
+// +kubebuilder:printcolumn:name="AS",type=integer,JSONPath=`.spec.asNumber`
+// +kubebuilder:printcolumn:name="BFD",type=boolean,JSONPath=`.spec.bfd.enabled`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type BGPPeer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec BGPPeerSpec `json:"spec"`
+}
+
+// BGPPeerSpec describes one external neighbour and the nodes that peer with it.
+type BGPPeerSpec struct {
+	// PeerIP is the neighbour's address.
+	//
+	// +kubebuilder:validation:MaxLength=39
+	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="peerIP must be an IPv4 or IPv6 address such as 192.0.2.1"
+	PeerIP string `json:"peerIP"`
+
+	// ASNumber is the neighbour's AS.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=4294967295
+	ASNumber int64 `json:"asNumber"`
+
+	// NodeSelector chooses the nodes that peer with this neighbour. Empty selects every node.
+	// +optional
+	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+
+	// PasswordSecretRef names a Secret key holding the TCP-MD5 password.
+	// +optional
+	PasswordSecretRef *SecretKeyRef `json:"passwordSecretRef,omitempty"`
+
+	// Timers override the defaults for this neighbour.
+	// +optional
+	Timers *BGPTimers `json:"timers,omitempty"`
+
+	// EBGPMultihop is the TTL for eBGP sessions to a neighbour that is not directly connected.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=255
+	EBGPMultihop int32 `json:"ebgpMultihop,omitempty"`
+
+	// BFD for this neighbour.
+	// +optional
+	BFD *BFDSettings `json:"bfd,omitempty"`
+
+	// GracefulRestart for this neighbour.
+	// +optional
+	GracefulRestart *GracefulRestart `json:"gracefulRestart,omitempty"`
+
+	// Import lists the prefixes accepted from this neighbour and installed in the kernel.
+	// Nothing is imported when empty.
+	// +optional
+	// +listType=atomic
+	Import []PrefixMatch `json:"import,omitempty"`
+}
+
+// SecretKeyRef points at one key of a Secret.
+type SecretKeyRef struct {
+	// Namespace of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	Namespace string `json:"namespace"`
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Key within the Secret's data.
+	// +kubebuilder:validation:MinLength=1
+	Key string `json:"key"`
+}
+
+// PrefixMatch matches a prefix and, optionally, longer prefixes inside it.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.maxLength) || !isCIDR(self.cidr) || self.maxLength >= cidr(self.cidr).prefixLength()",message="maxLength must not be shorter than the prefix"
+type PrefixMatch struct {
+	// CIDR is the prefix, e.g. 0.0.0.0/0 or 198.51.100.0/24.
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="cidr must be an IPv4 or IPv6 prefix"
+	CIDR string `json:"cidr"`
+	// MaxLength also accepts more specific prefixes up to this length.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=128
+	MaxLength *int32 `json:"maxLength,omitempty"`
+}
+
+// BGPPeerList is a list of BGPPeers.
+//
+// +kubebuilder:object:root=true
+type BGPPeerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []BGPPeer `json:"items"`
+}
+
+// Node annotations read by hostroute.
+const (
+	// AnnotationASNumber overrides the cluster AS for one node (AS-per-rack).
+	AnnotationASNumber = "hostroute.io/as-number"
+	// AnnotationRouterID sets the node's BGP router ID (default: its IPv4 address).
+	AnnotationRouterID = "hostroute.io/router-id"
+	// AnnotationRouteReflectorClusterID makes the node a route reflector with this cluster ID.
+	AnnotationRouteReflectorClusterID = "hostroute.io/route-reflector-cluster-id"
+	// LabelRouteReflector marks a node as a route reflector ("true").
+	LabelRouteReflector = "hostroute.io/route-reflector"
+)
