@@ -92,13 +92,9 @@ type IPAMBlockList struct {
 	Items           []IPAMBlock `json:"items"`
 }
 
-// Annotations and labels the controller sets on blocks.
+// Annotations the controller sets on blocks.
 const (
 	// AnnotationOrphanedAt records when the controller first saw the block's node gone,
 	// so the grace period survives a controller restart.
 	AnnotationOrphanedAt = "hostroute.io/orphaned-at"
-	// LabelPool labels a block with its pool's name.
-	LabelPool = "hostroute.io/pool"
-	// LabelNode labels a block with its node's name.
-	LabelNode = "hostroute.io/node"
 )

@@ -1,0 +1,97 @@
+// Command hostroute-controller assigns IP blocks to nodes. Run two replicas; one leads.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/hostroute/hostroute/api/client"
+	"github.com/hostroute/hostroute/controller"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "hostroute-controller:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	host, _ := os.Hostname()
+	var (
+		kubeconfig  = flag.String("kubeconfig", "", "path to a kubeconfig (default: in-cluster)")
+		logLevel    = flag.String("log-level", "info", "debug, info, warn or error")
+		cfg         controller.Config
+		lc          = controller.LeaderConfig{Name: "hostroute-controller"}
+		leaderElect = flag.Bool("leader-elect", true, "hold a Lease so that only one replica acts")
+	)
+	flag.Float64Var(&cfg.Watermark, "block-watermark", 0.9, "fraction of a block in use at which its node gets another block")
+	flag.DurationVar(&cfg.ReleaseGrace, "release-grace", 5*time.Minute, "how long a deleted node's blocks are kept while they still hold allocations")
+	flag.DurationVar(&cfg.Resync, "resync", 5*time.Minute, "full re-examination period")
+	flag.StringVar(&lc.Namespace, "leader-election-namespace", "kube-system", "namespace of the leader Lease")
+	flag.StringVar(&lc.Identity, "identity", fmt.Sprintf("%s_%d", host, os.Getpid()), "this replica's identity in the Lease")
+	flag.DurationVar(&lc.LeaseDuration, "lease-duration", 15*time.Second, "leader lease duration")
+	flag.DurationVar(&lc.RenewDeadline, "renew-deadline", 10*time.Second, "leader renew deadline")
+	flag.DurationVar(&lc.RetryPeriod, "retry-period", 2*time.Second, "leader election retry period")
+	flag.Parse()
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	klog.SetSlogLogger(log.With("component", "client-go"))
+
+	restCfg, err := loadConfig(*kubeconfig)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	hr, err := client.New(restCfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	c := controller.New(log, kube, hr, cfg)
+	if !*leaderElect {
+		return c.Run(ctx)
+	}
+	return controller.RunAsLeader(ctx, log, kube, lc, c.Run)
+}
+
+func loadConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return tuned(cfg), nil
+		}
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: path, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
+		&clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	return tuned(cfg), nil
+}
+
+func tuned(cfg *rest.Config) *rest.Config {
+	cfg.QPS, cfg.Burst = 50, 100
+	cfg.UserAgent = "hostroute-controller"
+	return cfg
+}
