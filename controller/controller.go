@@ -105,8 +105,8 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	nodeInf := c.factory.Core().V1().Nodes()
 	c.nodes = nodeInf.Lister()
 	c.nodesSync = nodeInf.Informer().HasSynced
-	c.pools = hr.IPPools.Informer("")
-	c.blocks = hr.IPAMBlocks.Informer("")
+	c.pools = hr.IPPools.Informer("", cfg.Resync)
+	c.blocks = hr.IPAMBlocks.Informer("", cfg.Resync)
 
 	_, _ = nodeInf.Informer().AddEventHandlerWithResyncPeriod(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.enqueueObj("node", obj) },

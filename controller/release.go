@@ -73,7 +73,7 @@ func (c *Controller) markOrphaned(ctx context.Context, b *v1alpha1.IPAMBlock, no
 	if upd.Annotations == nil {
 		upd.Annotations = map[string]string{}
 	}
-	upd.Annotations[v1alpha1.AnnotationOrphanedAt] = now.UTC().Format(time.RFC3339)
+	upd.Annotations[v1alpha1.AnnotationOrphanedAt] = now.UTC().Format(time.RFC3339Nano)
 	if _, err := c.hr.IPAMBlocks.Update(ctx, upd); err != nil {
 		return fmt.Errorf("mark block %s orphaned: %w", b.Name, err)
 	}

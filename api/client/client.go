@@ -6,6 +6,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -141,9 +142,9 @@ func (r Resource[T, L, PT, PL]) ListWatch(fieldSelector string) *cache.ListWatch
 	}
 }
 
-// Informer returns a shared informer for the resource.
-func (r Resource[T, L, PT, PL]) Informer(fieldSelector string) cache.SharedIndexInformer {
-	return cache.NewSharedIndexInformer(r.ListWatch(fieldSelector), PT(new(T)), 0, cache.Indexers{})
+// Informer returns a shared informer for the resource; resync 0 disables resyncs.
+func (r Resource[T, L, PT, PL]) Informer(fieldSelector string, resync time.Duration) cache.SharedIndexInformer {
+	return cache.NewSharedIndexInformer(r.ListWatch(fieldSelector), PT(new(T)), resync, cache.Indexers{})
 }
 
 func nameOf(obj runtime.Object) (string, error) {

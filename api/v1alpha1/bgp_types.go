@@ -176,6 +176,7 @@ type BGPPeerSpec struct {
 	// Nothing is imported when empty.
 	// +optional
 	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
 	Import []PrefixMatch `json:"import,omitempty"`
 }
 

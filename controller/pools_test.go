@@ -1,0 +1,198 @@
+package controller
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/hostroute/hostroute/api/v1alpha1"
+)
+
+func pool(name, cidr string, bs int32, age time.Duration) *v1alpha1.IPPool {
+	p := &v1alpha1.IPPool{Spec: v1alpha1.IPPoolSpec{CIDR: cidr}}
+	p.Name = name
+	p.CreationTimestamp = metav1.NewTime(time.Unix(1e9, 0).Add(-age))
+	if bs != 0 {
+		p.Spec.BlockSize = &bs
+	}
+	return p
+}
+
+func block(cidr, poolName, node string, inUse int) *v1alpha1.IPAMBlock {
+	b := &v1alpha1.IPAMBlock{Spec: v1alpha1.IPAMBlockSpec{CIDR: cidr, Pool: poolName, Node: node}}
+	b.Name = BlockName(netip.MustParsePrefix(cidr))
+	for i := 0; i < inUse; i++ {
+		b.Status.Allocations = append(b.Status.Allocations, v1alpha1.Allocation{Address: "x"})
+	}
+	return b
+}
+
+func TestParsePool(t *testing.T) {
+	for _, tc := range []struct {
+		name, cidr string
+		bs         int32
+		wantBS     int
+		wantErr    string
+	}{
+		{"v4 default", "10.244.0.0/16", 0, 26, ""},
+		{"v6 default", "fd00:10:244::/56", 0, 122, ""},
+		{"v4 explicit", "10.0.0.0/8", 24, 24, ""},
+		{"bad cidr", "10.0.0.300/16", 0, 0, "is not a prefix"},
+		{"host bits", "10.0.0.1/16", 0, 0, "did you mean 10.0.0.0/16"},
+		{"v4 too small block", "10.0.0.0/8", 19, 0, "outside 20–32"},
+		{"v6 out of range", "fd00::/48", 64, 0, "outside 116–128"},
+		{"block larger than pool", "10.0.0.0/28", 26, 0, "larger than the pool"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pi, err := parsePool(pool("p", tc.cidr, tc.bs, 0))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pi.blockSize != tc.wantBS {
+				t.Fatalf("blockSize = %d, want %d", pi.blockSize, tc.wantBS)
+			}
+		})
+	}
+}
+
+func TestAnalysePoolsOlderWins(t *testing.T) {
+	a := pool("a", "10.0.0.0/16", 0, time.Hour)
+	b := pool("b", "10.0.128.0/17", 0, time.Minute)
+	c := pool("c", "10.1.0.0/16", 0, 0)
+	d := pool("d", "10.2.0.0/16", 0, 0)
+	d.Spec.Disabled = true
+	got := map[string]*poolInfo{}
+	for _, pi := range analysePools([]*v1alpha1.IPPool{b, c, a, d}) {
+		got[pi.pool.Name] = pi
+	}
+	if got["a"].unusable != "" || got["c"].unusable != "" {
+		t.Fatalf("a and c must be usable: %q %q", got["a"].unusable, got["c"].unusable)
+	}
+	if got["b"].overlaps != "a" || !strings.Contains(got["b"].unusable, "overlaps IPPool a (10.0.0.0/16)") {
+		t.Fatalf("b: overlaps=%q unusable=%q", got["b"].overlaps, got["b"].unusable)
+	}
+	if got["d"].unusable != "the pool is disabled" {
+		t.Fatalf("d: %q", got["d"].unusable)
+	}
+}
+
+func TestNextFreeBlock(t *testing.T) {
+	for _, tc := range []struct {
+		name, pool string
+		bs         int32
+		used       []string
+		want       string // "" = none free
+	}{
+		{"empty", "10.0.0.0/24", 26, nil, "10.0.0.0/26"},
+		{"first taken", "10.0.0.0/24", 26, []string{"10.0.0.0/26"}, "10.0.0.64/26"},
+		{"hole", "10.0.0.0/24", 26, []string{"10.0.0.0/26", "10.0.0.128/26"}, "10.0.0.64/26"},
+		{"unsorted", "10.0.0.0/24", 26, []string{"10.0.0.64/26", "10.0.0.0/26"}, "10.0.0.128/26"},
+		{"full", "10.0.0.0/25", 26, []string{"10.0.0.0/26", "10.0.0.64/26"}, ""},
+		{"smaller foreign block inside", "10.0.0.0/24", 26, []string{"10.0.0.16/28"}, "10.0.0.64/26"},
+		{"bigger foreign block", "10.0.0.0/24", 26, []string{"10.0.0.0/25"}, "10.0.0.128/26"},
+		{"outside blocks ignored", "10.0.0.0/24", 26, []string{"10.9.0.0/26"}, "10.0.0.0/26"},
+		{"last of space", "255.255.255.0/24", 25, []string{"255.255.255.0/25"}, "255.255.255.128/25"},
+		{"end of space full", "255.255.255.0/24", 25, []string{"255.255.255.0/25", "255.255.255.128/25"}, ""},
+		{"v6", "fd00::/120", 122, []string{"fd00::/122"}, "fd00::40/122"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pi, err := parsePool(pool("p", tc.pool, tc.bs, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var used []netip.Prefix
+			for _, u := range tc.used {
+				used = append(used, netip.MustParsePrefix(u))
+			}
+			got, ok := nextFreeBlock(pi, used)
+			if tc.want == "" {
+				if ok {
+					t.Fatalf("got %s, want none", got)
+				}
+				return
+			}
+			if !ok || got.String() != tc.want {
+				t.Fatalf("got %s %v, want %s", got, ok, tc.want)
+			}
+		})
+	}
+}
+
+func TestBlockName(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.244.3.64/26":    "10-244-3-64-26",
+		"fd00:10:244::/122": "fd00-10-244---122",
+		"::/122":            "0---122",
+	} {
+		if got := BlockName(netip.MustParsePrefix(in)); got != want {
+			t.Errorf("BlockName(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestPlanNode(t *testing.T) {
+	node := func(name string, lbls map[string]string) *corev1.Node {
+		n := &corev1.Node{}
+		n.Name, n.Labels = name, lbls
+		return n
+	}
+	rackA := pool("rack-a", "10.0.0.0/24", 26, time.Hour)
+	rackA.Spec.NodeSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"rack": "a"}}
+	v4 := pool("v4", "10.1.0.0/24", 26, time.Hour)
+	v6 := pool("v6", "fd00::/120", 122, time.Hour)
+	tiny := pool("tiny", "10.2.0.0/25", 26, time.Hour)
+
+	for _, tc := range []struct {
+		name      string
+		node      *corev1.Node
+		pools     []*v1alpha1.IPPool
+		blocks    []*v1alpha1.IPAMBlock
+		want      []string // assigned prefixes
+		wantShort []int
+	}{
+		{"new node gets one", node("n1", nil), []*v1alpha1.IPPool{v4}, nil, []string{"10.1.0.0/26"}, nil},
+		{"has one, below watermark", node("n1", nil), []*v1alpha1.IPPool{v4},
+			[]*v1alpha1.IPAMBlock{block("10.1.0.0/26", "v4", "n1", 57)}, nil, nil},
+		{"at watermark gets another", node("n1", nil), []*v1alpha1.IPPool{v4},
+			[]*v1alpha1.IPAMBlock{block("10.1.0.0/26", "v4", "n1", 58)}, []string{"10.1.0.64/26"}, nil},
+		{"one full one not", node("n1", nil), []*v1alpha1.IPPool{v4},
+			[]*v1alpha1.IPAMBlock{block("10.1.0.0/26", "v4", "n1", 64), block("10.1.0.64/26", "v4", "n1", 1)}, nil, nil},
+		{"dual stack", node("n1", nil), []*v1alpha1.IPPool{v4, v6}, nil, []string{"10.1.0.0/26", "fd00::/122"}, nil},
+		{"selector excludes", node("n1", map[string]string{"rack": "b"}), []*v1alpha1.IPPool{rackA}, nil, nil, nil},
+		{"selector includes", node("n1", map[string]string{"rack": "a"}), []*v1alpha1.IPPool{rackA}, nil, []string{"10.0.0.0/26"}, nil},
+		{"skips other nodes' blocks", node("n3", nil), []*v1alpha1.IPPool{v4},
+			[]*v1alpha1.IPAMBlock{block("10.1.0.0/26", "v4", "n1", 0), block("10.1.0.64/26", "v4", "n2", 0)}, []string{"10.1.0.128/26"}, nil},
+		{"exhausted", node("n3", nil), []*v1alpha1.IPPool{tiny},
+			[]*v1alpha1.IPAMBlock{block("10.2.0.0/26", "tiny", "n1", 0), block("10.2.0.64/26", "tiny", "n2", 0)}, nil, []int{4}},
+		{"falls over to the next pool", node("n3", nil), []*v1alpha1.IPPool{tiny, v4},
+			[]*v1alpha1.IPAMBlock{block("10.2.0.0/26", "tiny", "n1", 0), block("10.2.0.64/26", "tiny", "n2", 0)}, []string{"10.1.0.0/26"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			plan := planNode(tc.node, analysePools(tc.pools), tc.blocks, 0.9)
+			var got []string
+			for _, a := range plan.assign {
+				got = append(got, a.prefix.String())
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("assigned %v, want %v", got, tc.want)
+			}
+			var short []int
+			for _, s := range plan.short {
+				short = append(short, s.family)
+			}
+			if len(short) != len(tc.wantShort) {
+				t.Fatalf("shortages %v, want %v", short, tc.wantShort)
+			}
+		})
+	}
+}
