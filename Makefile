@@ -6,14 +6,26 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # Bounded fuzzing per target in `make test`.
 FUZZTIME ?= 10s
 
-.PHONY: all generate verify-generated build test unit lint lab lab-down bench tools clean
+.PHONY: all deps generate verify-generated build test unit lint lab lab-down bench tools clean
 
 all: build
 
-## generate: deepcopy and CRD manifests from api/
-generate:
-	$(CONTROLLER_GEN) object paths=./api/...
-	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=manifests/crds
+PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+TOOLBIN := $(CURDIR)/bin/tools
+
+## deps: Debian packages the generate step, tests and lab need (installed when missing)
+deps:
+	@e2e/tools/deps.sh
+
+## generate: deepcopy and CRD manifests from api/, gRPC code from api/agent/v1
+generate: deps
+	$(CONTROLLER_GEN) object paths=./api/v1alpha1/...
+	$(CONTROLLER_GEN) crd paths=./api/v1alpha1/... output:crd:artifacts:config=manifests/crds
+	@GOBIN=$(TOOLBIN) $(GO) install $(PROTOC_GEN_GO)
+	@GOBIN=$(TOOLBIN) $(GO) install $(PROTOC_GEN_GO_GRPC)
+	PATH=$(TOOLBIN):$$PATH protoc -I api/agent/v1 --go_out=paths=source_relative:api/agent/v1 \
+		--go-grpc_out=paths=source_relative:api/agent/v1 api/agent/v1/agent.proto
 	@gofmt -w api
 
 ## verify-generated: fail when generated files are stale
@@ -36,7 +48,7 @@ lint:
 	$(GO) vet ./...
 
 ## test: lint, generated files check, unit and integration tests against a real kube-apiserver
-test: tools lint verify-generated
+test: deps tools lint verify-generated
 	HOSTROUTE_TOOLS_DIR=$$(e2e/tools/ensure.sh) $(GO) test -count=1 -timeout 20m ./...
 
 ## lab: a multi-node cluster in network namespaces
