@@ -1,0 +1,106 @@
+// Package netns creates named network namespaces for hostroute's tests and lab, and
+// removes them again — at the end of a test, and, for leftovers of a crashed run, at the
+// next start. Every name starts with a prefix the caller owns (e.g. "hrtest-"), so the
+// sweep never touches anyone else's namespace.
+package netns
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+)
+
+// Add creates the named namespace with `ip netns add` and brings its loopback up.
+func Add(name string) error {
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns add %s: %w: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return Exec(name, "ip", "link", "set", "lo", "up")
+}
+
+// Delete removes the named namespace; a missing one is not an error.
+func Delete(name string) error {
+	if _, err := os.Stat("/run/netns/" + name); os.IsNotExist(err) {
+		return nil
+	}
+	if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns delete %s: %w: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Exec runs a command inside the namespace and returns its error with its output.
+func Exec(name string, args ...string) error {
+	_, err := Output(name, args...)
+	return err
+}
+
+// Output runs a command inside the namespace and returns its combined output.
+func Output(name string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", name}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("in %s: %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// Sweep deletes every namespace whose name starts with prefix.
+func Sweep(prefix string) error {
+	entries, err := os.ReadDir("/run/netns")
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			if err := Delete(e.Name()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Handle opens a netlink handle inside the named namespace.
+func Handle(name string) (*netlink.Handle, error) {
+	ns, err := vnetns.GetFromName(name)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", name, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in %s: %w", name, err)
+	}
+	return h, nil
+}
+
+// ForTest creates a namespace named prefix + random suffix that is deleted when the test
+// ends, pass or fail. It fails the test with the reason when it cannot (e.g. not root).
+func ForTest(t testing.TB, prefix string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("this test creates network namespaces and must run as root (uid %d)", os.Geteuid())
+	}
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	name := prefix + hex.EncodeToString(b)
+	if err := Add(name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := Delete(name); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	return name
+}

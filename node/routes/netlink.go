@@ -1,0 +1,99 @@
+package routes
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Netlink is the real Kernel, on a netlink handle (of the current or a given namespace).
+type Netlink struct {
+	H *netlink.Handle
+}
+
+const dumpRetries = 5
+
+// List lists hostroute's routes, retrying a dump interrupted by concurrent changes.
+func (n Netlink) List() ([]Route, error) {
+	var out []Route
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		var rs []netlink.Route
+		var err error
+		for range dumpRetries {
+			rs, err = n.H.RouteListFiltered(fam, &netlink.Route{Protocol: Protocol, Table: unix.RT_TABLE_MAIN},
+				netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+			if !errors.Is(err, netlink.ErrDumpInterrupted) {
+				break
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("route dump: %w", err)
+		}
+		for _, r := range rs {
+			out = append(out, fromNetlink(r))
+		}
+	}
+	return out, nil
+}
+
+func fromNetlink(r netlink.Route) Route {
+	var out Route
+	if r.Dst != nil {
+		p, _ := netip.AddrFromSlice(r.Dst.IP)
+		ones, _ := r.Dst.Mask.Size()
+		out.Dst = netip.PrefixFrom(p.Unmap(), ones)
+	}
+	out.Blackhole = r.Type == unix.RTN_BLACKHOLE
+	if r.Gw != nil {
+		a, _ := netip.AddrFromSlice(r.Gw)
+		out.NextHops = append(out.NextHops, a.Unmap())
+	}
+	for _, nh := range r.MultiPath {
+		if nh.Gw != nil {
+			a, _ := netip.AddrFromSlice(nh.Gw)
+			out.NextHops = append(out.NextHops, a.Unmap())
+		}
+	}
+	out.NextHops = sortedHops(out.NextHops)
+	return out
+}
+
+func toNetlink(r Route) *netlink.Route {
+	nr := &netlink.Route{
+		Dst:      &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())},
+		Protocol: Protocol,
+		Table:    unix.RT_TABLE_MAIN,
+	}
+	if r.Dst.Addr().Is4() {
+		nr.Family = netlink.FAMILY_V4
+	} else {
+		nr.Family = netlink.FAMILY_V6
+	}
+	switch {
+	case r.Blackhole:
+		nr.Type = unix.RTN_BLACKHOLE
+	case len(r.NextHops) == 1:
+		nr.Gw = r.NextHops[0].AsSlice()
+	default:
+		for _, h := range r.NextHops {
+			nr.MultiPath = append(nr.MultiPath, &netlink.NexthopInfo{Gw: h.AsSlice()})
+		}
+	}
+	return nr
+}
+
+// Replace installs or replaces a route.
+func (n Netlink) Replace(r Route) error { return n.H.RouteReplace(toNetlink(r)) }
+
+// Delete removes a route; a route already gone is not an error.
+func (n Netlink) Delete(r Route) error {
+	err := n.H.RouteDel(toNetlink(r))
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	return err
+}
