@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/hostroute/hostroute/api/client"
@@ -53,10 +51,11 @@ func run() error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	klog.SetSlogLogger(log.With("component", "client-go"))
 
-	restCfg, err := loadConfig(*kubeconfig)
+	restCfg, err := client.LoadConfig(*kubeconfig, "hostroute-controller")
 	if err != nil {
 		return err
 	}
+	restCfg.QPS, restCfg.Burst = 50, 100
 	kube, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
@@ -73,25 +72,4 @@ func run() error {
 		return c.Run(ctx)
 	}
 	return controller.RunAsLeader(ctx, log, kube, lc, c.Run)
-}
-
-func loadConfig(path string) (*rest.Config, error) {
-	if path == "" {
-		if cfg, err := rest.InClusterConfig(); err == nil {
-			return tuned(cfg), nil
-		}
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: path, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
-		&clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
-	}
-	return tuned(cfg), nil
-}
-
-func tuned(cfg *rest.Config) *rest.Config {
-	cfg.QPS, cfg.Burst = 50, 100
-	cfg.UserAgent = "hostroute-controller"
-	return cfg
 }

@@ -1,0 +1,309 @@
+// Package agent is hostroute's node agent: it watches the node's own IPAMBlocks, serves
+// local IPAM to the CNI plugin over a unix socket, keeps a blackhole route for each block
+// in the kernel, publishes allocations to the API in batches, and owns the node's NAT.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/tools/cache"
+
+	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
+	"github.com/hostroute/hostroute/api/client"
+	"github.com/hostroute/hostroute/api/v1alpha1"
+	"github.com/hostroute/hostroute/node/ipam"
+	"github.com/hostroute/hostroute/node/routes"
+)
+
+// Config configures the agent.
+type Config struct {
+	NodeName   string
+	StateDir   string        // default /var/lib/hostroute
+	SocketPath string        // default /run/hostroute/agent.sock
+	AllocWait  time.Duration // how long an ADD waits for a new block when full (default 20s)
+	// PublishInterval batches allocation updates to the API (default 1s).
+	PublishInterval time.Duration
+	// ResyncInterval re-reads the kernel and re-applies everything (default 30s).
+	ResyncInterval time.Duration
+	// Sysctls turns on forwarding in the agent's network namespace (default true in main).
+	Sysctls bool
+	// Kernel is the route writer; nil uses netlink in the current namespace.
+	Kernel routes.Kernel
+	// NAT applies NAT outgoing; nil disables it.
+	NAT NATApplier
+}
+
+// NATApplier programs NAT outgoing for the given pools.
+type NATApplier interface {
+	Apply(natPools, allPools []netip.Prefix) error
+}
+
+func (c *Config) setDefaults() {
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/hostroute"
+	}
+	if c.SocketPath == "" {
+		c.SocketPath = "/run/hostroute/agent.sock"
+	}
+	if c.AllocWait <= 0 {
+		c.AllocWait = 20 * time.Second
+	}
+	if c.PublishInterval <= 0 {
+		c.PublishInterval = time.Second
+	}
+	if c.ResyncInterval <= 0 {
+		c.ResyncInterval = 30 * time.Second
+	}
+}
+
+// Agent is one node's agent.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	hr      *client.Client
+	alloc   *ipam.Allocator
+	store   *ipam.BoltStore
+	fresh   bool // the state dir was empty: adopt the API's copy of allocations
+	blocks  cache.SharedIndexInformer
+	pools   cache.SharedIndexInformer
+	changes *broadcast
+	kick    chan struct{} // coalesced "reconcile the kernel and NAT"
+	pub     *publisher
+}
+
+// New opens the state dir and wires the agent; Run starts it.
+func New(log *slog.Logger, hr *client.Client, cfg Config) (*Agent, error) {
+	cfg.setDefaults()
+	if cfg.NodeName == "" {
+		return nil, errors.New("node name is required (--node-name or $NODE_NAME)")
+	}
+	_, statErr := os.Stat(filepath.Join(cfg.StateDir, "ipam.db"))
+	store, err := ipam.OpenBoltStore(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	alloc, err := ipam.New(store)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	a := &Agent{
+		cfg: cfg, log: log, hr: hr, alloc: alloc, store: store, fresh: os.IsNotExist(statErr),
+		blocks:  hr.IPAMBlocks.Informer(fields.OneTermEqualSelector("spec.node", cfg.NodeName).String(), 0),
+		pools:   hr.IPPools.Informer("", 0),
+		changes: newBroadcast(),
+		kick:    make(chan struct{}, 1),
+	}
+	a.pub = newPublisher(log, hr, alloc, a.blocks.GetStore(), cfg.PublishInterval)
+	if a.cfg.Kernel == nil {
+		k, err := routes.NewNetlink()
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		a.cfg.Kernel = k
+	}
+	onChange := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.kickOff() },
+		UpdateFunc: func(any, any) { a.kickOff() },
+		DeleteFunc: func(any) { a.kickOff() },
+	}
+	_, _ = a.blocks.AddEventHandler(onChange)
+	_, _ = a.pools.AddEventHandler(onChange)
+	return a, nil
+}
+
+func (a *Agent) kickOff() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves until ctx ends. The kernel routes stay when it returns: a restarting agent
+// must not take the node's pods off the network.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.store.Close()
+	if a.cfg.Sysctls {
+		if err := enableForwarding(); err != nil {
+			return err
+		}
+	}
+	go a.blocks.RunWithContext(ctx)
+	go a.pools.RunWithContext(ctx)
+	if !cache.WaitForCacheSync(ctx.Done(), a.blocks.HasSynced, a.pools.HasSynced) {
+		return fmt.Errorf("waiting for the API: %w", ctx.Err())
+	}
+	if err := a.syncBlocks(true); err != nil {
+		return err
+	}
+
+	lis, err := listenUnix(a.cfg.SocketPath)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer()
+	agentv1.RegisterAgentServer(srv, &server{
+		log: a.log, node: a.cfg.NodeName, alloc: a.alloc, waitFor: a.cfg.AllocWait,
+		publish: a.pub.trigger, changes: a.changes,
+	})
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	a.log.Info("agent serving", "node", a.cfg.NodeName, "socket", a.cfg.SocketPath, "blocks", a.alloc.Blocks())
+
+	go a.pub.run(ctx)
+	tick := time.NewTicker(a.cfg.ResyncInterval)
+	defer tick.Stop()
+	a.kickOff()
+	for {
+		select {
+		case <-ctx.Done():
+			srv.GracefulStop()
+			a.pub.flush(context.Background())
+			return nil
+		case err := <-serveErr:
+			return fmt.Errorf("grpc server: %w", err)
+		case <-a.kick:
+		case <-tick.C:
+		}
+		if err := a.reconcile(); err != nil {
+			a.log.Error("reconcile failed; retrying", "err", err)
+			time.AfterFunc(time.Second, a.kickOff)
+		}
+	}
+}
+
+// reconcile is one level-triggered pass: blocks into the allocator, blackholes into the
+// kernel, NAT from the pools.
+func (a *Agent) reconcile() error {
+	start := time.Now()
+	var errs []error
+	if err := a.syncBlocks(false); err != nil {
+		errs = append(errs, err)
+	}
+	var desired []routes.Route
+	for _, b := range a.alloc.Blocks() {
+		desired = append(desired, routes.Route{Dst: b, Blackhole: true})
+	}
+	d, err := routes.Reconcile(a.cfg.Kernel, desired)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if !d.Empty() {
+		a.log.Info("kernel routes updated", "replaced", d.Replace, "deleted", d.Delete)
+	}
+	if a.cfg.NAT != nil {
+		natPools, allPools := a.poolPrefixes()
+		if err := a.cfg.NAT.Apply(natPools, allPools); err != nil {
+			errs = append(errs, fmt.Errorf("nat: %w", err))
+		}
+	}
+	a.log.Debug("reconciled", "took", time.Since(start))
+	return errors.Join(errs...)
+}
+
+// syncBlocks gives the allocator the node's current blocks. On the first pass after a
+// wiped state dir it adopts the API's copy of the allocations: an address recorded
+// anywhere is in use until proven free.
+func (a *Agent) syncBlocks(first bool) error {
+	var prefixes []netip.Prefix
+	adopt := map[netip.Addr]ipam.Owner{}
+	for _, o := range a.blocks.GetStore().List() {
+		b := o.(*v1alpha1.IPAMBlock)
+		if b.Spec.Node != a.cfg.NodeName {
+			continue
+		}
+		p, err := netip.ParsePrefix(b.Spec.CIDR)
+		if err != nil {
+			a.log.Warn("ignoring block with a bad cidr", "block", b.Name, "cidr", b.Spec.CIDR)
+			continue
+		}
+		prefixes = append(prefixes, p)
+		for _, al := range b.Status.Allocations {
+			if addr, err := netip.ParseAddr(al.Address); err == nil {
+				adopt[addr] = ipam.Owner{ContainerID: al.ContainerID, IfName: al.Interface, PodUID: al.PodUID, Namespace: al.Namespace, Pod: al.Pod}
+			}
+		}
+	}
+	before := a.alloc.Blocks()
+	a.alloc.SetBlocks(prefixes)
+	if first && a.fresh && len(adopt) > 0 {
+		got, err := a.alloc.Adopt(adopt)
+		if err != nil {
+			return fmt.Errorf("adopt allocations from the API: %w", err)
+		}
+		a.log.Warn("state dir was empty: adopted allocations recorded in the API", "count", len(got))
+	}
+	if !samePrefixes(before, a.alloc.Blocks()) {
+		a.log.Info("node blocks", "blocks", a.alloc.Blocks())
+		a.changes.notify()
+		a.pub.trigger(true)
+	}
+	return nil
+}
+
+func (a *Agent) poolPrefixes() (natPools, allPools []netip.Prefix) {
+	for _, o := range a.pools.GetStore().List() {
+		p := o.(*v1alpha1.IPPool)
+		pfx, err := netip.ParsePrefix(p.Spec.CIDR)
+		if err != nil {
+			continue
+		}
+		allPools = append(allPools, pfx)
+		if p.Spec.NATOutgoing {
+			natPools = append(natPools, pfx)
+		}
+	}
+	return natPools, allPools
+}
+
+func samePrefixes(a, b []netip.Prefix) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// listenUnix listens on a root-only unix socket, replacing a stale one.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return lis, nil
+}
+
+// enableForwarding turns on IPv4 and IPv6 forwarding in the agent's network namespace.
+func enableForwarding() error {
+	for _, p := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("enable forwarding (%s): %w", p, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,127 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/hostroute/hostroute/api/client"
+	"github.com/hostroute/hostroute/api/v1alpha1"
+	"github.com/hostroute/hostroute/node/ipam"
+)
+
+// publisher copies the allocator's state into IPAMBlock.status. It is batched: many ADDs
+// in a burst become one status write per block per interval, so pod start-up never waits
+// on the API server. An urgent trigger (the node ran out of addresses) publishes at once.
+type publisher struct {
+	log      *slog.Logger
+	hr       *client.Client
+	alloc    *ipam.Allocator
+	blocks   cache.Store
+	interval time.Duration
+
+	mu     sync.Mutex
+	urgent bool
+	signal chan struct{}
+	last   time.Time
+}
+
+func newPublisher(log *slog.Logger, hr *client.Client, alloc *ipam.Allocator, blocks cache.Store, interval time.Duration) *publisher {
+	return &publisher{log: log, hr: hr, alloc: alloc, blocks: blocks, interval: interval, signal: make(chan struct{}, 1)}
+}
+
+func (p *publisher) trigger(urgent bool) {
+	p.mu.Lock()
+	p.urgent = p.urgent || urgent
+	p.mu.Unlock()
+	select {
+	case p.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (p *publisher) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.signal:
+		}
+		p.mu.Lock()
+		urgent := p.urgent
+		wait := p.interval - time.Since(p.last)
+		p.mu.Unlock()
+		if !urgent && wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			case <-p.signal: // possibly urgent now; re-read below
+			}
+		}
+		p.mu.Lock()
+		p.urgent = false
+		p.last = time.Now()
+		p.mu.Unlock()
+		if err := p.flush(ctx); err != nil {
+			p.log.Warn("publishing allocations failed; retrying", "err", err)
+			time.AfterFunc(p.interval, func() { p.trigger(false) })
+		}
+	}
+}
+
+// flush writes every block whose published allocations differ from the allocator's.
+func (p *publisher) flush(ctx context.Context) error {
+	snap := p.alloc.Snapshot()
+	var errs []error
+	for _, o := range p.blocks.List() {
+		b := o.(*v1alpha1.IPAMBlock)
+		pfx, err := netip.ParsePrefix(b.Spec.CIDR)
+		if err != nil {
+			continue
+		}
+		want := statusFor(pfx, snap[pfx])
+		if equality.Semantic.DeepEqual(b.Status, want) {
+			continue
+		}
+		upd := b.DeepCopy()
+		upd.Status = want
+		_, err = p.hr.IPAMBlocks.UpdateStatus(ctx, upd)
+		if apierrors.IsConflict(err) {
+			// Our cache lags our own last write: write on top of the current version.
+			// Only this agent writes the status, so nothing is lost.
+			if cur, gerr := p.hr.IPAMBlocks.Get(ctx, b.Name); gerr == nil {
+				cur.Status = want
+				_, err = p.hr.IPAMBlocks.UpdateStatus(ctx, cur)
+			}
+		}
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("publish %s: %w", b.Spec.CIDR, err))
+			continue
+		}
+		p.log.Debug("published allocations", "block", b.Spec.CIDR, "inUse", want.InUse)
+	}
+	return errors.Join(errs...)
+}
+
+func statusFor(block netip.Prefix, allocs []ipam.Allocation) v1alpha1.IPAMBlockStatus {
+	st := v1alpha1.IPAMBlockStatus{InUse: int32(len(allocs)), Capacity: int32(blockSize(block))}
+	for _, a := range allocs {
+		st.Allocations = append(st.Allocations, v1alpha1.Allocation{
+			Address: a.Addr.String(), PodUID: a.Owner.PodUID, Namespace: a.Owner.Namespace,
+			Pod: a.Owner.Pod, ContainerID: a.Owner.ContainerID, Interface: a.Owner.IfName,
+		})
+	}
+	return st
+}

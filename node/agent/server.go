@@ -1,0 +1,173 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
+	"github.com/hostroute/hostroute/node/ipam"
+)
+
+// server is the agent's gRPC service for the CNI plugin and routectl.
+type server struct {
+	agentv1.UnimplementedAgentServer
+	log     *slog.Logger
+	node    string
+	alloc   *ipam.Allocator
+	waitFor time.Duration
+	// publish asks the publisher to write allocations to the API: batched, or at once
+	// (urgent) when the node is out of addresses, so the controller sees its blocks at
+	// the watermark and assigns another.
+	publish func(urgent bool)
+	changes   *broadcast
+}
+
+// broadcast wakes every waiter when the node's blocks change.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newBroadcast() *broadcast { return &broadcast{ch: make(chan struct{})} }
+
+// wait returns a channel closed at the next change.
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ch
+}
+
+func (b *broadcast) notify() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	close(b.ch)
+	b.ch = make(chan struct{})
+}
+
+func (s *server) Allocate(ctx context.Context, req *agentv1.AllocateRequest) (*agentv1.AllocateResponse, error) {
+	at := req.GetAttachment()
+	o := ipam.Owner{ContainerID: at.GetContainerId(), IfName: at.GetIfname(), PodUID: req.GetPodUid(), Namespace: req.GetNamespace(), Pod: req.GetPodName()}
+	deadline := time.Now().Add(s.waitFor)
+	for {
+		changed := s.changes.wait()
+		addrs, err := s.alloc.Allocate(o)
+		if err == nil {
+			s.publish(false)
+			s.log.Debug("allocated", "container", o.ContainerID, "ifname", o.IfName, "pod", o.Namespace+"/"+o.Pod, "addresses", addrs)
+			return &agentv1.AllocateResponse{Addresses: prefixStrings(addrs)}, nil
+		}
+		if errors.Is(err, ipam.ErrInvalid) {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		if !errors.Is(err, ipam.ErrFull) && !errors.Is(err, ipam.ErrNoBlock) {
+			return nil, status.Errorf(codes.Internal, "allocate on node %s: %v", s.node, err)
+		}
+		s.publish(true)
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, s.exhausted(err)
+		}
+		select {
+		case <-changed:
+		case <-time.After(left):
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+func (s *server) exhausted(err error) error {
+	if errors.Is(err, ipam.ErrNoBlock) {
+		return status.Errorf(codes.Unavailable,
+			"node %s has no address block yet (waited %s): is hostroute-controller running, and does an IPPool select this node? (kubectl get ippools,ipamblocks)", s.node, s.waitFor)
+	}
+	return status.Errorf(codes.ResourceExhausted,
+		"no free pod address on node %s: %v and no new block arrived within %s; the pools may be exhausted (kubectl get ippools)", s.node, err, s.waitFor)
+}
+
+func (s *server) Release(_ context.Context, req *agentv1.ReleaseRequest) (*agentv1.ReleaseResponse, error) {
+	at := req.GetAttachment()
+	if at.GetContainerId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "container ID is required")
+	}
+	addrs, err := s.alloc.Release(ipam.Attachment{ContainerID: at.GetContainerId(), IfName: at.GetIfname()})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "release %s/%s: %v", at.GetContainerId(), at.GetIfname(), err)
+	}
+	if len(addrs) > 0 {
+		s.publish(false)
+	}
+	return &agentv1.ReleaseResponse{Released: addrStrings(addrs)}, nil
+}
+
+func (s *server) Get(_ context.Context, req *agentv1.GetRequest) (*agentv1.AllocateResponse, error) {
+	at := req.GetAttachment()
+	addrs := s.alloc.Get(ipam.Attachment{ContainerID: at.GetContainerId(), IfName: at.GetIfname()})
+	if len(addrs) == 0 {
+		return nil, status.Errorf(codes.NotFound, "no allocation for container %s interface %s on node %s", at.GetContainerId(), at.GetIfname(), s.node)
+	}
+	return &agentv1.AllocateResponse{Addresses: prefixStrings(addrs)}, nil
+}
+
+func (s *server) GC(_ context.Context, req *agentv1.GCRequest) (*agentv1.GCResponse, error) {
+	var valid []ipam.Attachment
+	for _, v := range req.GetValid() {
+		valid = append(valid, ipam.Attachment{ContainerID: v.GetContainerId(), IfName: v.GetIfname()})
+	}
+	addrs, err := s.alloc.GC(valid)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "gc: %v", err)
+	}
+	if len(addrs) > 0 {
+		s.log.Info("released allocations of attachments the runtime no longer lists", "addresses", addrs)
+		s.publish(false)
+	}
+	return &agentv1.GCResponse{Released: addrStrings(addrs)}, nil
+}
+
+func (s *server) Status(context.Context, *agentv1.StatusRequest) (*agentv1.StatusResponse, error) {
+	resp := &agentv1.StatusResponse{Node: s.node}
+	for blk, allocs := range s.alloc.Snapshot() {
+		if !blk.IsValid() {
+			continue
+		}
+		resp.Blocks = append(resp.Blocks, &agentv1.BlockUsage{Cidr: blk.String(), InUse: int32(len(allocs)), Capacity: int32(blockSize(blk))})
+	}
+	resp.Ready = len(resp.Blocks) > 0
+	if !resp.Ready {
+		resp.Message = fmt.Sprintf("node %s has no address block yet", s.node)
+	}
+	return resp, nil
+}
+
+func blockSize(p netip.Prefix) int {
+	shift := p.Addr().BitLen() - p.Bits()
+	if shift > 30 {
+		shift = 30
+	}
+	return 1 << shift
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+func addrStrings(as []netip.Addr) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.String()
+	}
+	return out
+}
