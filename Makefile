@@ -47,9 +47,13 @@ lint:
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-## test: lint, generated files check, unit and integration tests against a real kube-apiserver
+## test: lint, generated-files check, unit, integration and end-to-end tests (as root), bounded fuzzing
+# Packages run one at a time (-p 1): several start their own kube-apiserver, and the
+# end-to-end tests are timing-sensitive on a 2-core machine.
 test: deps tools lint verify-generated
-	HOSTROUTE_TOOLS_DIR=$$(e2e/tools/ensure.sh) $(GO) test -count=1 -timeout 20m ./...
+	HOSTROUTE_TOOLS_DIR=$$(e2e/tools/ensure.sh) $(GO) test -p 1 -count=1 -timeout 30m ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzAllocator$$' -fuzztime $(FUZZTIME) ./node/ipam
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./node/cni
 
 ## lab: a multi-node cluster in network namespaces
 lab:
@@ -58,9 +62,10 @@ lab:
 lab-down:
 	@echo "make lab-down: not yet — nothing to tear down" >&2
 
-## bench: benchmarks
-bench:
-	@echo "make bench: not yet — no benchmarks until the data-plane and routing work lands" >&2; exit 1
+## bench: benchmarks (CNI ADD latency: hostroute vs ptp + host-local, same run)
+BENCHTIME ?= 200x
+bench: deps tools
+	HOSTROUTE_TOOLS_DIR=$$(e2e/tools/ensure.sh) $(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./e2e/ | tee bench.out
 
 clean:
 	rm -rf $(BIN)

@@ -97,3 +97,12 @@ func (n Netlink) Delete(r Route) error {
 	}
 	return err
 }
+
+// NewNetlink opens a handle in the current network namespace.
+func NewNetlink() (Netlink, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return Netlink{}, fmt.Errorf("netlink: %w", err)
+	}
+	return Netlink{H: h}, nil
+}

@@ -1,0 +1,247 @@
+// Package harness builds hostroute's binaries and runs them the way a cluster does, inside
+// network namespaces the test owns: a real control plane (e2e/cluster), the controller,
+// node agents as their own processes in node namespaces, and pods wired by invoking the
+// real CNI binary with the runtime's environment and stdin.
+package harness
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/hostroute/hostroute/api/client"
+	"github.com/hostroute/hostroute/api/v1alpha1"
+	"github.com/hostroute/hostroute/controller"
+	"github.com/hostroute/hostroute/e2e/cluster"
+	"github.com/hostroute/hostroute/e2e/netns"
+)
+
+// NSPrefix starts the name of every namespace the harness creates.
+const NSPrefix = "hre2e-"
+
+// RepoRoot is the repository's root directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(filepath.Dir(file)))
+}
+
+// Build compiles every command into dir.
+func Build(dir string) error {
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/...")
+	cmd.Dir = RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/...: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// Env is one test's cluster.
+type Env struct {
+	T       testing.TB
+	Ctx     context.Context
+	Bin     string
+	Cluster *cluster.Cluster
+	Kube    kubernetes.Interface
+	HR      *client.Client
+	Log     *slog.Logger
+}
+
+// NewEnv starts a control plane and the controller. bin holds the built commands.
+func NewEnv(t testing.TB, bin string) *Env {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("end-to-end tests create network namespaces and must run as root (uid %d)", os.Geteuid())
+	}
+	cl := cluster.StartForTest(t, cluster.Options{})
+	cfg := cl.RESTConfig()
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	e := &Env{T: t, Ctx: ctx, Bin: bin, Cluster: cl, Kube: kube, HR: hr,
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	return e
+}
+
+// RunController runs an in-process controller until the test ends.
+func (e *Env) RunController(cfg controller.Config) {
+	ctx, cancel := context.WithCancel(e.Ctx)
+	c := controller.New(e.Log, e.Kube, e.HR, cfg)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	e.T.Cleanup(func() { cancel(); <-done })
+}
+
+// Pool creates an IPPool.
+func (e *Env) Pool(name, cidr string, blockSize int32, nat bool) {
+	e.T.Helper()
+	p := &v1alpha1.IPPool{Spec: v1alpha1.IPPoolSpec{CIDR: cidr, BlockSize: &blockSize, NATOutgoing: nat}}
+	p.Name = name
+	if _, err := e.HR.IPPools.Create(e.Ctx, p); err != nil {
+		e.T.Fatalf("create pool: %v", err)
+	}
+}
+
+// Eventually polls cond until it returns "" or timeout passes.
+func (e *Env) Eventually(timeout time.Duration, what string, cond func() string) {
+	e.T.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		if last = cond(); last == "" {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.T.Fatalf("%s: not true after %s: %s", what, timeout, last)
+}
+
+// Node is a node namespace running hostroute-node.
+type Node struct {
+	env        *Env
+	Name       string
+	NS         string
+	Addr       string // the node's address (on its uplink)
+	Dir        string // state dir, socket, kubeconfig, log
+	Socket     string
+	Kubeconfig string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// AddNode creates the Node object and the node's namespace, gives the namespace a
+// loopback path to the API server, and starts the agent. addr is the node's address.
+func (e *Env) AddNode(name, addr string) *Node {
+	e.T.Helper()
+	ns := netns.ForTest(e.T, NSPrefix+"n-")
+	dir := e.T.TempDir()
+	n := &Node{env: e, Name: name, NS: ns, Addr: addr, Dir: dir, Socket: filepath.Join(dir, "agent.sock")}
+	// An uplink with the node's address and a default route: the host side of every pod
+	// veth answers ARP for 169.254.1.1 by proxy only when the node has a route to it
+	// through another interface, as on a real host.
+	for _, c := range [][]string{
+		{"ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1"},
+		{"ip", "link", "set", "up0", "up"}, {"ip", "link", "set", "up1", "up"},
+		{"ip", "addr", "add", addr + "/24", "dev", "up0"},
+		{"ip", "route", "add", "default", "via", gateway(addr), "dev", "up0"},
+	} {
+		if err := netns.Exec(ns, c...); err != nil {
+			e.T.Fatal(err)
+		}
+	}
+	n.proxyAPI()
+	node := &corev1.Node{}
+	node.Name = name
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}}
+	if _, err := e.Kube.CoreV1().Nodes().Create(e.Ctx, node, metav1.CreateOptions{}); err != nil {
+		e.T.Fatalf("create node %s: %v", name, err)
+	}
+	n.Start()
+	e.T.Cleanup(n.Kill)
+	return n
+}
+
+func gateway(addr string) string {
+	i := strings.LastIndex(addr, ".")
+	return addr[:i] + ".254"
+}
+
+// proxyAPI makes https://127.0.0.1:6443 inside the node's namespace lead to the API server.
+func (n *Node) proxyAPI() {
+	e := n.env
+	u, err := url.Parse(e.Cluster.URL)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	l, err := netns.ListenIn(n.NS, "tcp", "127.0.0.1:6443")
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	go netns.Forward(l, u.Host)
+	e.T.Cleanup(func() { l.Close() })
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["lab"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:6443", InsecureSkipTLSVerify: true}
+	kc.AuthInfos["node"] = &clientcmdapi.AuthInfo{Token: e.Cluster.Token}
+	kc.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "node"}
+	kc.CurrentContext = "lab"
+	n.Kubeconfig = filepath.Join(n.Dir, "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, n.Kubeconfig); err != nil {
+		e.T.Fatal(err)
+	}
+}
+
+// Start starts the agent in the node's namespace.
+func (n *Node) Start() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	logf, err := os.OpenFile(filepath.Join(n.Dir, "agent.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		n.env.T.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", n.NS, filepath.Join(n.env.Bin, "hostroute-node"),
+		"--kubeconfig", n.Kubeconfig, "--node-name", n.Name, "--state-dir", filepath.Join(n.Dir, "state"),
+		"--socket", n.Socket, "--alloc-wait", "5s", "--publish-interval", "200ms", "--log-level", "info")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		n.env.T.Fatal(err)
+	}
+	n.cmd = cmd
+	n.done = make(chan struct{})
+	go func(done chan struct{}) { _ = cmd.Wait(); logf.Close(); close(done) }(n.done)
+}
+
+// Kill stops the agent with SIGKILL (a crash) and waits for it.
+func (n *Node) Kill() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Kill()
+	<-n.done
+	n.cmd = nil
+}
+
+// Log returns the agent's log.
+func (n *Node) Log() string {
+	b, _ := os.ReadFile(filepath.Join(n.Dir, "agent.log"))
+	return string(b)
+}
+
+// WaitReady waits until the agent answers on its socket and has a block.
+func (n *Node) WaitReady(timeout time.Duration) {
+	n.env.T.Helper()
+	n.env.Eventually(timeout, "agent on "+n.Name+" ready", func() string {
+		st, err := n.Status()
+		if err != nil {
+			return err.Error()
+		}
+		if !st.GetReady() {
+			return st.GetMessage()
+		}
+		return ""
+	})
+}

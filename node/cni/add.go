@@ -1,0 +1,149 @@
+package cni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// cmdAdd allocates the pod's addresses and wires the veth.
+//
+// After Allocate, any failure undoes everything before returning, in DEL's order: first
+// the host veth (which takes the pod end and the host routes with it), then the agent
+// allocation. The reverse order would let the agent hand the address to another pod
+// while a route to it still points at this veth. retErr is the named result the
+// deferred rollback inspects; nothing below may shadow it.
+func cmdAdd(args *skel.CmdArgs) (retErr error) {
+	start := time.Now()
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return toCNI(err)
+	}
+	log, closeLog := openLog(conf.LogFile, "ADD", args)
+	defer closeLog()
+	defer func() { logDone(log, start, retErr) }()
+
+	pod, err := ParsePodArgs(args.Args)
+	if err != nil {
+		return toCNI(err)
+	}
+	podNS, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return toCNI(withCode(types.ErrInvalidEnvironmentVariables,
+			fmt.Errorf("CNI_NETNS=%q is not a usable network namespace: %w", args.Netns, err)))
+	}
+	defer podNS.Close()
+	ag, err := newAgent(conf.AgentSocket, conf.Timeout)
+	if err != nil {
+		return toCNI(err)
+	}
+	defer ag.Close()
+
+	hostName := HostVethName(args.ContainerID, args.IfName)
+	// Registered before Allocate: a timed-out Allocate may still complete in the agent.
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		if _, delErr := deleteHostVeth(hostName); delErr != nil {
+			log.Error("rollback: deleting host veth", "veth", hostName, "err", delErr)
+			appendDetails(retErr, fmt.Sprintf("rollback could not delete %s: %v", hostName, delErr))
+			return // keep the allocation: the route may still point at the old veth
+		}
+		// Nothing to release if the agent could not even be reached.
+		if ag.lastDialErr() != nil {
+			return
+		}
+		if relErr := ag.Release(context.Background(), args.ContainerID, args.IfName); relErr != nil {
+			log.Error("rollback: releasing the allocation", "err", relErr)
+			appendDetails(retErr, fmt.Sprintf("rollback could not release the addresses (%v); DEL or GC will", relErr))
+		}
+	}()
+
+	addrs, err := ag.Allocate(context.Background(), args.ContainerID, args.IfName, pod)
+	if err != nil {
+		return toCNI(err)
+	}
+	log.Info("allocated", "addresses", addrs, "pod", pod.Namespace+"/"+pod.Name, "took", time.Since(start))
+
+	w, err := setupVeth(podNS, hostName, args.IfName, conf.MTU, addrs)
+	if err != nil {
+		return toCNI(err)
+	}
+	result := buildResult(conf, args, hostName, w, addrs)
+	if printErr := types.PrintResult(result, conf.Std.CNIVersion); printErr != nil {
+		return toCNI(withCode(types.ErrIOFailure, fmt.Errorf("writing the result to stdout: %w", printErr)))
+	}
+	return nil
+}
+
+// buildResult describes the attachment. IPConfig.Interface is an index into
+// Result.Interfaces (1 = the pod end), not a kernel ifindex.
+func buildResult(conf *Config, args *skel.CmdArgs, hostName string, w *wired, addrs []netip.Prefix) *types100.Result {
+	r := &types100.Result{
+		// The version of this Go type, not of the config: PrintResult converts from it to
+		// conf's cniVersion, and a 1.x Result labelled "0.4.0" would be printed unconverted.
+		CNIVersion: types100.ImplementedSpecVersion,
+		Interfaces: []*types100.Interface{
+			{Name: hostName, Mac: w.hostMAC.String(), Mtu: conf.MTU},
+			{Name: args.IfName, Mac: w.podMAC.String(), Mtu: conf.MTU, Sandbox: args.Netns},
+		},
+	}
+	for _, a := range addrs {
+		gw := gateway(family(a))
+		r.IPs = append(r.IPs, &types100.IPConfig{Interface: types100.Int(1), Address: *prefixNet(a), Gateway: gw.AsSlice()})
+	}
+	for _, fam := range families(addrs) {
+		r.Routes = append(r.Routes, &types.Route{Dst: *defaultNet(fam), GW: gateway(fam).AsSlice()})
+	}
+	return r
+}
+
+// cmdDel removes the attachment. It is idempotent and never needs the pod's netns: the
+// host veth name is derived from (container ID, ifname), and when the netns is already
+// gone the kernel has removed the veth pair with it.
+//
+// Order: the veth (and with it the /32 route) first, then the agent release, so the
+// address is never free while a route still sends its traffic here. If the veth cannot
+// be removed the addresses stay allocated and the error makes the runtime retry. If the
+// agent cannot be reached the veth is gone but DEL still fails (code 11): a success
+// would make the runtime forget the pod and leak the addresses until GC.
+func cmdDel(args *skel.CmdArgs) (retErr error) {
+	start := time.Now()
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return toCNI(err)
+	}
+	log, closeLog := openLog(conf.LogFile, "DEL", args)
+	defer closeLog()
+	defer func() { logDone(log, start, retErr) }()
+
+	hostName := HostVethName(args.ContainerID, args.IfName)
+	deleted, err := deleteHostVeth(hostName)
+	if err != nil {
+		return toCNI(fmt.Errorf("removing the pod's host interface (the addresses stay allocated until DEL succeeds): %w", err))
+	}
+	log.Info("host veth", "veth", hostName, "deleted", deleted)
+
+	ag, err := newAgent(conf.AgentSocket, conf.Timeout)
+	if err != nil {
+		return toCNI(err)
+	}
+	defer ag.Close()
+	err = ag.Release(context.Background(), args.ContainerID, args.IfName)
+	var ce *codedError
+	if errors.As(err, &ce) && ce.code == types.ErrUnknownContainer {
+		err = nil
+	}
+	if err != nil {
+		return toCNI(fmt.Errorf("removed interface %s, but could not release the pod's addresses (the runtime retries DEL; until then they stay allocated): %w", hostName, err))
+	}
+	return nil
+}
