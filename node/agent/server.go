@@ -27,7 +27,7 @@ type server struct {
 	// (urgent) when the node is out of addresses, so the controller sees its blocks at
 	// the watermark and assigns another.
 	publish func(urgent bool)
-	changes   *broadcast
+	changes *broadcast
 }
 
 // broadcast wakes every waiter when the node's blocks change.
