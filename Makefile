@@ -5,6 +5,9 @@ BIN := bin
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.20.1
 # Bounded fuzzing per target in `make test`.
 FUZZTIME ?= 10s
+# grpcnotrace drops x/net/trace (and html/template) from the binaries: half the size of
+# hostroute-cni and less start-up work for every pod.
+BUILDFLAGS := -trimpath -tags grpcnotrace -ldflags "-s -w"
 
 .PHONY: all deps generate verify-generated build test unit lint lab lab-down bench tools clean
 
@@ -35,7 +38,7 @@ verify-generated: generate
 
 ## build: all binaries into bin/
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build $(BUILDFLAGS) -o $(BIN)/ ./cmd/...
 
 ## tools: build (once, cached under ~/.cache/hostroute) the test kube-apiserver and etcd
 tools:

@@ -165,6 +165,10 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		err = c.syncPool(ctx, k.name)
 	}
 	switch {
+	case apierrors.IsConflict(err):
+		// Our cache lagged a write (often our own): retry on the fresh version.
+		c.log.Debug("conflict; retrying", "kind", k.kind, "name", k.name, "err", err)
+		c.queue.AddRateLimited(k)
 	case err != nil:
 		c.log.Error("sync failed; retrying", "kind", k.kind, "name", k.name, "err", err)
 		c.queue.AddRateLimited(k)

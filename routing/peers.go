@@ -120,7 +120,7 @@ func NodeBGPOf(n *corev1.Node, cfg *v1alpha1.BGPConfiguration) (NodeBGP, error) 
 	if !b.RouterID.IsValid() {
 		return b, fmt.Errorf("no IPv4 address and no %s annotation: BGP needs a 32-bit router ID", v1alpha1.AnnotationRouterID)
 	}
-	id, annotated := n.Annotations[v1alpha1.AnnotationRouteReflectorClusterID]
+	id := n.Annotations[v1alpha1.AnnotationRouteReflectorClusterID]
 	if n.Labels[v1alpha1.LabelRouteReflector] != "true" && id == "" {
 		return b, nil
 	}
@@ -131,11 +131,7 @@ func NodeBGPOf(n *corev1.Node, cfg *v1alpha1.BGPConfiguration) (NodeBGP, error) 
 		id = b.RouterID.String()
 	}
 	if a, err := netip.ParseAddr(strings.TrimSpace(id)); err != nil || !a.Is4() {
-		src := "spec.routeReflectorClusterID"
-		if annotated {
-			src = "annotation " + v1alpha1.AnnotationRouteReflectorClusterID
-		}
-		return b, fmt.Errorf("route reflector cluster ID %q (%s) is not an IPv4 address", id, src)
+		return b, fmt.Errorf("route reflector cluster ID %q is not an IPv4 address", id)
 	}
 	b.ReflectorClusterID = strings.TrimSpace(id)
 	return b, nil
@@ -290,21 +286,18 @@ func nodeSession(p PeerConfig, self, o NodeBGP, kind PeerKind) (PeerConfig, stri
 	return p, ""
 }
 
-// externalPeer turns a BGPPeer into a session if it selects the node. ok is false when
-// the peer does not apply or is unusable; whys explain what was wrong (an import entry
-// can be wrong while the peer is still used).
+// externalPeer turns a non-nil BGPPeer into a session if it selects the node. ok is
+// false when the peer does not apply or is unusable; whys explain what was wrong (an
+// import entry can be wrong while the peer is still used).
 func externalPeer(bp *v1alpha1.BGPPeer, local NodeBGP, nodeLabels map[string]string,
 	spec v1alpha1.BGPConfigurationSpec, secrets map[string]string) (p PeerConfig, ok bool, whys []string) {
-	if bp == nil {
-		return p, false, nil
-	}
 	s := bp.Spec
-	sel := labels.Everything()
-	if s.NodeSelector != nil {
-		var err error
-		if sel, err = metav1.LabelSelectorAsSelector(s.NodeSelector); err != nil {
-			return p, false, []string{fmt.Sprintf("invalid nodeSelector: %v; peer skipped", err)}
-		}
+	sel, err := metav1.LabelSelectorAsSelector(s.NodeSelector)
+	if s.NodeSelector == nil { // nil selects every node here, Nothing in apimachinery
+		sel, err = labels.Everything(), nil
+	}
+	if err != nil {
+		return p, false, []string{fmt.Sprintf("invalid nodeSelector: %v; peer skipped", err)}
 	}
 	if !sel.Matches(labels.Set(nodeLabels)) {
 		return p, false, nil

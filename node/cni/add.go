@@ -67,13 +67,29 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		}
 	}()
 
-	addrs, err := ag.Allocate(context.Background(), args.ContainerID, args.IfName, pod)
-	if err != nil {
-		return toCNI(err)
+	// The Allocate round trip and the veth set-up that needs no address overlap: ADD
+	// latency is what a pod start waits on. Both finish before any return, so the
+	// deferred rollback sees the whole outcome.
+	type allocated struct {
+		addrs []netip.Prefix
+		err   error
 	}
-	log.Info("allocated", "addresses", addrs, "pod", pod.Namespace+"/"+pod.Name, "took", time.Since(start))
-
-	w, err := setupVeth(podNS, hostName, args.IfName, conf.MTU, addrs)
+	allocCh := make(chan allocated, 1)
+	go func() {
+		addrs, err := ag.Allocate(context.Background(), args.ContainerID, args.IfName, pod)
+		allocCh <- allocated{addrs, err}
+	}()
+	pv, prepErr := prepareVeth(podNS, hostName, args.IfName, conf.MTU)
+	alloc := <-allocCh
+	if alloc.err != nil {
+		return toCNI(alloc.err)
+	}
+	log.Info("allocated", "addresses", alloc.addrs, "pod", pod.Namespace+"/"+pod.Name, "took", time.Since(start))
+	if prepErr != nil {
+		return toCNI(prepErr)
+	}
+	addrs := alloc.addrs
+	w, err := finishVeth(podNS, pv, addrs)
 	if err != nil {
 		return toCNI(err)
 	}

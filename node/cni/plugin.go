@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -28,6 +29,9 @@ import (
 // errors skel raises before any plugin code runs (missing env, bad cniVersion, broken
 // JSON) so that they name the plugin and the fix; printing and exit status are the same.
 func Main(about string) {
+	// One command lives a few milliseconds and allocates little: a collection would only
+	// add latency to pod start-up.
+	debug.SetGCPercent(-1)
 	funcs := skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus}
 	e := skel.PluginMainFuncsWithError(funcs, version.PluginSupports(supportedVersions()...), about)
 	if e == nil {

@@ -38,15 +38,22 @@ type wired struct {
 	hostMAC, podMAC net.HardwareAddr
 }
 
-// setupVeth creates the veth pair and configures both ends. It runs in the node's
-// network namespace (the plugin's own) and enters the pod's only through podNS.Do, on
-// a locked OS thread; everything outside Do — netlink calls and /proc/sys writes — acts
-// on the node namespace, which is why the sysctls are written here and never inside Do.
+// preparedVeth is a veth pair created and up, without addresses or routes yet.
+type preparedVeth struct {
+	host     netlink.Link
+	hostName string
+	ifName   string
+}
+
+// prepareVeth does everything that does not need the pod's addresses, so ADD can run it
+// while the agent's Allocate call is in flight. It runs in the node's network namespace
+// (the plugin's own) and enters the pod's only through podNS.Do, on a locked OS thread;
+// everything outside Do — netlink calls and /proc/sys writes — acts on the node
+// namespace, which is why the sysctls are written here and never inside Do.
 //
-// Order matters: the host /32 (/128) routes come last, so no traffic reaches the pod
-// before its address and routes are in place. On error the caller deletes the host
-// veth, which takes the pod end and every route through it with it.
-func setupVeth(podNS ns.NetNS, hostName, ifName string, mtu int, addrs []netip.Prefix) (*wired, error) {
+// On error the caller deletes the host veth, which takes the pod end and every route
+// through it with it.
+func prepareVeth(podNS ns.NetNS, hostName, ifName string, mtu int) (*preparedVeth, error) {
 	if err := removeStaleHostVeth(hostName); err != nil {
 		return nil, err
 	}
@@ -87,14 +94,24 @@ func setupVeth(podNS ns.NetNS, hostName, ifName string, mtu int, addrs []netip.P
 	if err != nil {
 		return nil, fmt.Errorf("looking up the new veth %s: %w", hostName, err)
 	}
-	v6 := hasFamily(addrs, netlink.FAMILY_V6)
-	if err := hostSysctls(hostName, v6); err != nil {
+	if err := hostSysctls(hostName, false); err != nil {
 		return nil, err
 	}
 	if err := netlink.LinkSetUp(host); err != nil {
 		return nil, fmt.Errorf("setting %s up: %w", hostName, err)
 	}
-	if v6 {
+	return &preparedVeth{host: host, hostName: hostName, ifName: ifName}, nil
+}
+
+// finishVeth gives the pod its addresses and routes, then installs the host routes.
+// Order matters: the host /32 (/128) routes come last, so no traffic reaches the pod
+// before its address and routes are in place.
+func finishVeth(podNS ns.NetNS, pv *preparedVeth, addrs []netip.Prefix) (*wired, error) {
+	host, hostName, ifName := pv.host, pv.hostName, pv.ifName
+	if hasFamily(addrs, netlink.FAMILY_V6) {
+		if err := hostSysctls(hostName, true); err != nil {
+			return nil, err
+		}
 		ll := &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(gatewayV6, 64)), Flags: unix.IFA_F_NODAD}
 		if err := netlink.AddrAdd(host, ll); err != nil {
 			return nil, fmt.Errorf("adding the IPv6 gateway %s to %s (is IPv6 disabled on the node?): %w", gatewayV6, hostName, err)
