@@ -1,5 +1,10 @@
 // Command hostroute-node is the node agent: local IPAM for the CNI plugin, the node's
-// kernel routes and NAT. It runs on every node with host networking.
+// kernel routes, NAT, and BGP with BFD. It runs on every node with host networking.
+//
+// TCP-MD5 (BGP passwords) needs plain TCP listeners: since Go 1.24 they default to MPTCP,
+// on which TCP_MD5SIG fails.
+//
+//go:debug multipathtcp=0
 package main
 
 import (
@@ -7,15 +12,19 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/node/agent"
+	"github.com/hostroute/hostroute/routing"
+	"github.com/hostroute/hostroute/routing/bfd"
 )
 
 func main() {
@@ -41,6 +50,12 @@ func run() error {
 	flag.DurationVar(&cfg.PublishInterval, "publish-interval", time.Second, "batching interval for publishing allocations to the API")
 	flag.DurationVar(&cfg.ResyncInterval, "resync", 30*time.Second, "full kernel resync period")
 	flag.BoolVar(&cfg.Sysctls, "sysctls", true, "enable IPv4/IPv6 forwarding in the agent's network namespace")
+	useBGP := flag.Bool("bgp", true, "run the BGP speaker (advertise blocks, learn other nodes' routes)")
+	useBFD := flag.Bool("bfd", true, "serve BFD (UDP 3784) for peers that enable it")
+	var bgpPort int
+	flag.IntVar(&bgpPort, "bgp-port", 0, "BGP listen port (0: BGPConfiguration listenPort, default 179; -1: do not listen)")
+	flag.DurationVar(&cfg.BGP.StaleGrace, "stale-grace", 30*time.Second, "after a restart, keep learned routes this long while BGP re-learns them")
+	flag.BoolVar(&cfg.BGP.Leave, "leave", false, "on exit, withdraw everything with a Cease (the node leaves for good); default: exit quietly so peers keep our routes (graceful restart)")
 	flag.Parse()
 
 	var level slog.Level
@@ -58,6 +73,22 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	kube, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	if *useBGP {
+		cfg.BGP.Speaker = routing.NewGoBGP(log)
+		cfg.BGP.ListenPort = int32(bgpPort)
+		if *useBFD {
+			srv, err := bfd.Listen(log, netip.Addr{})
+			if err != nil {
+				return fmt.Errorf("bfd: %w", err)
+			}
+			defer srv.Close()
+			cfg.BGP.BFD = srv
+		}
+	}
 	if *nat {
 		n, err := newNAT(log)
 		if err != nil {
@@ -65,7 +96,7 @@ func run() error {
 		}
 		cfg.NAT = n
 	}
-	a, err := agent.New(log, hr, cfg)
+	a, err := agent.New(log, kube, hr, cfg)
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,32 @@ type Env struct {
 	Kube    kubernetes.Interface
 	HR      *client.Client
 	Log     *slog.Logger
+	// Fabric is the ToR namespace with the nodes' L2 segment (bridge br0), once made.
+	Fabric string
+	// AgentArgs are extra flags for every hostroute-node.
+	AgentArgs []string
+}
+
+// FabricGateway is the ToR's address on the node segment (192.0.2.0/24).
+const FabricGateway = "192.0.2.254"
+
+// MakeFabric creates the ToR namespace: a bridge br0 with 192.0.2.254/24 that every node
+// added afterwards is plugged into, and forwarding on (in the ToR namespace only).
+func (e *Env) MakeFabric() string {
+	e.T.Helper()
+	ns := netns.ForTest(e.T, NSPrefix+"tor-")
+	for _, c := range [][]string{
+		{"ip", "link", "add", "br0", "type", "bridge"},
+		{"ip", "link", "set", "br0", "up"},
+		{"ip", "addr", "add", FabricGateway + "/24", "dev", "br0"},
+		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
+	} {
+		if err := netns.Exec(ns, c...); err != nil {
+			e.T.Fatal(err)
+		}
+	}
+	e.Fabric = ns
+	return ns
 }
 
 // NewEnv starts a control plane and the controller. bin holds the built commands.
@@ -143,13 +169,30 @@ func (e *Env) AddNode(name, addr string) *Node {
 	// An uplink with the node's address and a default route: the host side of every pod
 	// veth answers ARP for 169.254.1.1 by proxy only when the node has a route to it
 	// through another interface, as on a real host.
-	for _, c := range [][]string{
+	setup := [][]string{
 		{"ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1"},
 		{"ip", "link", "set", "up0", "up"}, {"ip", "link", "set", "up1", "up"},
-		{"ip", "addr", "add", addr + "/24", "dev", "up0"},
-		{"ip", "route", "add", "default", "via", gateway(addr), "dev", "up0"},
-	} {
+	}
+	var torSide [][]string
+	if e.Fabric != "" {
+		// The uplink's far end goes into the ToR and onto its bridge.
+		port := "p-" + name
+		setup = [][]string{
+			{"ip", "link", "add", "up0", "type", "veth", "peer", "name", port, "netns", e.Fabric},
+			{"ip", "link", "set", "up0", "up"},
+		}
+		torSide = [][]string{{"ip", "link", "set", port, "master", "br0"}, {"ip", "link", "set", port, "up"}}
+	}
+	setup = append(setup,
+		[]string{"ip", "addr", "add", addr + "/24", "dev", "up0"},
+		[]string{"ip", "route", "add", "default", "via", gateway(addr), "dev", "up0"})
+	for _, c := range setup {
 		if err := netns.Exec(ns, c...); err != nil {
+			e.T.Fatal(err)
+		}
+	}
+	for _, c := range torSide {
+		if err := netns.Exec(e.Fabric, c...); err != nil {
 			e.T.Fatal(err)
 		}
 	}
@@ -205,6 +248,7 @@ func (n *Node) Start() {
 	cmd := exec.Command("ip", "netns", "exec", n.NS, filepath.Join(n.env.Bin, "hostroute-node"),
 		"--kubeconfig", n.Kubeconfig, "--node-name", n.Name, "--state-dir", filepath.Join(n.Dir, "state"),
 		"--socket", n.Socket, "--alloc-wait", "5s", "--publish-interval", "200ms", "--log-level", "info")
+	cmd.Args = append(cmd.Args, n.env.AgentArgs...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		n.env.T.Fatal(err)

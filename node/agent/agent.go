@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
@@ -23,6 +24,7 @@ import (
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/node/ipam"
 	"github.com/hostroute/hostroute/node/routes"
+	"github.com/hostroute/hostroute/routing"
 )
 
 // Config configures the agent.
@@ -41,6 +43,9 @@ type Config struct {
 	Kernel routes.Kernel
 	// NAT applies NAT outgoing; nil disables it.
 	NAT NATApplier
+	// BGP advertises the node's blocks and installs other nodes' routes; nil Speaker
+	// disables BGP.
+	BGP BGPConfig
 }
 
 // NATApplier programs NAT outgoing for the given pools.
@@ -79,10 +84,11 @@ type Agent struct {
 	changes *broadcast
 	kick    chan struct{} // coalesced "reconcile the kernel and NAT"
 	pub     *publisher
+	bgp     *bgp // nil without BGP
 }
 
 // New opens the state dir and wires the agent; Run starts it.
-func New(log *slog.Logger, hr *client.Client, cfg Config) (*Agent, error) {
+func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Config) (*Agent, error) {
 	cfg.setDefaults()
 	if cfg.NodeName == "" {
 		return nil, errors.New("node name is required (--node-name or $NODE_NAME)")
@@ -118,8 +124,14 @@ func New(log *slog.Logger, hr *client.Client, cfg Config) (*Agent, error) {
 		UpdateFunc: func(any, any) { a.kickOff() },
 		DeleteFunc: func(any) { a.kickOff() },
 	}
-	_, _ = a.blocks.AddEventHandler(onChange)
-	_, _ = a.pools.AddEventHandler(onChange)
+	infs := []cache.SharedIndexInformer{a.blocks, a.pools}
+	if cfg.BGP.Speaker != nil {
+		a.bgp = newBGP(cfg.BGP, log, cfg.NodeName, kube, hr, a.pools, a.cfg.Kernel)
+		infs = append(infs, a.bgp.informers()...)
+	}
+	for _, inf := range infs {
+		_, _ = inf.AddEventHandler(onChange)
+	}
 	return a, nil
 }
 
@@ -139,9 +151,21 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	go a.blocks.RunWithContext(ctx)
-	go a.pools.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), a.blocks.HasSynced, a.pools.HasSynced) {
+	infs := []cache.SharedIndexInformer{a.blocks, a.pools}
+	if a.bgp != nil {
+		infs = append(infs, a.bgp.informers()...)
+		// Routes of ours that survived in the kernel mean this is a restart: peers get the
+		// graceful-restart flag and learned routes stay until BGP re-learned them.
+		if rs, err := a.cfg.Kernel.List(); err == nil && len(rs) > 0 {
+			a.bgp.restarting = true
+		}
+	}
+	var synced []cache.InformerSynced
+	for _, inf := range infs {
+		go inf.RunWithContext(ctx)
+		synced = append(synced, inf.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return fmt.Errorf("waiting for the API: %w", ctx.Err())
 	}
 	if err := a.syncBlocks(true); err != nil {
@@ -162,6 +186,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent serving", "node", a.cfg.NodeName, "socket", a.cfg.SocketPath, "blocks", a.alloc.Blocks())
 
 	go a.pub.run(ctx)
+	if a.bgp != nil {
+		if err := a.bgp.reconcile(ctx, a.alloc.Blocks()); err != nil {
+			a.log.Error("bgp", "err", err)
+		}
+		go a.bgp.watchBFD(ctx)
+		go func() {
+			err := a.cfg.BGP.Speaker.WatchBestPaths(ctx, func(p routing.BestPath) { a.bgp.onBestPath(p, a.alloc.Blocks) })
+			if err != nil && ctx.Err() == nil {
+				a.log.Error("watching bgp best paths stopped", "err", err)
+			}
+		}()
+	}
 	tick := time.NewTicker(a.cfg.ResyncInterval)
 	defer tick.Stop()
 	a.kickOff()
@@ -170,6 +206,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			srv.GracefulStop()
 			a.pub.flush(context.Background())
+			a.stopBGP()
 			return nil
 		case err := <-serveErr:
 			return fmt.Errorf("grpc server: %w", err)
@@ -191,9 +228,19 @@ func (a *Agent) reconcile() error {
 	if err := a.syncBlocks(false); err != nil {
 		errs = append(errs, err)
 	}
+	own := a.alloc.Blocks()
 	var desired []routes.Route
-	for _, b := range a.alloc.Blocks() {
+	for _, b := range own {
 		desired = append(desired, routes.Route{Dst: b, Blackhole: true})
+	}
+	if a.bgp != nil {
+		if err := a.bgp.reconcile(context.Background(), own); err != nil {
+			errs = append(errs, err)
+		}
+		desired = append(desired, a.bgp.learnedRoutes(own)...)
+		if a.bgp.keepStale() {
+			desired = keepUnicast(desired, a.cfg.Kernel)
+		}
 	}
 	d, err := routes.Reconcile(a.cfg.Kernel, desired)
 	if err != nil {
@@ -265,6 +312,38 @@ func (a *Agent) poolPrefixes() (natPools, allPools []netip.Prefix) {
 		}
 	}
 	return natPools, allPools
+}
+
+// keepUnicast adds the kernel's learned routes that desired lacks: during a restart they
+// stay until BGP has had time to re-learn them.
+func keepUnicast(desired []routes.Route, k routes.Kernel) []routes.Route {
+	have, err := k.List()
+	if err != nil {
+		return desired
+	}
+	want := map[netip.Prefix]bool{}
+	for _, r := range desired {
+		want[r.Dst] = true
+	}
+	for _, r := range have {
+		if !r.Blackhole && !want[r.Dst] {
+			desired = append(desired, r)
+		}
+	}
+	return desired
+}
+
+// stopBGP leaves the speaker running into the process exit (peers keep our routes:
+// graceful restart) unless the node leaves for good, which withdraws everything with a
+// Cease.
+func (a *Agent) stopBGP() {
+	if a.bgp == nil || !a.bgp.started || !a.cfg.BGP.Leave {
+		return
+	}
+	if err := a.cfg.BGP.Speaker.Stop(); err != nil {
+		a.log.Warn("bgp stop", "err", err)
+	}
+	a.log.Info("left: sent Cease to every BGP neighbour")
 }
 
 func samePrefixes(a, b []netip.Prefix) bool {

@@ -1,0 +1,286 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	api "github.com/osrg/gobgp/v3/api"
+)
+
+// BestPaths lists the equal-cost best paths learned from neighbours, for IPv4 and IPv6
+// unicast. Prefixes whose best path is our own route are left out (we are their
+// destination). GoBGP marks only the first path of a destination Best even with
+// multipath, so the equal-cost set is computed here with GoBGP's multipath rule: same
+// iBGP/eBGP kind, local preference, AS path length, origin and MED as the best path.
+// Stale is true when any path of the set is kept for a restarting neighbour.
+func (g *GoBGP) BestPaths() ([]BestPath, error) {
+	if !g.isStarted() {
+		return nil, errors.New("bgp: best paths: not started")
+	}
+	ibgp := g.ibgpFunc()
+	var out []BestPath
+	var decodeErr error
+	for _, fam := range []*api.Family{familyIPv4, familyIPv6} {
+		err := g.srv.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: fam},
+			func(d *api.Destination) {
+				bp, ok, err := ecmpSet(d.GetPaths(), ibgp)
+				if err != nil && decodeErr == nil {
+					decodeErr = err
+				}
+				if ok {
+					out = append(out, bp)
+				}
+			})
+		if err != nil {
+			return nil, fmt.Errorf("bgp: list paths: %w", err)
+		}
+	}
+	if decodeErr != nil {
+		g.log.Warn("bgp: undecodable path skipped", "err", decodeErr)
+	}
+	slices.SortFunc(out, func(a, b BestPath) int { return comparePrefix(a.Prefix, b.Prefix) })
+	return out, nil
+}
+
+// ibgpFunc says whether a path from neighbour with AS sourceAS is iBGP, as GoBGP decides
+// it (the neighbour's AS equals our AS on that session).
+func (g *GoBGP) ibgpFunc() func(neighbor netip.Addr, sourceAS uint32) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	local := make(map[netip.Addr]uint32, len(g.peers))
+	for a, pc := range g.peers {
+		local[a] = pc.LocalAS
+		if local[a] == 0 {
+			local[a] = g.global.AS
+		}
+	}
+	globalAS := g.global.AS
+	return func(n netip.Addr, as uint32) bool {
+		if l, ok := local[n]; ok {
+			return l == as
+		}
+		return as == globalAS
+	}
+}
+
+// ecmpSet turns a destination's paths (best first, as ListPath returns them) into the
+// learned equal-cost set; ok is false when there is none or our own route is best.
+func ecmpSet(paths []*api.Path, ibgp func(netip.Addr, uint32) bool) (BestPath, bool, error) {
+	var best *decodedPath
+	var bp BestPath
+	var firstErr error
+	for _, p := range paths {
+		if p.GetIsWithdraw() || p.GetIsNexthopInvalid() {
+			continue
+		}
+		d, err := decodePath(p)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		if best == nil {
+			if d.local {
+				return BestPath{}, false, firstErr
+			}
+			best = &d
+			bp.Prefix = d.prefix
+		} else if d.local || !equalCost(*best, d, ibgp) {
+			continue
+		}
+		bp.NextHops = appendUnique(bp.NextHops, d.nextHop)
+		bp.Stale = bp.Stale || p.GetStale()
+	}
+	slices.SortFunc(bp.NextHops, netip.Addr.Compare)
+	return bp, best != nil, firstErr
+}
+
+func equalCost(a, b decodedPath, ibgp func(netip.Addr, uint32) bool) bool {
+	return ibgp(a.neighbor, a.sourceAS) == ibgp(b.neighbor, b.sourceAS) &&
+		a.localPref == b.localPref && a.asPathLen == b.asPathLen &&
+		a.origin == b.origin && a.med == b.med
+}
+
+// WatchBestPaths registers a watch of GoBGP's best paths and returns; fn then runs on
+// one goroutine, in order, until ctx ends. It first gets every current prefix, then
+// each change of a prefix's learned next-hop set (or of its Stale flag), with empty
+// NextHops when the prefix is gone or our own route became best. Changes of other
+// attributes are not reported. fn must not block for long: GoBGP queues events without
+// bound behind it.
+//
+// With multipath, a GoBGP event carries a prefix's whole equal-cost set; when one member
+// goes, the event lists only the survivors with nothing marked withdrawn. So each event
+// replaces the prefix's set. Events without paths (GoBGP sends them when it marks
+// routes stale) and End-of-RIB markers are ignored; a stale flag set that way shows in
+// BestPaths, not here.
+func (g *GoBGP) WatchBestPaths(ctx context.Context, fn func(BestPath)) error {
+	if !g.isStarted() {
+		return errors.New("bgp: watch best paths: not started")
+	}
+	w := &bestWatch{last: map[netip.Prefix]BestPath{}, fn: fn, log: g}
+	err := g.srv.WatchEvent(ctx, &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
+		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}},
+	}}, w.onEvent)
+	if err != nil {
+		return fmt.Errorf("bgp: watch best paths: %w", err)
+	}
+	return nil
+}
+
+// bestWatch is one WatchBestPaths; only GoBGP's watcher goroutine touches it.
+type bestWatch struct {
+	last map[netip.Prefix]BestPath
+	fn   func(BestPath)
+	log  *GoBGP
+}
+
+func (w *bestWatch) onEvent(r *api.WatchEventResponse) {
+	t := r.GetTable()
+	if t == nil || len(t.GetPaths()) == 0 {
+		return
+	}
+	var order []netip.Prefix
+	sets := map[netip.Prefix]*BestPath{}
+	ours := map[netip.Prefix]bool{}
+	for _, p := range t.GetPaths() {
+		if p.GetNlri() == nil { // End-of-RIB
+			continue
+		}
+		d, err := decodePath(p)
+		if err != nil {
+			w.log.log.Warn("bgp: undecodable best path skipped", "err", err)
+			continue
+		}
+		s, ok := sets[d.prefix]
+		if !ok {
+			s = &BestPath{Prefix: d.prefix}
+			sets[d.prefix] = s
+			order = append(order, d.prefix)
+		}
+		if p.GetIsWithdraw() || p.GetIsNexthopInvalid() {
+			continue
+		}
+		if d.local {
+			ours[d.prefix] = true
+			continue
+		}
+		s.NextHops = appendUnique(s.NextHops, d.nextHop)
+		s.Stale = s.Stale || p.GetStale()
+	}
+	for _, pfx := range order {
+		s := *sets[pfx]
+		if ours[pfx] {
+			s.NextHops, s.Stale = nil, false
+		}
+		slices.SortFunc(s.NextHops, netip.Addr.Compare)
+		old, had := w.last[pfx]
+		if len(s.NextHops) == 0 {
+			if !had {
+				continue
+			}
+			delete(w.last, pfx)
+			w.fn(BestPath{Prefix: pfx})
+			continue
+		}
+		if had && old.Stale == s.Stale && slices.Equal(old.NextHops, s.NextHops) {
+			continue
+		}
+		w.last[pfx] = s
+		w.fn(BestPath{Prefix: pfx, NextHops: slices.Clone(s.NextHops), Stale: s.Stale})
+	}
+}
+
+// decodedPath is what hostroute needs from a GoBGP path.
+type decodedPath struct {
+	prefix    netip.Prefix
+	nextHop   netip.Addr
+	neighbor  netip.Addr // invalid for our own routes
+	local     bool
+	sourceAS  uint32
+	localPref uint32
+	asPathLen int
+	origin    uint32
+	med       uint32
+}
+
+// decodePath reads a unicast path. Our own routes have no neighbour: GoBGP reports
+// their NeighborIp as "<nil>".
+func decodePath(p *api.Path) (decodedPath, error) {
+	d := decodedPath{localPref: 100, sourceAS: p.GetSourceAsn()}
+	m, err := p.GetNlri().UnmarshalNew()
+	if err != nil {
+		return d, fmt.Errorf("bgp: nlri: %w", err)
+	}
+	n, ok := m.(*api.IPAddressPrefix)
+	if !ok {
+		return d, fmt.Errorf("bgp: nlri %T is not a unicast prefix", m)
+	}
+	a, err := netip.ParseAddr(n.GetPrefix())
+	if err != nil {
+		return d, fmt.Errorf("bgp: nlri prefix %q: %w", n.GetPrefix(), err)
+	}
+	d.prefix, err = a.Unmap().Prefix(int(n.GetPrefixLen()))
+	if err != nil {
+		return d, fmt.Errorf("bgp: nlri %s/%d: %w", a, n.GetPrefixLen(), err)
+	}
+	if nb, err := netip.ParseAddr(p.GetNeighborIp()); err == nil {
+		d.neighbor = nb.Unmap()
+	} else {
+		d.local = true
+	}
+	for _, at := range p.GetPattrs() {
+		m, err := at.UnmarshalNew()
+		if err != nil {
+			return d, fmt.Errorf("bgp: path attribute %s: %w", at.GetTypeUrl(), err)
+		}
+		switch v := m.(type) {
+		case *api.NextHopAttribute:
+			if nh, err := netip.ParseAddr(v.GetNextHop()); err == nil {
+				d.nextHop = nh.Unmap()
+			}
+		case *api.MpReachNLRIAttribute:
+			if hops := v.GetNextHops(); len(hops) > 0 {
+				if nh, err := netip.ParseAddr(hops[0]); err == nil { // [1] is a link-local
+					d.nextHop = nh.Unmap()
+				}
+			}
+		case *api.LocalPrefAttribute:
+			d.localPref = v.GetLocalPref()
+		case *api.OriginAttribute:
+			d.origin = v.GetOrigin()
+		case *api.MultiExitDiscAttribute:
+			d.med = v.GetMed()
+		case *api.AsPathAttribute:
+			for _, s := range v.GetSegments() {
+				switch s.GetType() {
+				case 1: // AS_SET counts as one
+					d.asPathLen++
+				case 2: // AS_SEQUENCE
+					d.asPathLen += len(s.GetNumbers())
+				} // confederation segments do not count
+			}
+		}
+	}
+	if !p.GetIsWithdraw() && !d.nextHop.IsValid() {
+		return d, fmt.Errorf("bgp: path for %v has no next hop", d.prefix)
+	}
+	return d, nil
+}
+
+func appendUnique(l []netip.Addr, a netip.Addr) []netip.Addr {
+	if slices.Contains(l, a) {
+		return l
+	}
+	return append(l, a)
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}

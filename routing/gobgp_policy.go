@@ -1,0 +1,338 @@
+package routing
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"google.golang.org/protobuf/proto"
+)
+
+// GoBGP policy names; the speaker owns GoBGP's whole policy configuration.
+const (
+	importPolicyName = "hostroute-import"
+	exportPolicyName = "hostroute-export"
+)
+
+// SetPolicy installs p as GoBGP's global import and export policy (the rules are
+// Policy.Accepts and Policy.Exports), replacing the previous one whole. Installing the
+// same policy for the same neighbour kinds again does nothing. A policy set before Start
+// is installed by Start.
+//
+// Hazards handled here:
+//   - GoBGP does not re-evaluate routes already received when the policy changes: a
+//     changed policy is followed by a soft reset (in and out) of every neighbour.
+//   - A soft reset out sends newly allowed routes but never withdraws newly refused ones,
+//     and a withdrawal is itself filtered by the export policy. So our routes that the new
+//     policy stops exporting are withdrawn before it is installed and re-originated after.
+func (g *GoBGP) SetPolicy(p Policy) error {
+	g.op.Lock()
+	defer g.op.Unlock()
+	g.policy, g.hasPolicy = clonePolicy(p), true
+	if !g.isStarted() {
+		return nil
+	}
+	return g.installPolicy(g.kinds())
+}
+
+// installPolicy builds and installs the GoBGP policy for the stored Policy and kinds.
+// The caller holds g.op.
+func (g *GoBGP) installPolicy(kinds map[netip.Addr]PeerKind) error {
+	if !g.hasPolicy {
+		return nil
+	}
+	g.hj.update(g.policy, kinds)
+	req := buildPolicy(g.policy, kinds)
+	if g.applied != nil && proto.Equal(req, g.applied) {
+		return nil
+	}
+	ctx := context.Background()
+
+	g.mu.Lock()
+	var reorig []netip.Prefix
+	for pfx := range g.adv {
+		for _, k := range []PeerKind{KindMesh, KindExternal} {
+			before := g.applied == nil
+			if !before {
+				before, _ = g.appliedPol.Exports(k, pfx, false, false)
+			}
+			after, _ := g.policy.Exports(k, pfx, false, false)
+			if before && !after {
+				reorig = append(reorig, pfx)
+				break
+			}
+		}
+	}
+	advs := maps.Clone(g.adv)
+	g.mu.Unlock()
+	slices.SortFunc(reorig, comparePrefix)
+	for _, pfx := range reorig {
+		if err := g.deletePath(pfx, advs[pfx]); err != nil {
+			return err
+		}
+	}
+
+	if err := g.srv.SetPolicies(ctx, req); err != nil {
+		return fmt.Errorf("bgp: set policies: %w", err)
+	}
+	for _, a := range []struct {
+		dir  api.PolicyDirection
+		name string
+	}{{api.PolicyDirection_IMPORT, importPolicyName}, {api.PolicyDirection_EXPORT, exportPolicyName}} {
+		err := g.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name:          "global",
+			Direction:     a.dir,
+			Policies:      []*api.Policy{{Name: a.name}},
+			DefaultAction: api.RouteAction_REJECT,
+		}})
+		if err != nil {
+			return fmt.Errorf("bgp: assign %s: %w", a.name, err)
+		}
+	}
+	g.applied, g.appliedPol = req, g.policy
+
+	for _, pfx := range reorig {
+		uuid, err := g.addPath(pfx, advs[pfx].nextHop)
+		g.mu.Lock()
+		if err != nil {
+			delete(g.adv, pfx)
+		} else {
+			g.adv[pfx] = advert{nextHop: advs[pfx].nextHop, uuid: uuid}
+		}
+		g.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	if len(kinds) > 0 {
+		err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Soft: true, Direction: api.ResetPeerRequest_BOTH})
+		if err != nil {
+			return fmt.Errorf("bgp: soft reset after policy change: %w", err)
+		}
+	}
+	return nil
+}
+
+// buildPolicy translates p into GoBGP defined sets and two policies. The import policy,
+// default REJECT:
+//
+//	local routes (our own AddPath routes pass the import policy too)   accept
+//	own blocks and more specifics                                      reject
+//	per owner: its pool blocks (exact) from a node with next hop = owner accept
+//	per external neighbour: its import ranges from that neighbour      accept
+//
+// The export policy, default REJECT:
+//
+//	NoExportToExternal and more specifics to external neighbours       reject
+//	local routes for OwnBlocks and ExtraExports (exact)                accept
+//	reflector only: iBGP-learned pool prefixes to nodes                accept
+//
+// Hazards: a prefix set holds one family only (each rule is built per family); a
+// prefix-set entry with mask lengths 0..0 matches only /0 (ranges are always explicit);
+// an empty neighbour set matches every neighbour (rules that need one are left out when
+// it would be empty); the per-owner rules are evaluated in order, one per node and
+// family, which is linear in the cluster size per received route.
+func buildPolicy(p Policy, kinds map[netip.Addr]PeerKind) *api.SetPoliciesRequest {
+	b := &policyBuilder{}
+	var nodes, externals []netip.Addr
+	reflector := false
+	for a, k := range kinds {
+		switch k {
+		case KindExternal:
+			externals = append(externals, a)
+		case KindMesh, KindReflector, KindReflectorClient:
+			nodes = append(nodes, a)
+		}
+		reflector = reflector || k == KindReflectorClient
+	}
+	slices.SortFunc(nodes, netip.Addr.Compare)
+	slices.SortFunc(externals, netip.Addr.Compare)
+	nodeSet := b.neighborSet("hr-nodes", nodes)
+	extSet := b.neighborSet("hr-external", externals)
+
+	imp := []*api.Statement{statement("hr-im-local", &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL}, true)}
+	for _, f := range families {
+		if s := b.prefixSet("hr-own-"+f.tag, f.only(p.OwnBlocks), true); s != "" {
+			imp = append(imp, statement("hr-im-own-"+f.tag, &api.Conditions{PrefixSet: matchAny(s)}, false))
+		}
+	}
+	if nodeSet != "" {
+		owners := map[netip.Addr][]netip.Prefix{}
+		for blk, owner := range p.BlockOwners {
+			if _, inPool := p.poolOf(blk); inPool && !p.ownCovers(blk) {
+				owners[owner.Unmap()] = append(owners[owner.Unmap()], blk)
+			}
+		}
+		for _, owner := range slices.SortedFunc(maps.Keys(owners), netip.Addr.Compare) {
+			for _, f := range families {
+				name := fmt.Sprintf("owner-%s-%s", f.tag, owner)
+				if s := b.prefixSet("hr-"+name, f.only(owners[owner]), false); s != "" {
+					imp = append(imp, statement("hr-im-"+name, &api.Conditions{
+						PrefixSet: matchAny(s), NeighborSet: matchAny(nodeSet), NextHopInList: []string{owner.String()},
+					}, true))
+				}
+			}
+		}
+	}
+	for _, ext := range externals {
+		var peerSet string
+		for _, f := range families {
+			name := fmt.Sprintf("import-%s-%s", f.tag, ext)
+			s := b.rangeSet("hr-"+name, f, p.ExternalImports[ext])
+			if s == "" {
+				continue
+			}
+			if peerSet == "" {
+				peerSet = b.neighborSet("hr-peer-"+ext.String(), []netip.Addr{ext})
+			}
+			imp = append(imp, statement("hr-im-"+name, &api.Conditions{PrefixSet: matchAny(s), NeighborSet: matchAny(peerSet)}, true))
+		}
+	}
+
+	var exp []*api.Statement
+	for _, f := range families {
+		if extSet == "" {
+			break
+		}
+		if s := b.prefixSet("hr-noexport-"+f.tag, f.only(p.NoExportToExternal), true); s != "" {
+			exp = append(exp, statement("hr-ex-noexport-"+f.tag, &api.Conditions{PrefixSet: matchAny(s), NeighborSet: matchAny(extSet)}, false))
+		}
+	}
+	for _, f := range families {
+		out := f.only(append(slices.Clone(p.OwnBlocks), p.ExtraExports...))
+		if s := b.prefixSet("hr-export-"+f.tag, out, false); s != "" {
+			exp = append(exp, statement("hr-ex-own-"+f.tag, &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL, PrefixSet: matchAny(s)}, true))
+		}
+	}
+	for _, f := range families {
+		if !reflector || nodeSet == "" {
+			break
+		}
+		if s := b.prefixSet("hr-pools-"+f.tag, f.only(p.Pools), true); s != "" {
+			exp = append(exp, statement("hr-ex-reflect-"+f.tag, &api.Conditions{
+				RouteType: api.Conditions_ROUTE_TYPE_INTERNAL, PrefixSet: matchAny(s), NeighborSet: matchAny(nodeSet),
+			}, true))
+		}
+	}
+	return &api.SetPoliciesRequest{
+		DefinedSets: b.sets,
+		Policies:    []*api.Policy{{Name: importPolicyName, Statements: imp}, {Name: exportPolicyName, Statements: exp}},
+	}
+}
+
+type family struct {
+	tag string
+	v4  bool
+}
+
+var families = []family{{"v4", true}, {"v6", false}}
+
+// only returns the prefixes of family f, masked, sorted and without duplicates.
+func (f family) only(ps []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.IsValid() && p.Addr().Is4() == f.v4 {
+			out = append(out, p.Masked())
+		}
+	}
+	slices.SortFunc(out, comparePrefix)
+	return slices.Compact(out)
+}
+
+func (p Policy) ownCovers(prefix netip.Prefix) bool {
+	for _, o := range p.OwnBlocks {
+		if covers(o, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+type policyBuilder struct{ sets []*api.DefinedSet }
+
+// prefixSet adds a prefix set and returns its name ("" when ps is empty). ranged sets
+// match each prefix and its more specifics, others the exact prefixes.
+func (b *policyBuilder) prefixSet(name string, ps []netip.Prefix, ranged bool) string {
+	if len(ps) == 0 {
+		return ""
+	}
+	s := &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: name}
+	for _, p := range ps {
+		hi := p.Bits()
+		if ranged {
+			hi = maxBits(p)
+		}
+		s.Prefixes = append(s.Prefixes, &api.Prefix{IpPrefix: p.String(), MaskLengthMin: uint32(p.Bits()), MaskLengthMax: uint32(hi)})
+	}
+	b.sets = append(b.sets, s)
+	return name
+}
+
+// rangeSet adds a prefix set for the ranges of family f (see PrefixRange.Matches).
+func (b *policyBuilder) rangeSet(name string, f family, rs []PrefixRange) string {
+	var entries []*api.Prefix
+	for _, r := range rs {
+		if !r.Prefix.IsValid() || r.Prefix.Addr().Is4() != f.v4 {
+			continue
+		}
+		p := r.Prefix.Masked()
+		hi := p.Bits()
+		if r.MaxLen > 0 {
+			hi = min(r.MaxLen, maxBits(p))
+		}
+		if hi < p.Bits() {
+			continue // matches nothing
+		}
+		entries = append(entries, &api.Prefix{IpPrefix: p.String(), MaskLengthMin: uint32(p.Bits()), MaskLengthMax: uint32(hi)})
+	}
+	if len(entries) == 0 {
+		return ""
+	}
+	b.sets = append(b.sets, &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: name, Prefixes: entries})
+	return name
+}
+
+// neighborSet adds a neighbour set and returns its name ("" when addrs is empty: GoBGP
+// would match every neighbour with an empty set).
+func (b *policyBuilder) neighborSet(name string, addrs []netip.Addr) string {
+	if len(addrs) == 0 {
+		return ""
+	}
+	s := &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: name}
+	for _, a := range addrs {
+		s.List = append(s.List, netip.PrefixFrom(a, a.BitLen()).String())
+	}
+	b.sets = append(b.sets, s)
+	return name
+}
+
+func statement(name string, c *api.Conditions, accept bool) *api.Statement {
+	action := api.RouteAction_REJECT
+	if accept {
+		action = api.RouteAction_ACCEPT
+	}
+	return &api.Statement{Name: name, Conditions: c, Actions: &api.Actions{RouteAction: action}}
+}
+
+func matchAny(set string) *api.MatchSet { return &api.MatchSet{Type: api.MatchSet_ANY, Name: set} }
+
+// clonePolicy copies p so a caller changing its maps later cannot change ours.
+func clonePolicy(p Policy) Policy {
+	c := Policy{
+		OwnBlocks:          slices.Clone(p.OwnBlocks),
+		ExtraExports:       slices.Clone(p.ExtraExports),
+		BlockOwners:        maps.Clone(p.BlockOwners),
+		Pools:              slices.Clone(p.Pools),
+		NoExportToExternal: slices.Clone(p.NoExportToExternal),
+	}
+	if p.ExternalImports != nil {
+		c.ExternalImports = make(map[netip.Addr][]PrefixRange, len(p.ExternalImports))
+		for a, rs := range p.ExternalImports {
+			c.ExternalImports[a] = slices.Clone(rs)
+		}
+	}
+	return c
+}

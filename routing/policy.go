@@ -1,0 +1,139 @@
+package routing
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Accepts decides whether a path for prefix with nextHop, learned from neighbor (a
+// neighbour of the given kind), may enter the routing table. It is the specification
+// the GoBGP import policy is built from (see gobgp_policy.go), and it is what the hijack
+// log uses to explain a rejection. The reason is meant for a log line or a status.
+//
+// Rules, first match wins:
+//  1. Our own blocks, and anything inside them, are never accepted back: a neighbour
+//     echoing (or claiming) them would steal our pods' traffic.
+//  2. From an external neighbour only what ExternalImports[neighbor] lists.
+//  3. From a node (mesh, reflector, reflector client) a prefix inside a pool, of any
+//     length from the pool's to a host route, only when BlockOwners[prefix] is the
+//     next hop: a node can advertise the blocks assigned to it and nothing else. The next
+//     hop is checked, not the neighbour, because a reflector passes on other nodes'
+//     routes with their next hop unchanged.
+//  4. Everything else is rejected.
+//
+// Hazard: BlockOwners is looked up by the exact prefix, so a /32 for an address borrowed
+// from another node's block needs its own entry.
+func (p Policy) Accepts(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix, nextHop netip.Addr) (bool, string) {
+	prefix = prefix.Masked()
+	neighbor, nextHop = neighbor.Unmap(), nextHop.Unmap()
+	for _, own := range p.OwnBlocks {
+		if covers(own, prefix) {
+			if own.Masked() == prefix {
+				return false, fmt.Sprintf("%s is our own block", prefix)
+			}
+			return false, fmt.Sprintf("%s is inside our own block %s", prefix, own.Masked())
+		}
+	}
+	switch kind {
+	case KindExternal:
+		for _, r := range p.ExternalImports[neighbor] {
+			if r.Matches(prefix) {
+				return true, fmt.Sprintf("%s is in the import list of %s (%s)", prefix, neighbor, r)
+			}
+		}
+		return false, fmt.Sprintf("%s is not in the import list of external neighbour %s", prefix, neighbor)
+	case KindMesh, KindReflector, KindReflectorClient:
+		pool, ok := p.poolOf(prefix)
+		if !ok {
+			return false, fmt.Sprintf("%s from node %s is not inside any pool", prefix, neighbor)
+		}
+		owner, ok := p.BlockOwners[prefix]
+		if !ok {
+			return false, fmt.Sprintf("%s (pool %s) is not assigned to any node: rejected", prefix, pool)
+		}
+		if owner.Unmap() != nextHop {
+			return false, fmt.Sprintf("%s is assigned to %s, not to next hop %s: hijack rejected", prefix, owner, nextHop)
+		}
+		return true, fmt.Sprintf("%s is assigned to next hop %s", prefix, nextHop)
+	}
+	return false, fmt.Sprintf("unknown peer kind %q for %s", kind, neighbor)
+}
+
+// Exports decides whether a route for prefix is sent to a neighbour of the given kind.
+// learned is false for the node's own routes (Advertise) and true for routes learned from
+// another node; reflector is true when this node reflects for clients.
+//
+// Own routes: OwnBlocks and ExtraExports (exact prefixes) go to every neighbour, except
+// that prefixes inside NoExportToExternal never go to external neighbours.
+// Learned routes: passed on only by a route reflector, only pool prefixes, only to nodes.
+// GoBGP applies the export policy to reflected routes too, so without that rule a
+// reflector would accept its clients' routes and reflect nothing; which node gets which
+// reflected route is still GoBGP's route-reflector logic (RFC 4456).
+func (p Policy) Exports(kind PeerKind, prefix netip.Prefix, learned, reflector bool) (bool, string) {
+	prefix = prefix.Masked()
+	if learned {
+		if !reflector {
+			return false, fmt.Sprintf("%s was learned and this node reflects for nobody", prefix)
+		}
+		if kind == KindExternal {
+			return false, fmt.Sprintf("%s was learned from a node: not passed on to external neighbours", prefix)
+		}
+		if pool, ok := p.poolOf(prefix); ok {
+			return true, fmt.Sprintf("%s is inside pool %s: reflected", prefix, pool)
+		}
+		return false, fmt.Sprintf("%s is not inside any pool: not reflected", prefix)
+	}
+	if kind == KindExternal {
+		for _, n := range p.NoExportToExternal {
+			if covers(n, prefix) {
+				return false, fmt.Sprintf("%s is inside %s, not exported to external neighbours", prefix, n.Masked())
+			}
+		}
+	}
+	for _, l := range [][]netip.Prefix{p.OwnBlocks, p.ExtraExports} {
+		for _, e := range l {
+			if e.Masked() == prefix {
+				return true, fmt.Sprintf("%s is exported", prefix)
+			}
+		}
+	}
+	return false, fmt.Sprintf("%s is neither our block nor an extra export", prefix)
+}
+
+// Matches reports whether prefix is r.Prefix or a more specific up to r.MaxLen (exactly
+// r.Prefix when MaxLen is 0).
+func (r PrefixRange) Matches(prefix netip.Prefix) bool {
+	if !covers(r.Prefix, prefix) {
+		return false
+	}
+	if r.MaxLen == 0 {
+		return prefix.Bits() == r.Prefix.Bits()
+	}
+	return prefix.Bits() <= r.MaxLen
+}
+
+func (r PrefixRange) String() string {
+	if r.MaxLen == 0 {
+		return r.Prefix.Masked().String()
+	}
+	return fmt.Sprintf("%s le %d", r.Prefix.Masked(), r.MaxLen)
+}
+
+// poolOf returns the pool containing prefix (a prefix equal to or longer than the pool).
+func (p Policy) poolOf(prefix netip.Prefix) (netip.Prefix, bool) {
+	for _, pool := range p.Pools {
+		if covers(pool, prefix) {
+			return pool.Masked(), true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// covers reports whether inner is outer or a more specific of it (same family).
+func covers(outer, inner netip.Prefix) bool {
+	return outer.IsValid() && inner.IsValid() && outer.Bits() <= inner.Bits() &&
+		outer.Addr().Is4() == inner.Addr().Is4() && outer.Masked().Contains(inner.Addr())
+}
+
+// maxBits is 32 or 128, the longest prefix of p's family.
+func maxBits(p netip.Prefix) int { return p.Addr().BitLen() }

@@ -1,0 +1,206 @@
+package routing
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"google.golang.org/protobuf/proto"
+)
+
+var (
+	ptA    = netip.MustParseAddr("192.0.2.11") // this node
+	ptB    = netip.MustParseAddr("192.0.2.12")
+	ptC    = netip.MustParseAddr("192.0.2.13")
+	ptRR   = netip.MustParseAddr("192.0.2.20")
+	ptToR  = netip.MustParseAddr("192.0.2.1")
+	ptToR2 = netip.MustParseAddr("192.0.2.2")
+	ptV6   = netip.MustParseAddr("fd00::12")
+)
+
+func gbPfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// testPolicy is node A's policy.
+func ptPolicy() Policy {
+	return Policy{
+		OwnBlocks:    []netip.Prefix{gbPfx("10.244.0.0/26")},
+		ExtraExports: []netip.Prefix{gbPfx("10.245.0.7/32"), gbPfx("203.0.113.5/32")},
+		BlockOwners: map[netip.Prefix]netip.Addr{
+			gbPfx("10.244.0.0/26"):        ptA,
+			gbPfx("10.244.1.0/26"):        ptB,
+			gbPfx("10.244.2.0/26"):        ptC,
+			gbPfx("10.244.3.7/32"):        ptC, // an address borrowed from B's... block, owned by C
+			gbPfx("fd00:244:0:1::/80"):    ptV6,
+			gbPfx("172.16.0.0/26"):        ptB, // outside every pool
+			gbPfx("fd00:244:0:2::/80"):    ptC, // an IPv4 owner for an IPv6 block: never matches
+			gbPfx("10.244.128.0/26"):      ptB,
+			gbPfx("10.244.0.0/16"):        ptB, // the pool itself as a "block"
+			gbPfx("10.244.255.192/26"):    ptC,
+			gbPfx("fd00:244:0:ffff::/80"): ptV6,
+		},
+		Pools:              []netip.Prefix{gbPfx("10.244.0.0/16"), gbPfx("fd00:244::/48")},
+		ExternalImports:    map[netip.Addr][]PrefixRange{ptToR: {{Prefix: gbPfx("0.0.0.0/0")}, {Prefix: gbPfx("198.51.100.0/24"), MaxLen: 28}}},
+		NoExportToExternal: []netip.Prefix{gbPfx("10.245.0.0/16")},
+	}
+}
+
+func TestPolicyAccepts(t *testing.T) {
+	p := ptPolicy()
+	for _, c := range []struct {
+		name     string
+		kind     PeerKind
+		neighbor netip.Addr
+		prefix   string
+		nextHop  netip.Addr
+		want     bool
+		reason   string // a substring of the reason
+	}{
+		{"owner's block from owner", KindMesh, ptB, "10.244.1.0/26", ptB, true, "assigned to next hop 192.0.2.12"},
+		{"hijack", KindMesh, ptC, "10.244.1.0/26", ptC, false,
+			"10.244.1.0/26 is assigned to 192.0.2.12, not to next hop 192.0.2.13: hijack rejected"},
+		{"hijack keeping the owner's neighbour", KindMesh, ptB, "10.244.2.0/26", ptB, false, "assigned to 192.0.2.13"},
+		{"reflected, next hop unchanged", KindReflector, ptRR, "10.244.1.0/26", ptB, true, "assigned to next hop"},
+		{"from a reflector client", KindReflectorClient, ptC, "10.244.2.0/26", ptC, true, ""},
+		{"reflected hijack", KindReflector, ptRR, "10.244.2.0/26", ptB, false, "hijack rejected"},
+		{"host route with its own owner entry", KindMesh, ptC, "10.244.3.7/32", ptC, true, ""},
+		{"pool itself listed as a block", KindMesh, ptB, "10.244.0.0/16", ptB, true, "assigned to next hop"},
+		{"own block back", KindMesh, ptB, "10.244.0.0/26", ptA, false, "10.244.0.0/26 is our own block"},
+		{"inside own block", KindMesh, ptB, "10.244.0.5/32", ptB, false, "inside our own block 10.244.0.0/26"},
+		{"own block from external", KindExternal, ptToR, "10.244.0.0/26", ptToR, false, "our own block"},
+		{"unassigned block", KindMesh, ptB, "10.244.9.0/26", ptB, false, "not assigned to any node"},
+		{"more specific of a block", KindMesh, ptB, "10.244.1.0/27", ptB, false, "not assigned"},
+		{"outside pools", KindMesh, ptB, "172.16.0.0/26", ptB, false, "not inside any pool"},
+		{"default route from a node", KindMesh, ptB, "0.0.0.0/0", ptB, false, "not inside any pool"},
+		{"IPv6 owner", KindMesh, ptB, "fd00:244:0:1::/80", ptV6, true, ""},
+		{"IPv6 hijack", KindMesh, ptC, "fd00:244:0:1::/80", ptC, false, "hijack rejected"},
+		{"IPv6 block with IPv4 owner", KindMesh, ptC, "fd00:244:0:2::/80", ptC, true, ""},
+		{"IPv6 block, IPv6 next hop, IPv4 owner", KindMesh, ptC, "fd00:244:0:2::/80", ptV6, false, "hijack rejected"},
+		{"external exact", KindExternal, ptToR, "0.0.0.0/0", ptToR, true, "import list"},
+		{"external range", KindExternal, ptToR, "198.51.100.16/28", ptToR, true, "198.51.100.0/24 le 28"},
+		{"external range base", KindExternal, ptToR, "198.51.100.0/24", ptToR, true, ""},
+		{"external too long", KindExternal, ptToR, "198.51.100.16/29", ptToR, false, "not in the import list"},
+		{"external exact only", KindExternal, ptToR, "10.0.0.0/8", ptToR, false, "not in the import list"},
+		{"external pool block", KindExternal, ptToR, "10.244.1.0/26", ptB, false, "not in the import list"},
+		{"external without list", KindExternal, ptToR2, "0.0.0.0/0", ptToR2, false, "192.0.2.2"},
+		{"unknown kind", PeerKind("bogus"), ptB, "10.244.1.0/26", ptB, false, "unknown peer kind"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, reason := p.Accepts(c.kind, c.neighbor, gbPfx(c.prefix), c.nextHop)
+			if got != c.want || !strings.Contains(reason, c.reason) {
+				t.Errorf("Accepts(%s, %v, %s, %v) = %v, %q; want %v, containing %q",
+					c.kind, c.neighbor, c.prefix, c.nextHop, got, reason, c.want, c.reason)
+			}
+		})
+	}
+}
+
+func TestPolicyExports(t *testing.T) {
+	p := ptPolicy()
+	for _, c := range []struct {
+		name               string
+		kind               PeerKind
+		prefix             string
+		learned, reflector bool
+		want               bool
+	}{
+		{"own block to node", KindMesh, "10.244.0.0/26", false, false, true},
+		{"own block to external", KindExternal, "10.244.0.0/26", false, false, true},
+		{"more specific of own block", KindMesh, "10.244.0.1/32", false, false, false},
+		{"extra export to node", KindMesh, "10.245.0.7/32", false, false, true},
+		{"no-export prefix to external", KindExternal, "10.245.0.7/32", false, false, false},
+		{"extra export to external", KindExternal, "203.0.113.5/32", false, false, true},
+		{"another node's block as our route", KindMesh, "10.244.1.0/26", false, false, false},
+		{"learned, not a reflector", KindMesh, "10.244.1.0/26", true, false, false},
+		{"reflected to client", KindReflectorClient, "10.244.1.0/26", true, true, true},
+		{"reflected to non-client", KindMesh, "10.244.1.0/26", true, true, true},
+		{"reflected to external", KindExternal, "10.244.1.0/26", true, true, false},
+		{"reflected outside pools", KindReflectorClient, "8.8.8.0/24", true, true, false},
+		{"reflected IPv6", KindReflectorClient, "fd00:244:0:1::/80", true, true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, reason := p.Exports(c.kind, gbPfx(c.prefix), c.learned, c.reflector)
+			if got != c.want || reason == "" {
+				t.Errorf("Exports(%s, %s, learned=%v, reflector=%v) = %v, %q; want %v", c.kind, c.prefix, c.learned, c.reflector, got, reason, c.want)
+			}
+		})
+	}
+}
+
+func TestPrefixRangeMatches(t *testing.T) {
+	for _, c := range []struct {
+		r      PrefixRange
+		prefix string
+		want   bool
+	}{
+		{PrefixRange{Prefix: gbPfx("10.0.0.0/8")}, "10.0.0.0/8", true},
+		{PrefixRange{Prefix: gbPfx("10.0.0.0/8")}, "10.1.0.0/16", false},
+		{PrefixRange{Prefix: gbPfx("10.0.0.0/8"), MaxLen: 16}, "10.1.0.0/16", true},
+		{PrefixRange{Prefix: gbPfx("10.0.0.0/8"), MaxLen: 16}, "10.1.1.0/24", false},
+		{PrefixRange{Prefix: gbPfx("10.0.0.0/8"), MaxLen: 16}, "11.0.0.0/16", false},
+		{PrefixRange{Prefix: gbPfx("10.0.0.0/8"), MaxLen: 32}, "0.0.0.0/0", false},
+		{PrefixRange{Prefix: gbPfx("::/0"), MaxLen: 128}, "10.0.0.0/8", false},
+		{PrefixRange{Prefix: gbPfx("2001:db8::/32"), MaxLen: 48}, "2001:db8:1::/48", true},
+	} {
+		if got := c.r.Matches(gbPfx(c.prefix)); got != c.want {
+			t.Errorf("%v.Matches(%s) = %v, want %v", c.r, c.prefix, got, c.want)
+		}
+	}
+}
+
+// The GoBGP policy is deterministic (installing it twice is a no-op) and has the
+// hazards of GoBGP's policy engine handled: explicit mask ranges, one family per prefix
+// set, no empty neighbour sets.
+func TestBuildPolicy(t *testing.T) {
+	kinds := map[netip.Addr]PeerKind{ptB: KindMesh, ptC: KindReflectorClient, ptToR: KindExternal}
+	a := buildPolicy(ptPolicy(), kinds)
+	for range 20 { // map iteration order must not matter
+		if b := buildPolicy(ptPolicy(), kinds); !proto.Equal(a, b) {
+			t.Fatal("buildPolicy is not deterministic")
+		}
+	}
+	names := map[string]bool{}
+	for _, s := range a.DefinedSets {
+		if names[s.Name] {
+			t.Errorf("defined set %s twice", s.Name)
+		}
+		names[s.Name] = true
+		if s.DefinedType == api.DefinedType_NEIGHBOR && len(s.List) == 0 {
+			t.Errorf("empty neighbour set %s", s.Name)
+		}
+		for i, e := range s.Prefixes {
+			q := gbPfx(e.IpPrefix)
+			if q.Addr().Is4() != gbPfx(s.Prefixes[0].IpPrefix).Addr().Is4() {
+				t.Errorf("set %s mixes families", s.Name)
+			}
+			if int(e.MaskLengthMin) != q.Bits() || e.MaskLengthMax < e.MaskLengthMin {
+				t.Errorf("set %s entry %d: %s %d..%d", s.Name, i, e.IpPrefix, e.MaskLengthMin, e.MaskLengthMax)
+			}
+		}
+	}
+	var stmts []string
+	for _, pol := range a.Policies {
+		for _, s := range pol.Statements {
+			stmts = append(stmts, s.Name)
+		}
+	}
+	got := strings.Join(stmts, " ")
+	for _, want := range []string{
+		"hr-im-local hr-im-own-v4 hr-im-owner-v4-192.0.2.12 hr-im-owner-v4-192.0.2.13 hr-im-owner-v6-192.0.2.13",
+		"hr-im-owner-v6-fd00::12 hr-im-import-v4-192.0.2.1 hr-ex-noexport-v4",
+		"hr-ex-noexport-v4 hr-ex-own-v4 hr-ex-reflect-v4 hr-ex-reflect-v6",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("statements %q\nmissing %q", got, want)
+		}
+	}
+	// Without nodes or reflector clients the rules that need them are left out.
+	b := buildPolicy(ptPolicy(), map[netip.Addr]PeerKind{ptToR: KindExternal})
+	for _, pol := range b.Policies {
+		for _, s := range pol.Statements {
+			if strings.Contains(s.Name, "owner") || strings.Contains(s.Name, "reflect") {
+				t.Errorf("statement %s without node neighbours", s.Name)
+			}
+		}
+	}
+}
