@@ -281,3 +281,65 @@ func TestAgentRestartLosesNoPackets(t *testing.T) {
 		t.Fatalf("lost packets during the agent restart: %s", lastLines(out, 3))
 	}
 }
+
+// TestBGPBadInput: a BGPPeer whose password Secret is missing becomes a Warning Event on
+// the node and is skipped; a connection that sends garbage to the BGP port, and one that
+// resets, leave the node's other sessions and routes alone.
+func TestBGPBadInput(t *testing.T) {
+	l := newLab(t, 2, false, 0)
+	blocks := l.blocks(t)
+	n1 := l.nodes[0]
+	routed := func() string {
+		if hops := kernelRoute(t, n1.NS, blocks["node-2"]); len(hops) != 1 {
+			return fmt.Sprintf("node-1 route to node-2's block: %v", hops)
+		}
+		if hops := kernelRoute(t, n1.NS, extNet); len(hops) != 1 {
+			return fmt.Sprintf("node-1 route to the ToR's prefix: %v", hops)
+		}
+		return ""
+	}
+	l.e.Eventually(20*time.Second, "routes in place", routed)
+
+	bad := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{PeerIP: "192.0.2.200", ASNumber: 65001,
+		PasswordSecretRef: &v1alpha1.SecretKeyRef{Namespace: "kube-system", Name: "missing-md5", Key: "password"}}}
+	bad.Name = "needs-password"
+	if _, err := l.e.HR.BGPPeers.Create(l.e.Ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	l.e.Eventually(20*time.Second, "Warning Event on node-1", func() string {
+		evs, err := l.e.Kube.CoreV1().Events("").List(l.e.Ctx, metav1.ListOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		for _, ev := range evs.Items {
+			if ev.InvolvedObject.Name == "node-1" && ev.Reason == "BGPConfigProblem" && strings.Contains(ev.Message, "needs-password") {
+				t.Logf("Event on node-1: %s: %s", ev.Reason, ev.Message)
+				return ""
+			}
+		}
+		return "no BGPConfigProblem event naming the peer"
+	})
+
+	// Garbage, then a reset, on node-1's BGP port from the ToR's namespace.
+	c, err := netns.DialIn(l.bird.NS, "tcp", n1.Addr+":179")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = c.Write([]byte("GET / HTTP/1.1\r\n\r\nthis is not BGP\xff\xff\xff\xff"))
+	time.Sleep(200 * time.Millisecond)
+	c.Close()
+	c, err = netns.DialIn(l.bird.NS, "tcp", n1.Addr+":179")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).SetLinger(0) // close with RST
+	c.Close()
+	time.Sleep(2 * time.Second)
+	if msg := routed(); msg != "" {
+		t.Fatalf("after garbage and a reset: %s", msg)
+	}
+	out, _ := l.bird.Query("show protocols")
+	if !regexp.MustCompile(`(?m)^n\d\s+BGP.*Established`).MatchString(out) {
+		t.Fatalf("ToR sessions disturbed:\n%s", out)
+	}
+}

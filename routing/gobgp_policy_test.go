@@ -166,7 +166,12 @@ func TestGoBGPRouteReflector(t *testing.T) {
 		n.setPolicy(Policy{OwnBlocks: own, BlockOwners: owners, Pools: []netip.Prefix{gbPfx("10.244.0.0/16")}})
 		n.advertise(own[0].String(), n.addr)
 	}
-	y.advertise("10.244.2.0/26", y.addr) // hijack of x's block
+	// y hijacks x's block; its own export policy would stop that, so y exports it as
+	// an extra (a misconfigured or malicious node).
+	rogue := Policy{OwnBlocks: []netip.Prefix{gbPfx("10.244.3.0/26")}, ExtraExports: []netip.Prefix{gbPfx("10.244.2.0/26")},
+		BlockOwners: owners, Pools: []netip.Prefix{gbPfx("10.244.0.0/16")}}
+	y.setPolicy(rogue)
+	y.advertise("10.244.2.0/26", y.addr)
 	client := func(other *gbNode) PeerConfig {
 		pc := r.peerOf(other, KindReflectorClient)
 		pc.RouteReflectorClient, pc.ClusterID = true, r.addr.String()
@@ -185,11 +190,18 @@ func TestGoBGPRouteReflector(t *testing.T) {
 	sent := time.Now()
 	x.advertise("10.244.2.64/26", x.addr) // unassigned: the reflector drops it
 	owners[gbPfx("10.244.2.128/26")] = x.addr
-	r.setPolicy(Policy{OwnBlocks: []netip.Prefix{gbPfx("10.244.1.0/26")}, BlockOwners: owners, Pools: []netip.Prefix{gbPfx("10.244.0.0/16")}})
-	y.setPolicy(Policy{OwnBlocks: []netip.Prefix{gbPfx("10.244.3.0/26")}, BlockOwners: owners, Pools: []netip.Prefix{gbPfx("10.244.0.0/16")}})
+	for n, own := range map[*gbNode][]string{r: {"10.244.1.0/26"}, x: {"10.244.2.0/26", "10.244.2.128/26"}} {
+		p := Policy{BlockOwners: owners, Pools: []netip.Prefix{gbPfx("10.244.0.0/16")}}
+		for _, o := range own {
+			p.OwnBlocks = append(p.OwnBlocks, gbPfx(o))
+		}
+		n.setPolicy(p) // every node learns the new assignment
+	}
+	rogue.BlockOwners = owners
+	y.setPolicy(rogue)
 	x.advertise("10.244.2.128/26", x.addr)
 	at := wy.waitSet(t, sent, "10.244.2.128/26", 5*time.Second, x.addr)
-	t.Logf("propagation client→reflector→client: %v (including two policy installs)", at.Sub(sent))
+	t.Logf("propagation client→reflector→client: %v (including three policy installs)", at.Sub(sent))
 	if hops := y.best("10.244.2.64/26"); hops != nil {
 		t.Errorf("unassigned block reflected: %v", hops)
 	}

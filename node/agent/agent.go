@@ -15,9 +15,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 
 	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
 	"github.com/hostroute/hostroute/api/client"
@@ -85,6 +89,10 @@ type Agent struct {
 	kick    chan struct{} // coalesced "reconcile the kernel and NAT"
 	pub     *publisher
 	bgp     *bgp // nil without BGP
+
+	broadcaster record.EventBroadcaster
+	recorder    record.EventRecorder
+	kube        kubernetes.Interface
 }
 
 // New opens the state dir and wires the agent; Run starts it.
@@ -110,6 +118,9 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 		changes: newBroadcast(),
 		kick:    make(chan struct{}, 1),
 	}
+	a.kube = kube
+	a.broadcaster = record.NewBroadcaster()
+	a.recorder = a.broadcaster.NewRecorder(client.NewScheme(), corev1.EventSource{Component: "hostroute-node", Host: cfg.NodeName})
 	a.pub = newPublisher(log, hr, alloc, a.blocks.GetStore(), cfg.PublishInterval)
 	if a.cfg.Kernel == nil {
 		k, err := routes.NewNetlink()
@@ -127,6 +138,7 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	infs := []cache.SharedIndexInformer{a.blocks, a.pools}
 	if cfg.BGP.Speaker != nil {
 		a.bgp = newBGP(cfg.BGP, log, cfg.NodeName, kube, hr, a.pools, a.cfg.Kernel)
+		a.bgp.event = a.nodeEvent
 		infs = append(infs, a.bgp.informers()...)
 	}
 	for _, inf := range infs {
@@ -146,6 +158,10 @@ func (a *Agent) kickOff() {
 // must not take the node's pods off the network.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.store.Close()
+	if a.kube != nil {
+		a.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.kube.CoreV1().Events("")})
+		defer a.broadcaster.Shutdown()
+	}
 	if a.cfg.Sysctls {
 		if err := enableForwarding(); err != nil {
 			return err
@@ -312,6 +328,12 @@ func (a *Agent) poolPrefixes() (natPools, allPools []netip.Prefix) {
 		}
 	}
 	return natPools, allPools
+}
+
+// nodeEvent records a Warning Event on this node (kubectl describe node shows it).
+func (a *Agent) nodeEvent(reason, msg string) {
+	ref := &corev1.ObjectReference{Kind: "Node", Name: a.cfg.NodeName, UID: types.UID(a.cfg.NodeName)}
+	a.recorder.Event(ref, corev1.EventTypeWarning, reason, msg)
 }
 
 // keepUnicast adds the kernel's learned routes that desired lacks: during a restart they

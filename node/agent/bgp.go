@@ -70,6 +70,9 @@ type bgp struct {
 	mu      sync.Mutex
 	learned map[netip.Prefix][]netip.Addr
 	kernel  routes.Kernel
+
+	// event records a Warning Event on this node's Node object.
+	event func(reason, msg string)
 }
 
 func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interface, hr *client.Client, pools cache.SharedIndexInformer, k routes.Kernel) *bgp {
@@ -157,6 +160,9 @@ func (b *bgp) reconcile(ctx context.Context, own []netip.Prefix) error {
 		b.problems = p
 		for _, msg := range set.Problems {
 			b.log.Warn("bgp configuration problem", "problem", msg)
+			if b.event != nil {
+				b.event("BGPConfigProblem", msg)
+			}
 		}
 	}
 	b.local = set.Local
