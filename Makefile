@@ -58,12 +58,15 @@ test: deps tools lint verify-generated
 	$(GO) test -run '^$$' -fuzz '^FuzzAllocator$$' -fuzztime $(FUZZTIME) ./node/ipam
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./node/cni
 
-## lab: a multi-node cluster in network namespaces
-lab:
-	@echo "make lab: not yet — the lab arrives with the end-to-end issue; today 'make test' runs the controller against a real kube-apiserver" >&2; exit 1
+## lab: a multi-node cluster in network namespaces (LAB_DETACH=1: return once up)
+lab: deps tools
+	@$(GO) build -o $(BIN)/lab ./e2e/lab
+	@HOSTROUTE_TOOLS_DIR=$$(e2e/tools/ensure.sh) $(BIN)/lab up $(if $(LAB_DETACH),-detach)
 
+## lab-down: stop a detached lab and remove every namespace and process it made
 lab-down:
-	@echo "make lab-down: not yet — nothing to tear down" >&2
+	@$(GO) build -o $(BIN)/lab ./e2e/lab
+	@$(BIN)/lab down
 
 ## bench: benchmarks (CNI ADD latency: hostroute vs ptp + host-local, same run)
 BENCHTIME ?= 200x

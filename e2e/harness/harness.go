@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,8 +30,12 @@ import (
 	"github.com/hostroute/hostroute/e2e/netns"
 )
 
-// NSPrefix starts the name of every namespace the harness creates.
-const NSPrefix = "hre2e-"
+// NSPrefix starts the name of every namespace the tests create; LabPrefix those of
+// `make lab`. Each sweeps only its own, so a running lab and a test run never collide.
+const (
+	NSPrefix  = "hre2e-"
+	LabPrefix = "hrlab-"
+)
 
 // RepoRoot is the repository's root directory.
 func RepoRoot() string {
@@ -51,9 +54,23 @@ func Build(dir string) error {
 	return nil
 }
 
+// TB is what the harness needs of a test; *testing.T and *testing.B have it, and so does
+// the lab's own implementation for `make lab`.
+type TB interface {
+	Helper()
+	Context() context.Context
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	Failed() bool
+	TempDir() string
+}
+
 // Env is one test's cluster.
 type Env struct {
-	T       testing.TB
+	T       TB
 	Ctx     context.Context
 	Bin     string
 	Cluster *cluster.Cluster
@@ -64,6 +81,8 @@ type Env struct {
 	Fabric string
 	// AgentArgs are extra flags for every hostroute-node.
 	AgentArgs []string
+	// Prefix starts every namespace name (NSPrefix unless set).
+	Prefix string
 }
 
 // FabricGateway is the ToR's address on the node segment (192.0.2.0/24).
@@ -73,7 +92,7 @@ const FabricGateway = "192.0.2.254"
 // added afterwards is plugged into, and forwarding on (in the ToR namespace only).
 func (e *Env) MakeFabric() string {
 	e.T.Helper()
-	ns := netns.ForTest(e.T, NSPrefix+"tor-")
+	ns := netns.ForTest(e.T, e.Prefix+"tor-")
 	for _, c := range [][]string{
 		{"ip", "link", "add", "br0", "type", "bridge"},
 		{"ip", "link", "set", "br0", "up"},
@@ -89,7 +108,7 @@ func (e *Env) MakeFabric() string {
 }
 
 // NewEnv starts a control plane and the controller. bin holds the built commands.
-func NewEnv(t testing.TB, bin string) *Env {
+func NewEnv(t TB, bin string) *Env {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatalf("end-to-end tests create network namespaces and must run as root (uid %d)", os.Geteuid())
@@ -106,7 +125,7 @@ func NewEnv(t testing.TB, bin string) *Env {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e := &Env{T: t, Ctx: ctx, Bin: bin, Cluster: cl, Kube: kube, HR: hr,
+	e := &Env{T: t, Ctx: ctx, Bin: bin, Cluster: cl, Kube: kube, HR: hr, Prefix: NSPrefix,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	return e
 }
@@ -163,7 +182,7 @@ type Node struct {
 // loopback path to the API server, and starts the agent. addr is the node's address.
 func (e *Env) AddNode(name, addr string) *Node {
 	e.T.Helper()
-	ns := netns.ForTest(e.T, NSPrefix+"n-")
+	ns := netns.ForTest(e.T, e.Prefix+"n-")
 	dir := e.T.TempDir()
 	n := &Node{env: e, Name: name, NS: ns, Addr: addr, Dir: dir, Socket: filepath.Join(dir, "agent.sock")}
 	// An uplink with the node's address and a default route: the host side of every pod
@@ -290,3 +309,7 @@ func (n *Node) WaitReady(timeout time.Duration) {
 		return ""
 	})
 }
+
+func createFile(path string) (*os.File, error) { return os.Create(path) }
+
+func controllerDefaults() controller.Config { return controller.Config{ReleaseGrace: 10 * time.Second} }

@@ -90,7 +90,7 @@ func (n *Node) CNI(command string, p *Pod, conf []byte) ([]byte, error) {
 // NewPod makes a pod sandbox namespace (not yet wired).
 func (n *Node) NewPod(name string) *Pod {
 	n.env.T.Helper()
-	ns := netns.ForTest(n.env.T, NSPrefix+"p-")
+	ns := netns.ForTest(n.env.T, n.env.Prefix+"p-")
 	return &Pod{Name: name, NS: ns, ContainerID: "ctr-" + ns, UID: "uid-" + ns, Node: n}
 }
 

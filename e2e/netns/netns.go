@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"testing"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -84,9 +83,17 @@ func Handle(name string) (*netlink.Handle, error) {
 	return h, nil
 }
 
+// TB is the part of testing.TB ForTest uses; the lab implements it too.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+}
+
 // ForTest creates a namespace named prefix + random suffix that is deleted when the test
 // ends, pass or fail. It fails the test with the reason when it cannot (e.g. not root).
-func ForTest(t testing.TB, prefix string) string {
+func ForTest(t TB, prefix string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatalf("this test creates network namespaces and must run as root (uid %d)", os.Geteuid())
@@ -95,7 +102,7 @@ func ForTest(t testing.TB, prefix string) string {
 	_, _ = rand.Read(b)
 	name := prefix + hex.EncodeToString(b)
 	if err := Add(name); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	t.Cleanup(func() {
 		if err := Delete(name); err != nil {

@@ -1,0 +1,229 @@
+package harness
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/hostroute/hostroute/api/v1alpha1"
+	"github.com/hostroute/hostroute/e2e/netns"
+)
+
+// Lab addresses: nodes on 192.0.2.0/24 behind the ToR, the external host on
+// 203.0.113.0/24 behind it too, pods from 10.244.0.0/16.
+const (
+	LabPool    = "10.244.0.0/16"
+	ExtAddr    = "203.0.113.2"
+	extTorAddr = "203.0.113.1"
+	TorAS      = 65000
+	ClusterAS  = 64512
+)
+
+// LabOptions shapes the lab.
+type LabOptions struct {
+	Nodes       int
+	PodsPerNode int
+	// BFD on the node↔ToR sessions and the mesh.
+	BFD bool
+	// Controllers is how many controller processes run (leader election); 0 = in-process.
+	Controllers int
+}
+
+// Lab is the topology of DESIGN.md: a control plane, a BIRD ToR, nodes, pods and an
+// external host reachable only through the ToR.
+type Lab struct {
+	*Env
+	Tor         *BIRD
+	TorNS       string
+	ExtNS       string
+	Nodes       []*Node
+	Pods        []*Pod
+	Controllers []*exec.Cmd
+}
+
+// NewLab builds the lab and waits until every node has a block and every pod is wired.
+func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
+	t.Helper()
+	e := NewEnv(t, bin)
+	e.Prefix = prefix
+	l := &Lab{Env: e}
+	l.TorNS = e.MakeFabric()
+	l.ExtNS = netns.ForTest(t, prefix+"ext-")
+	for _, c := range []struct {
+		ns   string
+		args []string
+	}{
+		{l.ExtNS, []string{"ip", "link", "add", "eth0", "type", "veth", "peer", "name", "ext0", "netns", l.TorNS}},
+		{l.ExtNS, []string{"ip", "addr", "add", ExtAddr + "/24", "dev", "eth0"}},
+		{l.ExtNS, []string{"ip", "link", "set", "eth0", "up"}},
+		{l.ExtNS, []string{"ip", "route", "add", "default", "via", extTorAddr}},
+		{l.TorNS, []string{"ip", "addr", "add", extTorAddr + "/24", "dev", "ext0"}},
+		{l.TorNS, []string{"ip", "link", "set", "ext0", "up"}},
+	} {
+		if err := netns.Exec(c.ns, c.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Pool("default-ipv4", LabPool, 26, true)
+	conf := &v1alpha1.BGPConfiguration{}
+	conf.Name = "default"
+	conf.Spec.ASNumber = ClusterAS
+	if o.BFD {
+		conf.Spec.BFD = &v1alpha1.BFDSettings{Enabled: true}
+	}
+	if _, err := e.HR.BGPConfigurations.Create(e.Ctx, conf); err != nil {
+		t.Fatal(err)
+	}
+	peer := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{PeerIP: FabricGateway, ASNumber: TorAS, BFD: &v1alpha1.BFDSettings{Enabled: o.BFD}}}
+	peer.Name = "tor"
+	if _, err := e.HR.BGPPeers.Create(e.Ctx, peer); err != nil {
+		t.Fatal(err)
+	}
+	tc := TorConfig{AS: TorAS, Neighbors: map[string]uint32{}, BFD: o.BFD}
+	for i := 1; i <= o.Nodes; i++ {
+		tc.Neighbors[NodeAddr(i)] = ClusterAS
+	}
+	l.Tor = e.StartBIRD(l.TorNS, tc.Config())
+	l.startControllers(o.Controllers)
+	for i := 1; i <= o.Nodes; i++ {
+		l.Nodes = append(l.Nodes, e.AddNode(fmt.Sprintf("node-%d", i), NodeAddr(i)))
+	}
+	for _, n := range l.Nodes {
+		n.WaitReady(30 * time.Second)
+	}
+	for _, n := range l.Nodes {
+		for j := 1; j <= o.PodsPerNode; j++ {
+			p := n.NewPod(fmt.Sprintf("%s-pod-%d", n.Name, j))
+			if err := p.Add(); err != nil {
+				t.Fatal(err)
+			}
+			l.Pods = append(l.Pods, p)
+		}
+	}
+	return l
+}
+
+// NodeAddr is node i's address on the fabric.
+func NodeAddr(i int) string { return fmt.Sprintf("192.0.2.%d", i) }
+
+// startControllers runs n controller processes with leader election, or one in-process
+// controller when n is 0.
+func (l *Lab) startControllers(n int) {
+	e := l.Env
+	if n == 0 {
+		e.RunController(controllerDefaults())
+		return
+	}
+	for i := range n {
+		cmd := exec.Command(filepath.Join(e.Bin, "hostroute-controller"), "--kubeconfig", e.Cluster.Kubeconfig,
+			"--identity", fmt.Sprintf("controller-%d", i), "--lease-duration", "4s", "--renew-deadline", "3s",
+			"--retry-period", "500ms", "--release-grace", "10s")
+		logf := filepath.Join(e.T.TempDir(), "controller.log")
+		if f, err := createFile(logf); err == nil {
+			cmd.Stdout, cmd.Stderr = f, f
+		}
+		if err := cmd.Start(); err != nil {
+			e.T.Fatal(err)
+		}
+		l.Controllers = append(l.Controllers, cmd)
+		e.T.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	}
+}
+
+// Leader returns the holder of the controller Lease.
+func (l *Lab) Leader() string {
+	lease, err := l.Kube.CoordinationV1().Leases("kube-system").Get(l.Ctx, "hostroute-controller", metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *lease.Spec.HolderIdentity
+}
+
+// PodObject creates the Pod object a kubelet would have for a sandbox.
+func (e *Env) PodObject(p *Pod) error {
+	pod := &corev1.Pod{}
+	pod.Name, pod.Namespace = p.Name, "default"
+	pod.Spec.NodeName = p.Node.Name
+	pod.Spec.Containers = []corev1.Container{{Name: "app", Image: "registry.invalid/app"}}
+	got, err := e.Kube.CoreV1().Pods("default").Create(e.Ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	p.UID = string(got.UID)
+	return nil
+}
+
+var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
+
+// Ping pings dst once from the namespace and returns the round-trip time.
+func Ping(ns, dst string) (string, bool) {
+	out, err := netns.Output(ns, "ping", "-c1", "-W1", dst)
+	if err != nil {
+		return "", false
+	}
+	if m := pingTime.FindStringSubmatch(out); m != nil {
+		return m[1] + "ms", true
+	}
+	return "", true
+}
+
+// Matrix pings every pod, node and the external host from every pod, node and the
+// external host, and renders a ✔/✘ table with latencies. ok is true when all pass.
+func (l *Lab) Matrix() (string, bool) {
+	type ep struct{ name, ns, addr string }
+	var eps []ep
+	for _, p := range l.Pods {
+		eps = append(eps, ep{p.Name, p.NS, p.IP})
+	}
+	for _, n := range l.Nodes {
+		eps = append(eps, ep{n.Name, n.NS, n.Addr})
+	}
+	eps = append(eps, ep{"external", l.ExtNS, ExtAddr})
+	cells := make([][]string, len(eps))
+	allOK := true
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, src := range eps {
+		cells[i] = make([]string, len(eps))
+		for j, dst := range eps {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				rtt, ok := Ping(src.ns, dst.addr)
+				cell := "✔ " + rtt
+				if !ok {
+					cell = "✘"
+				}
+				mu.Lock()
+				cells[i][j] = cell
+				allOK = allOK && ok
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-16s", "from \\ to")
+	for _, d := range eps {
+		fmt.Fprintf(&b, " %-14s", d.name)
+	}
+	b.WriteString("\n")
+	for i, s := range eps {
+		fmt.Fprintf(&b, "%-16s", s.name)
+		for j := range eps {
+			fmt.Fprintf(&b, " %-14s", cells[i][j])
+		}
+		b.WriteString("\n")
+	}
+	return b.String(), allOK
+}

@@ -1,0 +1,216 @@
+// Command lab runs hostroute's lab: a control plane, a BIRD ToR, three nodes each running
+// hostroute-node, two pods per node wired by hostroute-cni, and an external host behind
+// the ToR — all in network namespaces it owns (prefix hrlab-). `make lab` runs it.
+//
+//	lab up        build, bring the lab up, print its state, wait for Ctrl-C, tear down
+//	lab up -detach  the same, but return once it is up (exit 0 only if every ping passed)
+//	lab down      stop a detached lab and remove everything it made
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hostroute/hostroute/e2e/harness"
+	"github.com/hostroute/hostroute/e2e/netns"
+)
+
+// stateDir holds the running lab's PID and output.
+const stateDir = "/run/hostroute-lab"
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: lab up [-detach] | lab down")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "up":
+		fs := flag.NewFlagSet("up", flag.ExitOnError)
+		detach := fs.Bool("detach", false, "return once the lab is up; `lab down` stops it")
+		nodes := fs.Int("nodes", 3, "number of nodes")
+		foreground := fs.Bool("serve", false, "internal: run the lab in this process")
+		_ = fs.Parse(os.Args[2:])
+		switch {
+		case *detach:
+			err = detached(*nodes)
+		default:
+			err = up(*nodes, *foreground)
+		}
+	case "down":
+		err = down()
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lab:", err)
+		os.Exit(1)
+	}
+}
+
+func progress(format string, args ...any) {
+	fmt.Printf(">> "+format+"\n", args...)
+}
+
+// up runs the lab in this process until SIGINT/SIGTERM.
+func up(nodes int, served bool) error {
+	if os.Geteuid() != 0 {
+		return errors.New("the lab creates network namespaces: run it as root")
+	}
+	if !served {
+		if err := down(); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(stateDir, "pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	t := newLabTB(ctx)
+	defer t.cleanup()
+	ok := t.run(func() {
+		bin := filepath.Join(t.TempDir(), "bin")
+		progress("building hostroute binaries...")
+		if err := harness.Build(bin); err != nil {
+			t.Fatal(err)
+		}
+		progress("starting etcd + kube-apiserver, BIRD ToR (AS %d, BFD), %d nodes, 2 pods per node, external host...", harness.TorAS, nodes)
+		start := time.Now()
+		l := harness.NewLab(t, bin, harness.LabPrefix, harness.LabOptions{Nodes: nodes, PodsPerNode: 2, BFD: true, Controllers: 2})
+		progress("lab up in %s", time.Since(start).Round(100*time.Millisecond))
+		report(l)
+	})
+	status := "READY"
+	if !ok {
+		status = "FAILED"
+	}
+	fmt.Println(status)
+	if ok {
+		fmt.Println("the lab stays up; Ctrl-C (or `make lab-down`) tears it down")
+		<-ctx.Done()
+	}
+	progress("tearing down...")
+	return nil
+}
+
+// report prints each node's state, the ToR's view and the connectivity matrix.
+func report(l *harness.Lab) {
+	l.Eventually(30*time.Second, "every node routes to every other node's block", func() string {
+		for _, n := range l.Nodes {
+			out, _ := netns.Output(n.NS, "ip", "route", "show", "proto", "196")
+			if strings.Count(out, " via ") < len(l.Nodes)-1 {
+				return n.Name + ": " + out
+			}
+		}
+		return ""
+	})
+	for _, n := range l.Nodes {
+		st, err := n.Status()
+		fmt.Printf("\n== %s (%s) ==\n", n.Name, n.Addr)
+		if err != nil {
+			fmt.Println("agent:", err)
+			continue
+		}
+		for _, b := range st.GetBlocks() {
+			fmt.Printf("block %-18s %d/%d addresses in use\n", b.GetCidr(), b.GetInUse(), b.GetCapacity())
+		}
+		out, _ := netns.Output(n.NS, "ip", "route", "show", "proto", "196")
+		fmt.Printf("kernel routes (proto 196):\n%s", out)
+	}
+	out, _ := l.Tor.Query("show protocols")
+	fmt.Printf("\n== ToR (BIRD, AS %d) ==\n%s", harness.TorAS, out)
+	out, _ = l.Tor.Query("show route")
+	fmt.Print(out)
+	fmt.Println("\n== connectivity (ping, one packet) ==")
+	matrix, ok := l.Matrix()
+	fmt.Print(matrix)
+	if !ok {
+		l.T.Fatalf("connectivity matrix has failures")
+	}
+}
+
+// detached starts `lab up -serve` in the background, waits for it to report, prints its
+// output and returns (the lab keeps running).
+func detached(nodes int) error {
+	if err := down(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return err
+	}
+	logPath := filepath.Join(stateDir, "lab.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, "up", "-serve", "-nodes", strconv.Itoa(nodes))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	printed := 0
+	for deadline := time.Now().Add(10 * time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		b, _ := os.ReadFile(logPath)
+		s := string(b)
+		if len(s) > printed {
+			fmt.Print(s[printed:])
+			printed = len(s)
+		}
+		switch {
+		case strings.Contains(s, "\nREADY\n"):
+			fmt.Println("lab is up (detached); `make lab-down` removes it")
+			return nil
+		case strings.Contains(s, "\nFAILED\n"):
+			return errors.New("the lab came up with failures; `make lab-down` removes it")
+		}
+		if cmd.ProcessState != nil || syscall.Kill(cmd.Process.Pid, 0) != nil {
+			return fmt.Errorf("the lab process exited; see %s", logPath)
+		}
+	}
+	return errors.New("timed out waiting for the lab")
+}
+
+// down stops a running lab (by its recorded PID, only if it is this program) and sweeps
+// whatever a crashed one left: its namespaces.
+func down() error {
+	pidFile := filepath.Join(stateDir, "pid")
+	if b, err := os.ReadFile(pidFile); err == nil {
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		if pid > 0 && pid != os.Getpid() && isLab(pid) {
+			progress("stopping the running lab (pid %d)...", pid)
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+			for i := 0; i < 300 && isLab(pid); i++ {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if isLab(pid) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		_ = os.Remove(pidFile)
+	}
+	return netns.Sweep(harness.LabPrefix)
+}
+
+func isLab(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && strings.Contains(string(b), "lab") && strings.Contains(string(b), "up")
+}
