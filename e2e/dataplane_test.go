@@ -40,34 +40,40 @@ func ping(t *testing.T, ns, dst string) {
 	}
 }
 
-// tcpCheck connects from pod `from` to pod `to` over TCP and returns the source address
-// the server saw.
+// tcpCheck connects from pod `from` to pod `to` over TCP and checks that the server saw
+// the sender's own address (no NAT between pods).
 func tcpCheck(t *testing.T, from, to *harness.Pod) {
+	t.Helper()
+	if got := tcpSeen(t, to.NS, to.IP+":8080", from.NS, to.IP+":8080"); got != from.IP {
+		t.Fatalf("tcp %s → %s: server saw source %q, want the pod's own %s (no NAT)", from.Name, to.Name, got, from.IP)
+	}
+}
+
+// tcpSeen runs a one-shot TCP server in serverNS on listen, connects from clientNS to
+// dial, and returns the source address the server saw.
+func tcpSeen(t *testing.T, serverNS, listen, clientNS, dial string) string {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := to.IP + ":8080"
-	srv := exec.Command("ip", "netns", "exec", to.NS, self)
-	srv.Env = append(os.Environ(), "HOSTROUTE_E2E_HELPER=tcp-serve", "HOSTROUTE_E2E_ADDR="+addr)
+	srv := exec.Command("ip", "netns", "exec", serverNS, self)
+	srv.Env = append(os.Environ(), "HOSTROUTE_E2E_HELPER=tcp-serve", "HOSTROUTE_E2E_ADDR="+listen)
 	out, _ := srv.StdoutPipe()
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
 	if line, _ := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "listening" {
-		t.Fatalf("tcp server in %s: %q", to.Name, line)
+		t.Fatalf("tcp server in %s: %q", serverNS, line)
 	}
-	cl := exec.Command("ip", "netns", "exec", from.NS, self)
-	cl.Env = append(os.Environ(), "HOSTROUTE_E2E_HELPER=tcp-dial", "HOSTROUTE_E2E_ADDR="+addr)
+	cl := exec.Command("ip", "netns", "exec", clientNS, self)
+	cl.Env = append(os.Environ(), "HOSTROUTE_E2E_HELPER=tcp-dial", "HOSTROUTE_E2E_ADDR="+dial)
 	got, err := cl.Output()
 	if err != nil {
-		t.Fatalf("tcp %s → %s: %v %s", from.Name, to.Name, err, got)
+		t.Fatalf("tcp %s → %s: %v %s", clientNS, dial, err, got)
 	}
-	if string(got) != from.IP {
-		t.Fatalf("tcp %s → %s: server saw source %q, want the pod's own %s (no NAT)", from.Name, to.Name, got, from.IP)
-	}
+	return string(got)
 }
 
 func hostRoutes(t *testing.T, n *harness.Node) string {

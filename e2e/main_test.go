@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 		tcpDial(os.Getenv("HOSTROUTE_E2E_ADDR"))
 		return
 	}
-	if err := netns.Sweep(harness.NSPrefix); err != nil {
+	if err := netns.SweepDead(harness.NSPrefix); err != nil {
 		fmt.Fprintln(os.Stderr, "sweep:", err)
 		os.Exit(1)
 	}

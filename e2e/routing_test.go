@@ -339,7 +339,7 @@ func TestBGPBadInput(t *testing.T) {
 		t.Fatalf("after garbage and a reset: %s", msg)
 	}
 	out, _ := l.bird.Query("show protocols")
-	if !regexp.MustCompile(`(?m)^n\d\s+BGP.*Established`).MatchString(out) {
+	if !regexp.MustCompile(`(?m)^n_\S+\s+BGP.*Established`).MatchString(out) {
 		t.Fatalf("ToR sessions disturbed:\n%s", out)
 	}
 }

@@ -15,7 +15,7 @@ import (
 // what it is told (Advertised, PeerConfigs, CurrentPolicy, ShutDown) and lets a test
 // inject what BGP would learn (SetBestPath, SetPeerState) and failures (FailNext).
 // It follows GoBGP's semantics where a caller could notice: calls other than SetPolicy
-// fail before Start; Stop forgets peers, routes and policy and reports every best path
+// and WatchBestPaths fail before Start; Stop forgets peers, routes and policy and reports every best path
 // gone; WatchBestPaths returns at once and delivers the current set, then changes, in
 // order on one goroutine per watch until its context ends.
 type Fake struct {
@@ -306,7 +306,7 @@ func (f *Fake) setBestLocked(bp BestPath) {
 func (f *Fake) WatchBestPaths(ctx context.Context, fn func(BestPath)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.enter("WatchBestPaths", true); err != nil {
+	if err := f.enter("WatchBestPaths", false); err != nil {
 		return err
 	}
 	w := &fakeWatch{wake: make(chan struct{}, 1)}

@@ -61,10 +61,11 @@ type GoBGP struct {
 	down      map[netip.Addr]string    // shut down by ShutdownPeer: the reason
 	lastErr   map[netip.Addr]string    // why the session last failed, from GoBGP's log
 	// Guarded by op, not mu.
-	policy     Policy
-	hasPolicy  bool
-	applied    *api.SetPoliciesRequest // the GoBGP policy installed last (nil = none)
-	appliedPol Policy                  // the Policy it was built from
+	policy       Policy
+	hasPolicy    bool
+	applied      *api.SetPoliciesRequest // the GoBGP policy installed last (nil = none)
+	appliedPol   Policy                  // the Policy it was built from
+	appliedKinds map[netip.Addr]PeerKind // and the neighbour kinds
 }
 
 // advert is one of our own routes in GoBGP's RIB.
@@ -179,7 +180,7 @@ func (g *GoBGP) Stop() error {
 	g.apiPeers = map[netip.Addr]*api.Peer{}
 	g.down = map[netip.Addr]string{}
 	g.lastErr = map[netip.Addr]string{}
-	g.policy, g.hasPolicy, g.applied, g.appliedPol = Policy{}, false, nil, Policy{}
+	g.policy, g.hasPolicy, g.applied, g.appliedPol, g.appliedKinds = Policy{}, false, nil, Policy{}, nil
 	g.mu.Unlock()
 	g.hj.reset()
 	if err != nil {

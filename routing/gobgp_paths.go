@@ -110,7 +110,8 @@ func equalCost(a, b decodedPath, ibgp func(netip.Addr, uint32) bool) bool {
 // each change of a prefix's learned next-hop set (or of its Stale flag), with empty
 // NextHops when the prefix is gone or our own route became best. Changes of other
 // attributes are not reported. fn must not block for long: GoBGP queues events without
-// bound behind it.
+// bound behind it. A watch may begin before Start and lives across Stop and Start, so a
+// caller whose first Start failed keeps its watch.
 //
 // With multipath, a GoBGP event carries a prefix's whole equal-cost set; when one member
 // goes, the event lists only the survivors with nothing marked withdrawn. So each event
@@ -118,9 +119,6 @@ func equalCost(a, b decodedPath, ibgp func(netip.Addr, uint32) bool) bool {
 // routes stale) and End-of-RIB markers are ignored; a stale flag set that way shows in
 // BestPaths, not here.
 func (g *GoBGP) WatchBestPaths(ctx context.Context, fn func(BestPath)) error {
-	if !g.isStarted() {
-		return errors.New("bgp: watch best paths: not started")
-	}
 	w := &bestWatch{last: map[netip.Prefix]BestPath{}, fn: fn, log: g}
 	err := g.srv.WatchEvent(ctx, &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
 		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}},

@@ -379,14 +379,20 @@ func (g *GoBGP) ShutdownPeer(addr netip.Addr, reason string) error {
 	return nil
 }
 
-// EnablePeer lets a neighbour shut down by ShutdownPeer connect again (after GoBGP's
-// idle hold time, about 5s for a dialling side). Enabling an enabled peer does nothing.
+// EnablePeer lets a neighbour shut down by ShutdownPeer connect again; enabling an
+// enabled peer does nothing. The session comes back after the neighbour's idle hold
+// (GoBGP waits a fixed 5s after any drop before it dials or accepts again).
+//
+// It re-creates the GoBGP peer rather than calling GoBGP's EnablePeer: re-establishing
+// the same GoBGP peer rewrites its shared PeerInfo while watcher goroutines may still
+// read it from the neighbour's earlier paths, a data race in GoBGP v3.37
+// (osrg/gobgp#2705); a fresh peer has a fresh PeerInfo.
 func (g *GoBGP) EnablePeer(addr netip.Addr) error {
 	g.op.Lock()
 	defer g.op.Unlock()
 	addr = addr.Unmap()
 	g.mu.Lock()
-	_, known := g.peers[addr]
+	pc, known := g.peers[addr]
 	_, isDown := g.down[addr]
 	g.mu.Unlock()
 	if !known {
@@ -395,13 +401,10 @@ func (g *GoBGP) EnablePeer(addr netip.Addr) error {
 	if !isDown {
 		return nil
 	}
-	if err := g.srv.EnablePeer(context.Background(), &api.EnablePeerRequest{Address: addr.String()}); err != nil {
-		return fmt.Errorf("bgp: enable peer %v: %w", addr, err)
+	if err := g.deletePeer(addr, true); err != nil {
+		return fmt.Errorf("bgp: enable peer: %w", err)
 	}
-	g.mu.Lock()
-	delete(g.down, addr)
-	g.mu.Unlock()
-	return nil
+	return g.addPeer(pc)
 }
 
 // kinds returns the neighbour kinds by address.

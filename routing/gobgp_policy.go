@@ -2,9 +2,11 @@ package routing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 
 	api "github.com/osrg/gobgp/v3/api"
@@ -24,7 +26,8 @@ const (
 //
 // Hazards handled here:
 //   - GoBGP does not re-evaluate routes already received when the policy changes: a
-//     changed policy is followed by a soft reset (in and out) of every neighbour.
+//     changed Policy (or kind of an existing neighbour) is followed by a soft reset (in
+//     and out) of every neighbour. Neighbours merely added or removed need none.
 //   - A soft reset out sends newly allowed routes but never withdraws newly refused ones,
 //     and a withdrawal is itself filtered by the export policy. So our routes that the new
 //     policy stops exporting are withdrawn before it is installed and re-originated after.
@@ -40,7 +43,7 @@ func (g *GoBGP) SetPolicy(p Policy) error {
 
 // installPolicy builds and installs the GoBGP policy for the stored Policy and kinds.
 // The caller holds g.op.
-func (g *GoBGP) installPolicy(kinds map[netip.Addr]PeerKind) error {
+func (g *GoBGP) installPolicy(kinds map[netip.Addr]PeerKind) (err error) {
 	if !g.hasPolicy {
 		return nil
 	}
@@ -51,28 +54,28 @@ func (g *GoBGP) installPolicy(kinds map[netip.Addr]PeerKind) error {
 	}
 	ctx := context.Background()
 
-	g.mu.Lock()
-	var reorig []netip.Prefix
-	for pfx := range g.adv {
-		for _, k := range []PeerKind{KindMesh, KindExternal} {
-			before := g.applied == nil
-			if !before {
-				before, _ = g.appliedPol.Exports(k, pfx, false, false)
+	// Withdraw what stops being exported while the old policy still lets the withdrawal
+	// out; re-originate it afterwards, whether the install worked or not.
+	reorig, advs := g.stopsExporting()
+	var withdrawn []netip.Prefix
+	defer func() {
+		for _, pfx := range withdrawn {
+			uuid, aerr := g.addPath(pfx, advs[pfx].nextHop)
+			g.mu.Lock()
+			if aerr != nil {
+				delete(g.adv, pfx)
+			} else {
+				g.adv[pfx] = advert{nextHop: advs[pfx].nextHop, uuid: uuid}
 			}
-			after, _ := g.policy.Exports(k, pfx, false, false)
-			if before && !after {
-				reorig = append(reorig, pfx)
-				break
-			}
+			g.mu.Unlock()
+			err = errors.Join(err, aerr)
 		}
-	}
-	advs := maps.Clone(g.adv)
-	g.mu.Unlock()
-	slices.SortFunc(reorig, comparePrefix)
+	}()
 	for _, pfx := range reorig {
 		if err := g.deletePath(pfx, advs[pfx]); err != nil {
 			return err
 		}
+		withdrawn = append(withdrawn, pfx)
 	}
 
 	if err := g.srv.SetPolicies(ctx, req); err != nil {
@@ -92,28 +95,46 @@ func (g *GoBGP) installPolicy(kinds map[netip.Addr]PeerKind) error {
 			return fmt.Errorf("bgp: assign %s: %w", a.name, err)
 		}
 	}
-	g.applied, g.appliedPol = req, g.policy
-
-	for _, pfx := range reorig {
-		uuid, err := g.addPath(pfx, advs[pfx].nextHop)
-		g.mu.Lock()
-		if err != nil {
-			delete(g.adv, pfx)
-		} else {
-			g.adv[pfx] = advert{nextHop: advs[pfx].nextHop, uuid: uuid}
-		}
-		g.mu.Unlock()
-		if err != nil {
-			return err
+	// Routes already received or sent need judging again only when the rules changed,
+	// or an existing neighbour's kind did. Neighbours just added are judged as their
+	// routes arrive, and the routes of removed ones are gone.
+	reset := g.applied == nil || !reflect.DeepEqual(g.appliedPol, g.policy)
+	for a, k := range kinds {
+		if old, ok := g.appliedKinds[a]; ok && old != k {
+			reset = true
 		}
 	}
-	if len(kinds) > 0 {
+	g.applied, g.appliedPol, g.appliedKinds = req, g.policy, kinds
+	if reset && len(kinds) > 0 {
 		err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Soft: true, Direction: api.ResetPeerRequest_BOTH})
 		if err != nil {
 			return fmt.Errorf("bgp: soft reset after policy change: %w", err)
 		}
 	}
 	return nil
+}
+
+// stopsExporting returns our routes that the installed GoBGP policy exports (to nodes or
+// to external neighbours) and the stored Policy no longer does (with no policy installed
+// GoBGP exports everything), and a copy of our routes.
+func (g *GoBGP) stopsExporting() ([]netip.Prefix, map[netip.Prefix]advert) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []netip.Prefix
+	for pfx := range g.adv {
+		for _, k := range []PeerKind{KindMesh, KindExternal} {
+			before := g.applied == nil
+			if !before {
+				before, _ = g.appliedPol.Exports(k, pfx, false, false)
+			}
+			if after, _ := g.policy.Exports(k, pfx, false, false); before && !after {
+				out = append(out, pfx)
+				break
+			}
+		}
+	}
+	slices.SortFunc(out, comparePrefix)
+	return out, maps.Clone(g.adv)
 }
 
 // buildPolicy translates p into GoBGP defined sets and two policies. The import policy,

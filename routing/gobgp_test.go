@@ -2,6 +2,7 @@ package routing
 
 import (
 	"bytes"
+	"context"
 	"net/netip"
 	"slices"
 	"strings"
@@ -122,6 +123,18 @@ func TestGoBGPStopSendsCease(t *testing.T) {
 		return s.State != "Established" && strings.Contains(s.LastError, "notification-received")
 	})
 	t.Logf("b's LastError for a: %q", b.peerState(a.addr).LastError)
+
+	// A stopped speaker starts again from scratch; a watch can begin before Start.
+	if err := a.s.WatchBestPaths(t.Context(), func(BestPath) {}); err != nil {
+		t.Errorf("watch before Start: %v", err)
+	}
+	if err := a.s.Start(context.Background(), GlobalConfig{AS: gbAS, RouterID: a.addr, ListenPort: -1}); err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	if ps, err := a.s.Peers(); err != nil || len(ps) != 0 || len(a.s.adv) != 0 {
+		t.Errorf("after restart: peers %v (%v), %d routes", ps, err, len(a.s.adv))
+	}
+	a.advertise("10.244.1.0/26", a.addr)
 }
 
 // ShutdownPeer drops the session and the neighbour's routes at once and keeps it down

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -53,10 +54,14 @@ func (c TorConfig) Config() string {
 		b.WriteString("  bfd on;\n")
 	}
 	b.WriteString("  ipv4 { import all; export where source ~ [ RTS_BGP, RTS_STATIC ]; };\n}\n")
-	i := 0
-	for addr, as := range c.Neighbors {
-		i++
-		fmt.Fprintf(&b, "protocol bgp n%d from node { neighbor %s as %d; }\n", i, addr, as)
+	addrs := make([]string, 0, len(c.Neighbors))
+	for addr := range c.Neighbors {
+		addrs = append(addrs, addr)
+	}
+	sort.Strings(addrs)
+	for _, addr := range addrs {
+		// Named after the address, so a reconfigure that adds a node leaves the others be.
+		fmt.Fprintf(&b, "protocol bgp n_%s from node { neighbor %s as %d; }\n", strings.ReplaceAll(addr, ".", "_"), addr, c.Neighbors[addr])
 	}
 	return b.String()
 }
@@ -124,4 +129,13 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Reconfigure replaces BIRD's configuration and applies it without a restart.
+func (b *BIRD) Reconfigure(conf string) error {
+	if err := os.WriteFile(filepath.Join(b.Dir, "bird.conf"), []byte(conf), 0o644); err != nil {
+		return err
+	}
+	_, err := b.Query("configure")
+	return err
 }

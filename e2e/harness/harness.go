@@ -125,7 +125,7 @@ func NewEnv(t TB, bin string) *Env {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e := &Env{T: t, Ctx: ctx, Bin: bin, Cluster: cl, Kube: kube, HR: hr, Prefix: NSPrefix,
+	e := &Env{T: t, Ctx: ctx, Bin: bin, Cluster: cl, Kube: kube, HR: hr, Prefix: netns.OwnedPrefix(NSPrefix),
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	return e
 }
@@ -207,7 +207,12 @@ func (e *Env) AddNode(name, addr string) *Node {
 		[]string{"ip", "route", "add", "default", "via", gateway(addr), "dev", "up0"})
 	for _, c := range setup {
 		if err := netns.Exec(ns, c...); err != nil {
-			e.T.Fatal(err)
+			ls, _ := os.ReadDir("/run/netns")
+			var names []string
+			for _, l := range ls {
+				names = append(names, l.Name())
+			}
+			e.T.Fatalf("%v (namespaces: %v)", err, names)
 		}
 	}
 	for _, c := range torSide {

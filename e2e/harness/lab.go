@@ -46,6 +46,7 @@ type Lab struct {
 	Nodes       []*Node
 	Pods        []*Pod
 	Controllers []*exec.Cmd
+	bfd         bool
 }
 
 // NewLab builds the lab and waits until every node has a block and every pod is wired.
@@ -53,7 +54,7 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 	t.Helper()
 	e := NewEnv(t, bin)
 	e.Prefix = prefix
-	l := &Lab{Env: e}
+	l := &Lab{Env: e, bfd: o.BFD}
 	l.TorNS = e.MakeFabric()
 	l.ExtNS = netns.ForTest(t, prefix+"ext-")
 	for _, c := range []struct {
@@ -226,4 +227,21 @@ func (l *Lab) Matrix() (string, bool) {
 		b.WriteString("\n")
 	}
 	return b.String(), allOK
+}
+
+// AddNodeToLab adds node i: BIRD learns the new neighbour (birdc configure), then the node
+// joins like any other.
+func (l *Lab) AddNodeToLab(t TB, i int) *Node {
+	t.Helper()
+	tc := TorConfig{AS: TorAS, Neighbors: map[string]uint32{}, BFD: l.bfd}
+	for j := 1; j <= i; j++ {
+		tc.Neighbors[NodeAddr(j)] = ClusterAS
+	}
+	if err := l.Tor.Reconfigure(tc.Config()); err != nil {
+		t.Fatal(err)
+	}
+	n := l.AddNode(fmt.Sprintf("node-%d", i), NodeAddr(i))
+	l.Nodes = append(l.Nodes, n)
+	n.WaitReady(30 * time.Second)
+	return n
 }

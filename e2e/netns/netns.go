@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -64,6 +65,39 @@ func Sweep(prefix string) error {
 			if err := Delete(e.Name()); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// OwnedPrefix is prefix plus this process's PID: namespaces named with it can be told
+// apart from those of another run going on at the same time.
+func OwnedPrefix(prefix string) string { return fmt.Sprintf("%s%d-", prefix, os.Getpid()) }
+
+// SweepDead deletes the namespaces named OwnedPrefix(prefix)+… whose owning process is
+// gone: what a crashed run left behind, never a live run's.
+func SweepDead(prefix string) error {
+	entries, err := os.ReadDir("/run/netns")
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok {
+			continue
+		}
+		pid, _, _ := strings.Cut(rest, "-")
+		n, err := strconv.Atoi(pid)
+		if err == nil && n > 0 {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", n)); err == nil {
+				continue // its run is alive
+			}
+		}
+		if err := Delete(e.Name()); err != nil {
+			return err
 		}
 	}
 	return nil

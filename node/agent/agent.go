@@ -193,10 +193,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	srv := grpc.NewServer()
-	agentv1.RegisterAgentServer(srv, &server{
+	svc := &server{
 		log: a.log, node: a.cfg.NodeName, alloc: a.alloc, waitFor: a.cfg.AllocWait,
 		publish: a.pub.trigger, changes: a.changes,
-	})
+	}
+	if a.bgp != nil {
+		svc.routed = a.bgp.ready
+	}
+	agentv1.RegisterAgentServer(srv, svc)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	a.log.Info("agent serving", "node", a.cfg.NodeName, "socket", a.cfg.SocketPath, "blocks", a.alloc.Blocks())
@@ -206,7 +210,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := a.bgp.reconcile(ctx, a.alloc.Blocks()); err != nil {
 			a.log.Error("bgp", "err", err)
 		}
-		go a.bgp.watchBFD(ctx)
+		go a.bgp.watchBFD(ctx, a.alloc.Blocks)
 		go func() {
 			err := a.cfg.BGP.Speaker.WatchBestPaths(ctx, func(p routing.BestPath) { a.bgp.onBestPath(p, a.alloc.Blocks) })
 			if err != nil && ctx.Err() == nil {

@@ -69,7 +69,11 @@ type bgp struct {
 
 	mu      sync.Mutex
 	learned map[netip.Prefix][]netip.Addr
-	kernel  routes.Kernel
+	// dead are next hops whose BFD session is down. BFD is the authority on liveness:
+	// their routes leave the kernel at once, even while BGP still holds them (a graceful
+	// restart keeps a killed peer's routes as stale for minutes).
+	dead   map[netip.Addr]bool
+	kernel routes.Kernel
 
 	// event records a Warning Event on this node's Node object.
 	event func(reason, msg string)
@@ -88,6 +92,7 @@ func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interf
 		advertised: map[netip.Prefix]netip.Addr{},
 		bfdPeers:   map[netip.Addr]bool{},
 		learned:    map[netip.Prefix][]netip.Addr{},
+		dead:       map[netip.Addr]bool{},
 	}
 }
 
@@ -101,12 +106,85 @@ func (b *bgp) learnedRoutes(own []netip.Prefix) []routes.Route {
 	defer b.mu.Unlock()
 	var out []routes.Route
 	for p, hops := range b.learned {
+		hops = b.aliveLocked(hops)
 		if len(hops) == 0 || slices.Contains(own, p) {
 			continue
 		}
 		out = append(out, routes.Route{Dst: p, NextHops: hops})
 	}
 	return out
+}
+
+// aliveLocked drops next hops whose BFD session is down.
+func (b *bgp) aliveLocked(hops []netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, h := range hops {
+		if !b.dead[h] {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// setDead marks a next hop dead or alive and rewrites at once every kernel route that
+// uses it.
+func (b *bgp) setDead(hop netip.Addr, dead bool, own []netip.Prefix) {
+	b.mu.Lock()
+	if dead {
+		b.dead[hop] = true
+	} else {
+		delete(b.dead, hop)
+	}
+	var affected []routing.BestPath
+	for p, hops := range b.learned {
+		if slices.Contains(hops, hop) {
+			affected = append(affected, routing.BestPath{Prefix: p, NextHops: hops})
+		}
+	}
+	b.mu.Unlock()
+	for _, p := range affected {
+		b.apply(p, own)
+	}
+}
+
+// convergeWait bounds how long a starting node waits for all its BGP sessions before it
+// calls itself ready anyway (a peer that is down must not keep pods off a healthy node).
+const convergeWait = 10 * time.Second
+
+// ready reports whether the node's routes are out: every BGP session Established, or
+// convergeWait passed since the speaker started. Pods started before that could be
+// unreachable from the nodes still connecting.
+func (b *bgp) ready() (bool, string) {
+	if !b.isStarted() {
+		return false, "BGP speaker starting"
+	}
+	peers, err := b.cfg.Speaker.Peers()
+	if err != nil {
+		return false, "BGP: " + err.Error()
+	}
+	var waiting []string
+	for _, p := range peers {
+		if p.State != "Established" {
+			waiting = append(waiting, p.Config.Address.String())
+		}
+	}
+	if len(waiting) == 0 {
+		return true, ""
+	}
+	msg := fmt.Sprintf("BGP sessions not established: %s", strings.Join(waiting, ", "))
+	return time.Since(b.startTime()) > convergeWait, msg
+}
+
+func (b *bgp) isStarted() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.started
+}
+
+func (b *bgp) startTime() time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.startedAt
 }
 
 // keepStale reports whether unknown learned routes must stay in the kernel for now.
@@ -124,20 +202,28 @@ func (b *bgp) onBestPath(p routing.BestPath, own func() []netip.Prefix) {
 		b.learned[p.Prefix] = p.NextHops
 	}
 	b.mu.Unlock()
-	if slices.Contains(own(), p.Prefix) {
+	b.apply(p, own())
+}
+
+// apply writes one prefix's route to the kernel, without next hops BFD declared dead.
+func (b *bgp) apply(p routing.BestPath, own []netip.Prefix) {
+	if slices.Contains(own, p.Prefix) {
 		return // never route our own block anywhere but the blackhole
 	}
+	b.mu.Lock()
+	hops := b.aliveLocked(p.NextHops)
+	b.mu.Unlock()
 	var err error
-	if len(p.NextHops) == 0 {
+	if len(hops) == 0 {
 		err = b.kernel.Delete(routes.Route{Dst: p.Prefix})
 	} else {
-		err = b.kernel.Replace(routes.Route{Dst: p.Prefix, NextHops: p.NextHops})
+		err = b.kernel.Replace(routes.Route{Dst: p.Prefix, NextHops: hops})
 	}
 	if err != nil {
-		b.log.Warn("kernel route update failed; the next resync retries", "prefix", p.Prefix, "nextHops", p.NextHops, "err", err)
+		b.log.Warn("kernel route update failed; the next resync retries", "prefix", p.Prefix, "nextHops", hops, "err", err)
 		return
 	}
-	b.log.Debug("kernel route", "prefix", p.Prefix, "nextHops", p.NextHops)
+	b.log.Debug("kernel route", "prefix", p.Prefix, "nextHops", hops)
 }
 
 // reconcile brings the speaker to the desired state: global config, own prefixes
@@ -174,7 +260,9 @@ func (b *bgp) reconcile(ctx context.Context, own []netip.Prefix) error {
 		if err := b.cfg.Speaker.Start(ctx, g); err != nil {
 			return fmt.Errorf("bgp start: %w", err)
 		}
+		b.mu.Lock()
 		b.started, b.startedAt = true, time.Now()
+		b.mu.Unlock()
 		b.log.Info("bgp speaker started", "as", g.AS, "routerID", g.RouterID, "port", g.ListenPort, "gracefulRestart", b.restarting)
 	}
 	var errs []error
@@ -331,7 +419,7 @@ func (b *bgp) syncBFD(set routing.PeerSet) error {
 // watchBFD shuts a BGP neighbour the moment BFD declares it down (its routes are withdrawn
 // at once) and lets it back when BFD is up again. An AdminDown from the peer is a
 // deliberate shutdown, not a failure (RFC 5882): BGP handles it.
-func (b *bgp) watchBFD(ctx context.Context) {
+func (b *bgp) watchBFD(ctx context.Context, own func() []netip.Prefix) {
 	if b.cfg.BFD == nil {
 		return
 	}
@@ -343,11 +431,13 @@ func (b *bgp) watchBFD(ctx context.Context) {
 			switch {
 			case ev.State == bfd.Up:
 				b.log.Info("bfd up", "peer", ev.Peer)
+				b.setDead(ev.Peer, false, own())
 				if err := b.cfg.Speaker.EnablePeer(ev.Peer); err != nil {
 					b.log.Warn("enable bgp neighbour after bfd up", "peer", ev.Peer, "err", err)
 				}
 			case ev.State == bfd.Down && !ev.PeerAdminDown():
-				b.log.Warn("bfd down: shutting the bgp session", "peer", ev.Peer, "diag", ev.Diag.String())
+				b.log.Warn("bfd down: removing routes via the peer and shutting the bgp session", "peer", ev.Peer, "diag", ev.Diag.String())
+				b.setDead(ev.Peer, true, own())
 				if err := b.cfg.Speaker.ShutdownPeer(ev.Peer, "BFD down: "+ev.Diag.String()); err != nil {
 					b.log.Warn("shut bgp neighbour after bfd down", "peer", ev.Peer, "err", err)
 				}

@@ -28,6 +28,8 @@ type server struct {
 	// the watermark and assigns another.
 	publish func(urgent bool)
 	changes *broadcast
+	// routed reports whether the node's routes are out (BGP converged); nil = always.
+	routed func() (bool, string)
 }
 
 // broadcast wakes every waiter when the node's blocks change.
@@ -144,6 +146,10 @@ func (s *server) Status(context.Context, *agentv1.StatusRequest) (*agentv1.Statu
 	resp.Ready = len(resp.Blocks) > 0
 	if !resp.Ready {
 		resp.Message = fmt.Sprintf("node %s has no address block yet", s.node)
+		return resp, nil
+	}
+	if s.routed != nil {
+		resp.Ready, resp.Message = s.routed()
 	}
 	return resp, nil
 }
