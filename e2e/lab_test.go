@@ -277,3 +277,19 @@ func inUseOf(n *harness.Node) int {
 	}
 	return total
 }
+
+// TestLabASPerRack: two racks, each node in its rack's AS, eBGP to the ToR and no mesh:
+// the ToR carries each rack's blocks to the other and pods talk across racks.
+func TestLabASPerRack(t *testing.T) {
+	l := newTestLab(t, harness.LabOptions{Nodes: 2, PodsPerNode: 1, ASPerRack: true})
+	out, _ := l.Tor.Query("show route")
+	t.Logf("the ToR's table (AS per rack):\n%s", out)
+	if !strings.Contains(out, "AS64601") || !strings.Contains(out, "AS64602") {
+		t.Fatalf("ToR did not learn both racks' blocks over eBGP:\n%s", out)
+	}
+	ping(t, l.Pods[0].NS, l.Pods[1].IP)
+	tcpCheck(t, l.Pods[1], l.Pods[0])
+	if st, _ := netns.Output(l.Nodes[0].NS, "ss", "-tn", "state", "established", "( dport = :179 or sport = :179 )"); strings.Contains(st, harness.NodeAddr(2)+":") {
+		t.Fatalf("node-1 has a BGP session with node-2 though the mesh is off:\n%s", st)
+	}
+}

@@ -31,14 +31,15 @@ type GoBGPOptions struct {
 
 // GoBGP is the Speaker backed by an embedded GoBGP v3 BgpServer.
 //
-// Hazards (see /work/shared/notes/gobgp-facts.md):
+// Order of calls: Start, SetPolicy, Advertise the own blocks, then SetPeers. Hazards:
 //   - GoBGP keeps package-level state (table.UseMultiplePaths, table.SelectionOptions)
 //     that every StartBgp overwrites: run one speaker per process, or several with the
 //     same settings (tests). Start always enables multipath (ECMP).
-//   - Advertise own blocks before SetPeers, or End-of-RIB goes out with an empty table
-//     and graceful-restart peers drop everything.
-//   - TCP-MD5 (PeerConfig.Password) needs `//go:debug multipathtcp=0` in package main
-//     (Go >= 1.24 listens with MPTCP, where TCP_MD5SIG fails).
+//   - Peers added before our blocks are advertised get End-of-RIB with an empty table:
+//     with graceful restart they drop everything we had, then relearn it.
+//   - TCP-MD5 (PeerConfig.Password) needs `//go:debug multipathtcp=0` in package main:
+//     with a go >= 1.24 main module the listener is MPTCP, where TCP_MD5SIG (and
+//     GoBGP's listener TTL) fail and the session never comes up.
 //   - The BgpServer's Serve goroutine never returns: a GoBGP lives as long as the process.
 type GoBGP struct {
 	log  *slog.Logger

@@ -83,6 +83,8 @@ type Env struct {
 	AgentArgs []string
 	// Prefix starts every namespace name (NSPrefix unless set).
 	Prefix string
+	// NodeAnnotations are set on the Node objects AddNode creates, by node name.
+	NodeAnnotations map[string]map[string]string
 }
 
 // FabricGateway is the ToR's address on the node segment (192.0.2.0/24).
@@ -224,6 +226,7 @@ func (e *Env) AddNode(name, addr string) *Node {
 	node := &corev1.Node{}
 	node.Name = name
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}}
+	node.Annotations = e.NodeAnnotations[name]
 	if _, err := e.Kube.CoreV1().Nodes().Create(e.Ctx, node, metav1.CreateOptions{}); err != nil {
 		e.T.Fatalf("create node %s: %v", name, err)
 	}

@@ -34,6 +34,9 @@ type LabOptions struct {
 	BFD bool
 	// Controllers is how many controller processes run (leader election); 0 = in-process.
 	Controllers int
+	// ASPerRack puts each node in a rack of its own AS (64600+i), eBGP to the ToR, no
+	// node-to-node mesh; the ToR carries the blocks between racks.
+	ASPerRack bool
 }
 
 // Lab is the topology of DESIGN.md: a control plane, a BIRD ToR, nodes, pods and an
@@ -76,6 +79,14 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 	conf := &v1alpha1.BGPConfiguration{}
 	conf.Name = "default"
 	conf.Spec.ASNumber = ClusterAS
+	if o.ASPerRack {
+		mesh := false
+		conf.Spec.NodeToNodeMesh = &mesh
+		e.NodeAnnotations = map[string]map[string]string{}
+		for i := 1; i <= o.Nodes; i++ {
+			e.NodeAnnotations[fmt.Sprintf("node-%d", i)] = map[string]string{v1alpha1.AnnotationASNumber: fmt.Sprint(rackAS(i))}
+		}
+	}
 	if o.BFD {
 		conf.Spec.BFD = &v1alpha1.BFDSettings{Enabled: true}
 	}
@@ -83,6 +94,10 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 		t.Fatal(err)
 	}
 	peer := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{PeerIP: FabricGateway, ASNumber: TorAS, BFD: &v1alpha1.BFDSettings{Enabled: o.BFD}}}
+	if o.ASPerRack {
+		blockLen := int32(26)
+		peer.Spec.Import = []v1alpha1.PrefixMatch{{CIDR: LabPool, MaxLength: &blockLen}}
+	}
 	peer.Name = "tor"
 	if _, err := e.HR.BGPPeers.Create(e.Ctx, peer); err != nil {
 		t.Fatal(err)
@@ -90,6 +105,9 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 	tc := TorConfig{AS: TorAS, Neighbors: map[string]uint32{}, BFD: o.BFD}
 	for i := 1; i <= o.Nodes; i++ {
 		tc.Neighbors[NodeAddr(i)] = ClusterAS
+		if o.ASPerRack {
+			tc.Neighbors[NodeAddr(i)] = rackAS(i)
+		}
 	}
 	l.Tor = e.StartBIRD(l.TorNS, tc.Config())
 	l.startControllers(o.Controllers)
@@ -110,6 +128,8 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 	}
 	return l
 }
+
+func rackAS(i int) uint32 { return uint32(64600 + i) }
 
 // NodeAddr is node i's address on the fabric.
 func NodeAddr(i int) string { return fmt.Sprintf("192.0.2.%d", i) }
