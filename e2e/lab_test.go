@@ -29,15 +29,7 @@ func newTestLab(t *testing.T, o harness.LabOptions) *harness.Lab {
 			}
 		}
 	})
-	l.Eventually(30*time.Second, "full mesh routes", func() string {
-		for _, n := range l.Nodes {
-			out, _ := netns.Output(n.NS, "ip", "route", "show", "proto", "196")
-			if strings.Count(out, " via ") < len(l.Nodes)-1 {
-				return n.Name + ": " + out
-			}
-		}
-		return ""
-	})
+	l.WaitMesh(30 * time.Second)
 	return l
 }
 

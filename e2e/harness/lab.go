@@ -131,6 +131,19 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 
 func rackAS(i int) uint32 { return uint32(64600 + i) }
 
+// WaitMesh waits until every node routes to every other node's block.
+func (l *Lab) WaitMesh(timeout time.Duration) {
+	l.Eventually(timeout, "every node routes to every other node's block", func() string {
+		for _, n := range l.Nodes {
+			out, _ := netns.Output(n.NS, "ip", "route", "show", "proto", "196")
+			if strings.Count(out, " via ") < len(l.Nodes)-1 {
+				return n.Name + ": " + out
+			}
+		}
+		return ""
+	})
+}
+
 // NodeAddr is node i's address on the fabric.
 func NodeAddr(i int) string { return fmt.Sprintf("192.0.2.%d", i) }
 

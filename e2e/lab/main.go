@@ -109,15 +109,7 @@ func up(nodes int, served bool) error {
 
 // report prints each node's state, the ToR's view and the connectivity matrix.
 func report(l *harness.Lab) {
-	l.Eventually(30*time.Second, "every node routes to every other node's block", func() string {
-		for _, n := range l.Nodes {
-			out, _ := netns.Output(n.NS, "ip", "route", "show", "proto", "196")
-			if strings.Count(out, " via ") < len(l.Nodes)-1 {
-				return n.Name + ": " + out
-			}
-		}
-		return ""
-	})
+	l.WaitMesh(30 * time.Second)
 	for _, n := range l.Nodes {
 		st, err := n.Status()
 		fmt.Printf("\n== %s (%s) ==\n", n.Name, n.Addr)

@@ -53,21 +53,7 @@ func Output(name string, args ...string) (string, error) {
 
 // Sweep deletes every namespace whose name starts with prefix.
 func Sweep(prefix string) error {
-	entries, err := os.ReadDir("/run/netns")
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) {
-			if err := Delete(e.Name()); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return sweep(prefix, func(string) bool { return true })
 }
 
 // OwnedPrefix is prefix plus this process's PID: namespaces named with it can be told
@@ -77,6 +63,19 @@ func OwnedPrefix(prefix string) string { return fmt.Sprintf("%s%d-", prefix, os.
 // SweepDead deletes the namespaces named OwnedPrefix(prefix)+… whose owning process is
 // gone: what a crashed run left behind, never a live run's.
 func SweepDead(prefix string) error {
+	return sweep(prefix, func(rest string) bool {
+		pid, _, _ := strings.Cut(rest, "-")
+		n, err := strconv.Atoi(pid)
+		if err != nil || n <= 0 {
+			return true
+		}
+		_, err = os.Stat(fmt.Sprintf("/proc/%d", n))
+		return err != nil // its run is gone
+	})
+}
+
+// sweep deletes the namespaces named prefix+rest for which doomed(rest) says so.
+func sweep(prefix string, doomed func(rest string) bool) error {
 	entries, err := os.ReadDir("/run/netns")
 	if os.IsNotExist(err) {
 		return nil
@@ -86,15 +85,8 @@ func SweepDead(prefix string) error {
 	}
 	for _, e := range entries {
 		rest, ok := strings.CutPrefix(e.Name(), prefix)
-		if !ok {
+		if !ok || !doomed(rest) {
 			continue
-		}
-		pid, _, _ := strings.Cut(rest, "-")
-		n, err := strconv.Atoi(pid)
-		if err == nil && n > 0 {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", n)); err == nil {
-				continue // its run is alive
-			}
 		}
 		if err := Delete(e.Name()); err != nil {
 			return err
