@@ -166,6 +166,12 @@ func TestHundredPodsOnOneNode(t *testing.T) {
 	tcpCheck(t, pods[3], pods[77])
 	ping(t, pods[5].NS, n.Addr)
 	ping(t, n.NS, pods[5].IP)
+	if got := tcpSeen(t, n.NS, n.Addr+":9100", pods[5].NS, n.Addr+":9100"); got != pods[5].IP {
+		t.Fatalf("pod → host TCP: the host saw %q, want the pod's %s", got, pods[5].IP)
+	}
+	if got := tcpSeen(t, pods[6].NS, pods[6].IP+":9101", n.NS, pods[6].IP+":9101"); got != n.Addr {
+		t.Fatalf("host → pod TCP: the pod saw %q, want the node's %s", got, n.Addr)
+	}
 
 	// The block's blackhole route is in the kernel with hostroute's protocol.
 	if out, _ := netns.Output(n.NS, "ip", "route", "show", "proto", "196"); !strings.Contains(out, "blackhole 10.100.0.0/24") {
