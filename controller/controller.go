@@ -83,6 +83,7 @@ type Controller struct {
 	assumed map[string]*v1alpha1.IPAMBlock
 
 	broadcaster record.EventBroadcaster
+	metrics     *metrics
 }
 
 // New wires a controller; Run starts it.
@@ -94,6 +95,7 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 		kube:    kube,
 		hr:      hr,
 		assumed: map[string]*v1alpha1.IPAMBlock{},
+		metrics: newMetrics(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[key](),
 			workqueue.TypedRateLimitingQueueConfig[key]{Name: "hostroute-controller"}),
@@ -164,6 +166,7 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	case "pool":
 		err = c.syncPool(ctx, k.name)
 	}
+	c.metrics.synced(k.kind, time.Since(start), ignoreConflict(err))
 	switch {
 	case apierrors.IsConflict(err):
 		// Our cache lagged a write (often our own): retry on the fresh version.
@@ -180,6 +183,13 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	}
 	c.log.Debug("synced", "kind", k.kind, "name", k.name, "took", time.Since(start))
 	return true
+}
+
+func ignoreConflict(err error) error {
+	if apierrors.IsConflict(err) {
+		return nil
+	}
+	return err
 }
 
 func (c *Controller) enqueueObj(kind string, obj any) {
@@ -303,6 +313,7 @@ func (c *Controller) createBlock(ctx context.Context, node *corev1.Node, a assig
 	c.assumed[got.Name] = got
 	c.mu.Unlock()
 	c.log.Info("assigned block", "node", node.Name, "block", got.Spec.CIDR, "pool", got.Spec.Pool, "reason", a.reason)
+	c.metrics.assigned.Inc()
 	c.recorder.Eventf(node, corev1.EventTypeNormal, "BlockAssigned", "assigned block %s from IPPool %s (%s)", got.Spec.CIDR, got.Spec.Pool, a.reason)
 	return nil
 }

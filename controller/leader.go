@@ -21,6 +21,8 @@ type LeaderConfig struct {
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
+	// WatchDog, when set, fails /healthz while this replica leads but cannot renew.
+	WatchDog *leaderelection.HealthzAdaptor
 }
 
 // ErrLostLeadership is returned when this replica stops being the leader; the process
@@ -47,6 +49,7 @@ func RunAsLeader(ctx context.Context, log *slog.Logger, kube kubernetes.Interfac
 		RetryPeriod:     lc.RetryPeriod,
 		ReleaseOnCancel: true,
 		Name:            lc.Name,
+		WatchDog:        lc.WatchDog,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(ctx context.Context) {
 				log.Info("became leader", "lease", lc.Namespace+"/"+lc.Name, "identity", lc.Identity)

@@ -11,7 +11,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/klog/v2"
 
 	"github.com/hostroute/hostroute/api/client"
@@ -33,6 +36,7 @@ func run() error {
 		cfg         controller.Config
 		lc          = controller.LeaderConfig{Name: "hostroute-controller"}
 		leaderElect = flag.Bool("leader-elect", true, "hold a Lease so that only one replica acts")
+		metricsAddr = flag.String("metrics-address", ":9403", "serve /metrics, /healthz and /readyz here (empty: off)")
 	)
 	flag.Float64Var(&cfg.Watermark, "block-watermark", 0.9, "fraction of a block in use at which its node gets another block")
 	flag.DurationVar(&cfg.ReleaseGrace, "release-grace", 5*time.Minute, "how long a deleted node's blocks are kept while they still hold allocations")
@@ -68,6 +72,17 @@ func run() error {
 	defer stop()
 
 	c := controller.New(log, kube, hr, cfg)
+	lc.WatchDog = leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)
+	if *metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(c.Collectors()...)
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		// Not fatal: with host networking two replicas can land on one node, and the
+		// second must still be able to take over the lease; its probes then fail loudly.
+		if _, err := controller.ServeOps(ctx, log, *metricsAddr, reg, lc.WatchDog.Check); err != nil {
+			log.Error("metrics and health endpoints not served", "err", err)
+		}
+	}
 	if !*leaderElect {
 		return c.Run(ctx)
 	}

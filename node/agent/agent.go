@@ -50,6 +50,10 @@ type Config struct {
 	// BGP advertises the node's blocks and installs other nodes' routes; nil Speaker
 	// disables BGP.
 	BGP BGPConfig
+	// MetricsAddress serves /metrics, /healthz and /readyz ("" = not served).
+	MetricsAddress string
+	// StatusInterval is the least time between two NodeNetworkStatus writes (default 5s).
+	StatusInterval time.Duration
 }
 
 // NATApplier programs NAT outgoing for the given pools.
@@ -73,6 +77,9 @@ func (c *Config) setDefaults() {
 	if c.ResyncInterval <= 0 {
 		c.ResyncInterval = 30 * time.Second
 	}
+	if c.StatusInterval <= 0 {
+		c.StatusInterval = 5 * time.Second
+	}
 }
 
 // Agent is one node's agent.
@@ -89,6 +96,7 @@ type Agent struct {
 	kick    chan struct{} // coalesced "reconcile the kernel and NAT"
 	pub     *publisher
 	bgp     *bgp // nil without BGP
+	obs     *observer
 
 	broadcaster record.EventBroadcaster
 	recorder    record.EventRecorder
@@ -121,6 +129,7 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	a.kube = kube
 	a.broadcaster = record.NewBroadcaster()
 	a.recorder = a.broadcaster.NewRecorder(client.NewScheme(), corev1.EventSource{Component: "hostroute-node", Host: cfg.NodeName})
+	a.obs = newObserver(a)
 	a.pub = newPublisher(log, hr, alloc, a.blocks.GetStore(), cfg.PublishInterval)
 	if a.cfg.Kernel == nil {
 		k, err := routes.NewNetlink()
@@ -192,13 +201,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.UnaryInterceptor(a.obs.metrics.interceptor))
 	svc := &server{
 		log: a.log, node: a.cfg.NodeName, alloc: a.alloc, waitFor: a.cfg.AllocWait,
-		publish: a.pub.trigger, changes: a.changes,
+		publish: a.pub.trigger, changes: a.changes, routing: a.obs.routing,
 	}
 	if a.bgp != nil {
 		svc.routed = a.bgp.ready
+	}
+	if err := a.obs.start(ctx, svc.readiness); err != nil {
+		lis.Close()
+		return err
 	}
 	agentv1.RegisterAgentServer(srv, svc)
 	serveErr := make(chan error, 1)
@@ -233,7 +246,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-a.kick:
 		case <-tick.C:
 		}
-		if err := a.reconcile(); err != nil {
+		start := time.Now()
+		err := a.reconcile()
+		a.obs.reconciled(time.Since(start), err)
+		if err != nil {
 			a.log.Error("reconcile failed; retrying", "err", err)
 			time.AfterFunc(time.Second, a.kickOff)
 		}

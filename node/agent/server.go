@@ -30,6 +30,8 @@ type server struct {
 	changes *broadcast
 	// routed reports whether the node's routes are out (BGP converged); nil = always.
 	routed func() (bool, string)
+	// routing answers the Routing RPC (routectl); nil = unimplemented.
+	routing func(context.Context) *agentv1.RoutingResponse
 }
 
 // broadcast wakes every waiter when the node's blocks change.
@@ -152,6 +154,20 @@ func (s *server) Status(context.Context, *agentv1.StatusRequest) (*agentv1.Statu
 		resp.Ready, resp.Message = s.routed()
 	}
 	return resp, nil
+}
+
+// Routing is routectl's view of the node: sessions, blocks, RIB against kernel.
+func (s *server) Routing(ctx context.Context, _ *agentv1.RoutingRequest) (*agentv1.RoutingResponse, error) {
+	if s.routing == nil {
+		return nil, status.Error(codes.Unimplemented, "routing state is not available")
+	}
+	return s.routing(ctx), nil
+}
+
+// readiness is the Status RPC's readiness, for /readyz and the Routing RPC.
+func (s *server) readiness(ctx context.Context) (bool, string) {
+	st, _ := s.Status(ctx, &agentv1.StatusRequest{})
+	return st.GetReady(), st.GetMessage()
 }
 
 func blockSize(p netip.Prefix) int {

@@ -573,6 +573,396 @@ func (x *BlockUsage) GetCapacity() int32 {
 	return 0
 }
 
+type RoutingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoutingRequest) Reset() {
+	*x = RoutingRequest{}
+	mi := &file_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutingRequest) ProtoMessage() {}
+
+func (x *RoutingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutingRequest.ProtoReflect.Descriptor instead.
+func (*RoutingRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{11}
+}
+
+type RoutingResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// ready and message are the Status RPC's readiness.
+	Ready    bool          `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
+	Message  string        `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	RouterId string        `protobuf:"bytes,4,opt,name=router_id,json=routerId,proto3" json:"router_id,omitempty"`
+	AsNumber uint32        `protobuf:"varint,5,opt,name=as_number,json=asNumber,proto3" json:"as_number,omitempty"`
+	Sessions []*Session    `protobuf:"bytes,6,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	Blocks   []*BlockUsage `protobuf:"bytes,7,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	// routes is every prefix the agent wants in the kernel or finds there, sorted.
+	Routes []*Route `protobuf:"bytes,8,rep,name=routes,proto3" json:"routes,omitempty"`
+	// last_error is the last reconcile error; empty once a pass succeeds.
+	LastError string `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// problems are BGP configuration problems (a peer skipped, a missing Secret).
+	Problems      []string `protobuf:"bytes,10,rep,name=problems,proto3" json:"problems,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoutingResponse) Reset() {
+	*x = RoutingResponse{}
+	mi := &file_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutingResponse) ProtoMessage() {}
+
+func (x *RoutingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutingResponse.ProtoReflect.Descriptor instead.
+func (*RoutingResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RoutingResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RoutingResponse) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *RoutingResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RoutingResponse) GetRouterId() string {
+	if x != nil {
+		return x.RouterId
+	}
+	return ""
+}
+
+func (x *RoutingResponse) GetAsNumber() uint32 {
+	if x != nil {
+		return x.AsNumber
+	}
+	return 0
+}
+
+func (x *RoutingResponse) GetSessions() []*Session {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+func (x *RoutingResponse) GetBlocks() []*BlockUsage {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+func (x *RoutingResponse) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *RoutingResponse) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *RoutingResponse) GetProblems() []string {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+type Session struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Peer  string                 `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	// kind is mesh, reflector, reflector-client or external.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// name is the Node or BGPPeer the session comes from.
+	Name    string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	LocalAs uint32 `protobuf:"varint,4,opt,name=local_as,json=localAs,proto3" json:"local_as,omitempty"`
+	PeerAs  uint32 `protobuf:"varint,5,opt,name=peer_as,json=peerAs,proto3" json:"peer_as,omitempty"`
+	// state is the BGP FSM state (Idle ... Established).
+	State string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	// since is when the session entered its state, Unix seconds; 0 = unknown.
+	SinceUnix int64 `protobuf:"varint,7,opt,name=since_unix,json=sinceUnix,proto3" json:"since_unix,omitempty"`
+	// bfd_state is Down, Init, Up or AdminDown; empty when BFD is off for the peer.
+	BfdState      string `protobuf:"bytes,8,opt,name=bfd_state,json=bfdState,proto3" json:"bfd_state,omitempty"`
+	Received      uint64 `protobuf:"varint,9,opt,name=received,proto3" json:"received,omitempty"`
+	Accepted      uint64 `protobuf:"varint,10,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Advertised    uint64 `protobuf:"varint,11,opt,name=advertised,proto3" json:"advertised,omitempty"`
+	LastError     string `protobuf:"bytes,12,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Session) Reset() {
+	*x = Session{}
+	mi := &file_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Session) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Session) ProtoMessage() {}
+
+func (x *Session) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Session.ProtoReflect.Descriptor instead.
+func (*Session) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Session) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *Session) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Session) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Session) GetLocalAs() uint32 {
+	if x != nil {
+		return x.LocalAs
+	}
+	return 0
+}
+
+func (x *Session) GetPeerAs() uint32 {
+	if x != nil {
+		return x.PeerAs
+	}
+	return 0
+}
+
+func (x *Session) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Session) GetSinceUnix() int64 {
+	if x != nil {
+		return x.SinceUnix
+	}
+	return 0
+}
+
+func (x *Session) GetBfdState() string {
+	if x != nil {
+		return x.BfdState
+	}
+	return ""
+}
+
+func (x *Session) GetReceived() uint64 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
+func (x *Session) GetAccepted() uint64 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *Session) GetAdvertised() uint64 {
+	if x != nil {
+		return x.Advertised
+	}
+	return 0
+}
+
+func (x *Session) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+type Route struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Prefix string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// want_blackhole / want_next_hops: what the agent wants (own block = blackhole;
+	// learned = RIB best-path next hops that BFD has not declared dead).
+	WantBlackhole bool     `protobuf:"varint,2,opt,name=want_blackhole,json=wantBlackhole,proto3" json:"want_blackhole,omitempty"`
+	WantNextHops  []string `protobuf:"bytes,3,rep,name=want_next_hops,json=wantNextHops,proto3" json:"want_next_hops,omitempty"`
+	// rib_next_hops are the RIB's best-path next hops, including dead ones.
+	RibNextHops     []string `protobuf:"bytes,4,rep,name=rib_next_hops,json=ribNextHops,proto3" json:"rib_next_hops,omitempty"`
+	KernelBlackhole bool     `protobuf:"varint,5,opt,name=kernel_blackhole,json=kernelBlackhole,proto3" json:"kernel_blackhole,omitempty"`
+	KernelNextHops  []string `protobuf:"bytes,6,rep,name=kernel_next_hops,json=kernelNextHops,proto3" json:"kernel_next_hops,omitempty"`
+	// state: ok, missing (wanted, absent or different in the kernel), stale (in the
+	// kernel, not wanted).
+	State         string `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Route) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *Route) GetWantBlackhole() bool {
+	if x != nil {
+		return x.WantBlackhole
+	}
+	return false
+}
+
+func (x *Route) GetWantNextHops() []string {
+	if x != nil {
+		return x.WantNextHops
+	}
+	return nil
+}
+
+func (x *Route) GetRibNextHops() []string {
+	if x != nil {
+		return x.RibNextHops
+	}
+	return nil
+}
+
+func (x *Route) GetKernelBlackhole() bool {
+	if x != nil {
+		return x.KernelBlackhole
+	}
+	return false
+}
+
+func (x *Route) GetKernelNextHops() []string {
+	if x != nil {
+		return x.KernelNextHops
+	}
+	return nil
+}
+
+func (x *Route) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -617,13 +1007,54 @@ const file_agent_proto_rawDesc = "" +
 	"BlockUsage\x12\x12\n" +
 	"\x04cidr\x18\x01 \x01(\tR\x04cidr\x12\x15\n" +
 	"\x06in_use\x18\x02 \x01(\x05R\x05inUse\x12\x1a\n" +
-	"\bcapacity\x18\x03 \x01(\x05R\bcapacity2\x95\x03\n" +
+	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\"\x10\n" +
+	"\x0eRoutingRequest\"\xee\x02\n" +
+	"\x0fRoutingResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
+	"\x05ready\x18\x02 \x01(\bR\x05ready\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1b\n" +
+	"\trouter_id\x18\x04 \x01(\tR\brouterId\x12\x1b\n" +
+	"\tas_number\x18\x05 \x01(\rR\basNumber\x127\n" +
+	"\bsessions\x18\x06 \x03(\v2\x1b.hostroute.agent.v1.SessionR\bsessions\x126\n" +
+	"\x06blocks\x18\a \x03(\v2\x1e.hostroute.agent.v1.BlockUsageR\x06blocks\x121\n" +
+	"\x06routes\x18\b \x03(\v2\x19.hostroute.agent.v1.RouteR\x06routes\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\t \x01(\tR\tlastError\x12\x1a\n" +
+	"\bproblems\x18\n" +
+	" \x03(\tR\bproblems\"\xc2\x02\n" +
+	"\aSession\x12\x12\n" +
+	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x19\n" +
+	"\blocal_as\x18\x04 \x01(\rR\alocalAs\x12\x17\n" +
+	"\apeer_as\x18\x05 \x01(\rR\x06peerAs\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"since_unix\x18\a \x01(\x03R\tsinceUnix\x12\x1b\n" +
+	"\tbfd_state\x18\b \x01(\tR\bbfdState\x12\x1a\n" +
+	"\breceived\x18\t \x01(\x04R\breceived\x12\x1a\n" +
+	"\baccepted\x18\n" +
+	" \x01(\x04R\baccepted\x12\x1e\n" +
+	"\n" +
+	"advertised\x18\v \x01(\x04R\n" +
+	"advertised\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\f \x01(\tR\tlastError\"\xfb\x01\n" +
+	"\x05Route\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12%\n" +
+	"\x0ewant_blackhole\x18\x02 \x01(\bR\rwantBlackhole\x12$\n" +
+	"\x0ewant_next_hops\x18\x03 \x03(\tR\fwantNextHops\x12\"\n" +
+	"\rrib_next_hops\x18\x04 \x03(\tR\vribNextHops\x12)\n" +
+	"\x10kernel_blackhole\x18\x05 \x01(\bR\x0fkernelBlackhole\x12(\n" +
+	"\x10kernel_next_hops\x18\x06 \x03(\tR\x0ekernelNextHops\x12\x14\n" +
+	"\x05state\x18\a \x01(\tR\x05state2\xe9\x03\n" +
 	"\x05Agent\x12U\n" +
 	"\bAllocate\x12#.hostroute.agent.v1.AllocateRequest\x1a$.hostroute.agent.v1.AllocateResponse\x12R\n" +
 	"\aRelease\x12\".hostroute.agent.v1.ReleaseRequest\x1a#.hostroute.agent.v1.ReleaseResponse\x12K\n" +
 	"\x03Get\x12\x1e.hostroute.agent.v1.GetRequest\x1a$.hostroute.agent.v1.AllocateResponse\x12C\n" +
 	"\x02GC\x12\x1d.hostroute.agent.v1.GCRequest\x1a\x1e.hostroute.agent.v1.GCResponse\x12O\n" +
-	"\x06Status\x12!.hostroute.agent.v1.StatusRequest\x1a\".hostroute.agent.v1.StatusResponseB5Z3github.com/hostroute/hostroute/api/agent/v1;agentv1b\x06proto3"
+	"\x06Status\x12!.hostroute.agent.v1.StatusRequest\x1a\".hostroute.agent.v1.StatusResponse\x12R\n" +
+	"\aRouting\x12\".hostroute.agent.v1.RoutingRequest\x1a#.hostroute.agent.v1.RoutingResponseB5Z3github.com/hostroute/hostroute/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -637,7 +1068,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_agent_proto_goTypes = []any{
 	(*Attachment)(nil),       // 0: hostroute.agent.v1.Attachment
 	(*AllocateRequest)(nil),  // 1: hostroute.agent.v1.AllocateRequest
@@ -650,6 +1081,10 @@ var file_agent_proto_goTypes = []any{
 	(*StatusRequest)(nil),    // 8: hostroute.agent.v1.StatusRequest
 	(*StatusResponse)(nil),   // 9: hostroute.agent.v1.StatusResponse
 	(*BlockUsage)(nil),       // 10: hostroute.agent.v1.BlockUsage
+	(*RoutingRequest)(nil),   // 11: hostroute.agent.v1.RoutingRequest
+	(*RoutingResponse)(nil),  // 12: hostroute.agent.v1.RoutingResponse
+	(*Session)(nil),          // 13: hostroute.agent.v1.Session
+	(*Route)(nil),            // 14: hostroute.agent.v1.Route
 }
 var file_agent_proto_depIdxs = []int32{
 	0,  // 0: hostroute.agent.v1.AllocateRequest.attachment:type_name -> hostroute.agent.v1.Attachment
@@ -657,21 +1092,26 @@ var file_agent_proto_depIdxs = []int32{
 	0,  // 2: hostroute.agent.v1.GetRequest.attachment:type_name -> hostroute.agent.v1.Attachment
 	0,  // 3: hostroute.agent.v1.GCRequest.valid:type_name -> hostroute.agent.v1.Attachment
 	10, // 4: hostroute.agent.v1.StatusResponse.blocks:type_name -> hostroute.agent.v1.BlockUsage
-	1,  // 5: hostroute.agent.v1.Agent.Allocate:input_type -> hostroute.agent.v1.AllocateRequest
-	3,  // 6: hostroute.agent.v1.Agent.Release:input_type -> hostroute.agent.v1.ReleaseRequest
-	5,  // 7: hostroute.agent.v1.Agent.Get:input_type -> hostroute.agent.v1.GetRequest
-	6,  // 8: hostroute.agent.v1.Agent.GC:input_type -> hostroute.agent.v1.GCRequest
-	8,  // 9: hostroute.agent.v1.Agent.Status:input_type -> hostroute.agent.v1.StatusRequest
-	2,  // 10: hostroute.agent.v1.Agent.Allocate:output_type -> hostroute.agent.v1.AllocateResponse
-	4,  // 11: hostroute.agent.v1.Agent.Release:output_type -> hostroute.agent.v1.ReleaseResponse
-	2,  // 12: hostroute.agent.v1.Agent.Get:output_type -> hostroute.agent.v1.AllocateResponse
-	7,  // 13: hostroute.agent.v1.Agent.GC:output_type -> hostroute.agent.v1.GCResponse
-	9,  // 14: hostroute.agent.v1.Agent.Status:output_type -> hostroute.agent.v1.StatusResponse
-	10, // [10:15] is the sub-list for method output_type
-	5,  // [5:10] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	13, // 5: hostroute.agent.v1.RoutingResponse.sessions:type_name -> hostroute.agent.v1.Session
+	10, // 6: hostroute.agent.v1.RoutingResponse.blocks:type_name -> hostroute.agent.v1.BlockUsage
+	14, // 7: hostroute.agent.v1.RoutingResponse.routes:type_name -> hostroute.agent.v1.Route
+	1,  // 8: hostroute.agent.v1.Agent.Allocate:input_type -> hostroute.agent.v1.AllocateRequest
+	3,  // 9: hostroute.agent.v1.Agent.Release:input_type -> hostroute.agent.v1.ReleaseRequest
+	5,  // 10: hostroute.agent.v1.Agent.Get:input_type -> hostroute.agent.v1.GetRequest
+	6,  // 11: hostroute.agent.v1.Agent.GC:input_type -> hostroute.agent.v1.GCRequest
+	8,  // 12: hostroute.agent.v1.Agent.Status:input_type -> hostroute.agent.v1.StatusRequest
+	11, // 13: hostroute.agent.v1.Agent.Routing:input_type -> hostroute.agent.v1.RoutingRequest
+	2,  // 14: hostroute.agent.v1.Agent.Allocate:output_type -> hostroute.agent.v1.AllocateResponse
+	4,  // 15: hostroute.agent.v1.Agent.Release:output_type -> hostroute.agent.v1.ReleaseResponse
+	2,  // 16: hostroute.agent.v1.Agent.Get:output_type -> hostroute.agent.v1.AllocateResponse
+	7,  // 17: hostroute.agent.v1.Agent.GC:output_type -> hostroute.agent.v1.GCResponse
+	9,  // 18: hostroute.agent.v1.Agent.Status:output_type -> hostroute.agent.v1.StatusResponse
+	12, // 19: hostroute.agent.v1.Agent.Routing:output_type -> hostroute.agent.v1.RoutingResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -685,7 +1125,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Agent_Get_FullMethodName      = "/hostroute.agent.v1.Agent/Get"
 	Agent_GC_FullMethodName       = "/hostroute.agent.v1.Agent/GC"
 	Agent_Status_FullMethodName   = "/hostroute.agent.v1.Agent/Status"
+	Agent_Routing_FullMethodName  = "/hostroute.agent.v1.Agent/Routing"
 )
 
 // AgentClient is the client API for Agent service.
@@ -47,6 +48,10 @@ type AgentClient interface {
 	GC(ctx context.Context, in *GCRequest, opts ...grpc.CallOption) (*GCResponse, error)
 	// Status is cheap: is the agent up, and does the node have a block (CNI STATUS).
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Routing is the node's routing state for routectl: BGP sessions, blocks, and the
+	// routes the agent wants in the kernel (RIB best paths, own blackholes) side by side
+	// with what the kernel holds. Read-only and cheap enough to poll.
+	Routing(ctx context.Context, in *RoutingRequest, opts ...grpc.CallOption) (*RoutingResponse, error)
 }
 
 type agentClient struct {
@@ -107,6 +112,16 @@ func (c *agentClient) Status(ctx context.Context, in *StatusRequest, opts ...grp
 	return out, nil
 }
 
+func (c *agentClient) Routing(ctx context.Context, in *RoutingRequest, opts ...grpc.CallOption) (*RoutingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RoutingResponse)
+	err := c.cc.Invoke(ctx, Agent_Routing_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -125,6 +140,10 @@ type AgentServer interface {
 	GC(context.Context, *GCRequest) (*GCResponse, error)
 	// Status is cheap: is the agent up, and does the node have a block (CNI STATUS).
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Routing is the node's routing state for routectl: BGP sessions, blocks, and the
+	// routes the agent wants in the kernel (RIB best paths, own blackholes) side by side
+	// with what the kernel holds. Read-only and cheap enough to poll.
+	Routing(context.Context, *RoutingRequest) (*RoutingResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -149,6 +168,9 @@ func (UnimplementedAgentServer) GC(context.Context, *GCRequest) (*GCResponse, er
 }
 func (UnimplementedAgentServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedAgentServer) Routing(context.Context, *RoutingRequest) (*RoutingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Routing not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -261,6 +283,24 @@ func _Agent_Status_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_Routing_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RoutingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).Routing(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_Routing_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).Routing(ctx, req.(*RoutingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -287,6 +327,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Agent_Status_Handler,
+		},
+		{
+			MethodName: "Routing",
+			Handler:    _Agent_Routing_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

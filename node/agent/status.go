@@ -1,0 +1,180 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
+	"github.com/hostroute/hostroute/node/routes"
+	nodestatus "github.com/hostroute/hostroute/node/status"
+	"github.com/hostroute/hostroute/routing/bfd"
+)
+
+// bfdSessions is the optional part of BFD that status reads. It is asserted rather than
+// added to the BFD interface so that fakes without it keep working (sessions then show
+// no BFD state).
+type bfdSessions interface {
+	Sessions() []bfd.SessionState
+}
+
+// routingState builds the Routing RPC's answer: sessions, blocks, and the routes the
+// agent wants next to what the kernel holds. It reads the speaker and the kernel, so it
+// is not for the packet path; the observer calls it once a second and caches the result.
+func (a *Agent) routingState(ctx context.Context) *agentv1.RoutingResponse {
+	resp := &agentv1.RoutingResponse{Node: a.cfg.NodeName}
+	a.obs.fillLocal(resp)
+	if a.obs.ready != nil {
+		resp.Ready, resp.Message = a.obs.ready(ctx)
+	}
+	own := a.alloc.Blocks()
+	for blk, allocs := range a.alloc.Snapshot() {
+		if blk.IsValid() {
+			resp.Blocks = append(resp.Blocks, &agentv1.BlockUsage{Cidr: blk.String(), InUse: int32(len(allocs)), Capacity: int32(blockSize(blk))})
+		}
+	}
+	sort.Slice(resp.Blocks, func(i, j int) bool { return resp.Blocks[i].Cidr < resp.Blocks[j].Cidr })
+
+	want := map[netip.Prefix]routes.Route{}
+	for _, b := range own {
+		want[b] = routes.Route{Dst: b, Blackhole: true}
+	}
+	rib := map[netip.Prefix][]netip.Addr{}
+	keep := false
+	if a.bgp != nil {
+		resp.Sessions = a.sessions()
+		rib = a.bgp.ribCopy()
+		for _, r := range a.bgp.learnedRoutes(own) {
+			want[r.Dst] = r
+		}
+		keep = a.bgp.restarting && a.bgp.isStarted() && a.bgp.keepStaleLocked()
+	}
+	kernel, err := a.cfg.Kernel.List()
+	if err != nil {
+		resp.LastError = joinNonEmpty(resp.LastError, "list kernel routes: "+err.Error())
+	}
+	resp.Routes = compareRoutes(want, rib, kernel, keep)
+	return resp
+}
+
+// compareRoutes lines up the wanted routes, the RIB and the kernel per prefix.
+func compareRoutes(want map[netip.Prefix]routes.Route, rib map[netip.Prefix][]netip.Addr, kernel []routes.Route, keep bool) []*agentv1.Route {
+	byDst := map[netip.Prefix]*agentv1.Route{}
+	get := func(p netip.Prefix) *agentv1.Route {
+		if r, ok := byDst[p]; ok {
+			return r
+		}
+		r := &agentv1.Route{Prefix: p.String()}
+		byDst[p] = r
+		return r
+	}
+	for p, w := range want {
+		r := get(p)
+		r.WantBlackhole, r.WantNextHops = w.Blackhole, sortedAddrs(w.NextHops)
+	}
+	for p, hops := range rib {
+		get(p).RibNextHops = sortedAddrs(hops)
+	}
+	for _, k := range kernel {
+		r := get(k.Dst)
+		r.KernelBlackhole = r.KernelBlackhole || k.Blackhole
+		r.KernelNextHops = append(r.KernelNextHops, sortedAddrs(k.NextHops)...)
+	}
+	out := make([]*agentv1.Route, 0, len(byDst))
+	for p, r := range byDst {
+		_, wanted := want[p]
+		inKernel := r.KernelBlackhole || len(r.KernelNextHops) > 0
+		switch {
+		case wanted && inKernel && r.WantBlackhole == r.KernelBlackhole && slices.Equal(r.WantNextHops, r.KernelNextHops):
+			r.State = nodestatus.RouteOK
+		case wanted:
+			r.State = nodestatus.RouteMissing
+		case inKernel && keep:
+			r.State = nodestatus.RouteKept
+		case inKernel:
+			r.State = nodestatus.RouteStale
+		default:
+			continue // in the RIB only: our own block seen back, or every next hop dead
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := netip.MustParsePrefix(out[i].Prefix), netip.MustParsePrefix(out[j].Prefix)
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c < 0
+		}
+		return a.Bits() < b.Bits()
+	})
+	return out
+}
+
+// sessions lists the BGP neighbours with their BFD state.
+func (a *Agent) sessions() []*agentv1.Session {
+	peers, err := a.cfg.BGP.Speaker.Peers()
+	if err != nil {
+		return nil
+	}
+	bfdState := map[netip.Addr]string{}
+	if bs, ok := a.cfg.BGP.BFD.(bfdSessions); ok && a.cfg.BGP.BFD != nil {
+		for _, s := range bs.Sessions() {
+			bfdState[s.Peer] = s.State.String()
+		}
+	}
+	out := make([]*agentv1.Session, 0, len(peers))
+	for _, p := range peers {
+		s := &agentv1.Session{
+			Peer: p.Config.Address.String(), Kind: string(p.Config.Kind), Name: p.Config.Name,
+			LocalAs: p.Config.LocalAS, PeerAs: p.Config.PeerAS, State: p.State,
+			Received: p.Received, Accepted: p.Accepted, Advertised: p.Advertised, LastError: p.LastError,
+		}
+		if !p.Since.IsZero() {
+			s.SinceUnix = p.Since.Unix()
+		}
+		if p.Config.BFD {
+			s.BfdState = bfdState[p.Config.Address]
+			if s.BfdState == "" {
+				s.BfdState = bfd.Down.String()
+			}
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return netip.MustParseAddr(out[i].Peer).Less(netip.MustParseAddr(out[j].Peer))
+	})
+	return out
+}
+
+// ribCopy is the RIB's best paths as last delivered by the speaker, dead next hops
+// included (routectl shows them beside the kernel's).
+func (b *bgp) ribCopy() map[netip.Prefix][]netip.Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[netip.Prefix][]netip.Addr, len(b.learned))
+	for p, hops := range b.learned {
+		out[p] = append([]netip.Addr(nil), hops...)
+	}
+	return out
+}
+
+// keepStaleLocked is keepStale reading startedAt under the lock (status runs off the
+// agent's loop goroutine).
+func (b *bgp) keepStaleLocked() bool {
+	return b.restarting && time.Since(b.startTime()) < b.cfg.StaleGrace
+}
+
+func sortedAddrs(as []netip.Addr) []string {
+	s := slices.Clone(as)
+	slices.SortFunc(s, func(a, b netip.Addr) int { return a.Compare(b) })
+	out := make([]string, len(s))
+	for i, a := range s {
+		out[i] = a.String()
+	}
+	return out
+}
+
+func joinNonEmpty(a, b string) string {
+	return strings.Join(slices.DeleteFunc([]string{a, b}, func(s string) bool { return s == "" }), "; ")
+}

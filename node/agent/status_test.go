@@ -1,0 +1,71 @@
+package agent
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
+	"github.com/hostroute/hostroute/node/routes"
+	nodestatus "github.com/hostroute/hostroute/node/status"
+)
+
+func TestCompareRoutes(t *testing.T) {
+	p := netip.MustParsePrefix
+	a := netip.MustParseAddr
+	own, learned, missing, wrong, stale := p("10.244.0.0/26"), p("10.244.0.64/26"), p("10.244.0.128/26"), p("10.244.0.192/26"), p("10.244.9.0/26")
+	want := map[netip.Prefix]routes.Route{
+		own:     {Dst: own, Blackhole: true},
+		learned: {Dst: learned, NextHops: []netip.Addr{a("192.0.2.3"), a("192.0.2.2")}},
+		missing: {Dst: missing, NextHops: []netip.Addr{a("192.0.2.3")}},
+		wrong:   {Dst: wrong, NextHops: []netip.Addr{a("192.0.2.4")}},
+	}
+	rib := map[netip.Prefix][]netip.Addr{learned: {a("192.0.2.2"), a("192.0.2.3")}, missing: {a("192.0.2.3")}, wrong: {a("192.0.2.4"), a("192.0.2.5")}}
+	kernel := []routes.Route{
+		{Dst: own, Blackhole: true},
+		{Dst: learned, NextHops: []netip.Addr{a("192.0.2.2"), a("192.0.2.3")}},
+		{Dst: wrong, NextHops: []netip.Addr{a("192.0.2.5")}},
+		{Dst: stale, NextHops: []netip.Addr{a("192.0.2.9")}},
+	}
+	got := compareRoutes(want, rib, kernel, false)
+	wantRoutes := []*agentv1.Route{
+		{Prefix: "10.244.0.0/26", WantBlackhole: true, KernelBlackhole: true, State: nodestatus.RouteOK},
+		{Prefix: "10.244.0.64/26", WantNextHops: []string{"192.0.2.2", "192.0.2.3"}, RibNextHops: []string{"192.0.2.2", "192.0.2.3"}, KernelNextHops: []string{"192.0.2.2", "192.0.2.3"}, State: nodestatus.RouteOK},
+		{Prefix: "10.244.0.128/26", WantNextHops: []string{"192.0.2.3"}, RibNextHops: []string{"192.0.2.3"}, State: nodestatus.RouteMissing},
+		{Prefix: "10.244.0.192/26", WantNextHops: []string{"192.0.2.4"}, RibNextHops: []string{"192.0.2.4", "192.0.2.5"}, KernelNextHops: []string{"192.0.2.5"}, State: nodestatus.RouteMissing},
+		{Prefix: "10.244.9.0/26", KernelNextHops: []string{"192.0.2.9"}, State: nodestatus.RouteStale},
+	}
+	if d := cmp.Diff(wantRoutes, got, protocmp.Transform()); d != "" {
+		t.Errorf("compareRoutes (-want +got):\n%s", d)
+	}
+	c := nodestatus.Counts(got)
+	if c.Kernel != 4 || c.Missing != 2 || c.Stale != 1 {
+		t.Errorf("counts %+v", c)
+	}
+	// During a graceful restart the unknown kernel route is kept on purpose, not stale.
+	if kept := compareRoutes(want, rib, kernel, true); kept[4].State != nodestatus.RouteKept {
+		t.Errorf("restart: state %q, want kept", kept[4].State)
+	}
+}
+
+func TestHealthAndChange(t *testing.T) {
+	r := &agentv1.RoutingResponse{Node: "n", Ready: true,
+		Sessions: []*agentv1.Session{{Peer: "192.0.2.254", Name: "tor", State: "Established"}},
+		Blocks:   []*agentv1.BlockUsage{{Cidr: "10.244.0.0/26", Capacity: 64}}}
+	a := nodestatus.FromRouting(r, time.Unix(100, 0))
+	b := nodestatus.FromRouting(r, time.Unix(200, 0))
+	if !sameStatus(a, b) {
+		t.Error("statuses that differ only in time must count as unchanged (no API write)")
+	}
+	if a.Conditions[0].Status != "True" {
+		t.Errorf("healthy node: %+v", a.Conditions)
+	}
+	r.Sessions[0].State = "Active"
+	c := nodestatus.FromRouting(r, time.Unix(300, 0))
+	if sameStatus(a, c) || c.Conditions[0].Reason != nodestatus.ReasonSessionDown {
+		t.Errorf("session down: %+v", c.Conditions)
+	}
+}
