@@ -1,6 +1,6 @@
 // Command routectl inspects a hostroute network: this node's BGP sessions and routes
 // (from the local agent), every node's health, IPAM and BGP peers (from the API server).
-// See routectl/README.md; the commands live in package routectl.
+// See the README's routectl section; the commands live in package routectl.
 package main
 
 import (
