@@ -111,17 +111,11 @@ func up(nodes int, served bool) error {
 func report(l *harness.Lab) {
 	l.WaitMesh(30 * time.Second)
 	for _, n := range l.Nodes {
-		st, err := n.Status()
-		fmt.Printf("\n== %s (%s) ==\n", n.Name, n.Addr)
-		if err != nil {
-			fmt.Println("agent:", err)
-			continue
-		}
-		for _, b := range st.GetBlocks() {
-			fmt.Printf("block %-18s %d/%d addresses in use\n", b.GetCidr(), b.GetInUse(), b.GetCapacity())
-		}
-		out, _ := netns.Output(n.NS, "ip", "route", "show", "proto", "196")
-		fmt.Printf("kernel routes (proto 196):\n%s", out)
+		fmt.Printf("\n== %s: routectl status ==\n", n.Name)
+		// routectl exits non-zero on an unhealthy node; its output says why.
+		out, _ := exec.Command("ip", "netns", "exec", n.NS, filepath.Join(l.Bin, "routectl"), "status",
+			"--socket", n.Socket, "--kubeconfig", n.Kubeconfig).CombinedOutput()
+		fmt.Print(string(out))
 	}
 	out, _ := l.Tor.Query("show protocols")
 	fmt.Printf("\n== ToR (BIRD, AS %d) ==\n%s", harness.TorAS, out)
