@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -96,7 +95,9 @@ type Agent struct {
 	kick    chan struct{} // coalesced "reconcile the kernel and NAT"
 	pub     *publisher
 	bgp     *bgp // nil without BGP
-	obs     *observer
+	// natApplied is the pool set NAT was last built from ("" = apply on the next pass).
+	natApplied string
+	obs        *observer
 
 	broadcaster record.EventBroadcaster
 	recorder    record.EventRecorder
@@ -140,8 +141,12 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 		a.cfg.Kernel = k
 	}
 	onChange := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { a.kickOff() },
-		UpdateFunc: func(any, any) { a.kickOff() },
+		AddFunc: func(any) { a.kickOff() },
+		UpdateFunc: func(old, cur any) {
+			if relevantUpdate(old, cur) {
+				a.kickOff()
+			}
+		},
 		DeleteFunc: func(any) { a.kickOff() },
 	}
 	infs := []cache.SharedIndexInformer{a.blocks, a.pools}
@@ -235,6 +240,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer tick.Stop()
 	a.kickOff()
 	for {
+		full := false
 		select {
 		case <-ctx.Done():
 			srv.GracefulStop()
@@ -245,9 +251,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("grpc server: %w", err)
 		case <-a.kick:
 		case <-tick.C:
+			full = true
 		}
 		start := time.Now()
-		err := a.reconcile()
+		err := a.reconcile(full)
 		a.obs.reconciled(time.Since(start), err)
 		if err != nil {
 			a.log.Error("reconcile failed; retrying", "err", err)
@@ -257,8 +264,9 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // reconcile is one level-triggered pass: blocks into the allocator, blackholes into the
-// kernel, NAT from the pools.
-func (a *Agent) reconcile() error {
+// kernel, NAT from the pools. NAT is rebuilt when the pools changed, and on every full
+// (periodic) pass to repair anything that edited the table behind our back.
+func (a *Agent) reconcile(full bool) error {
 	start := time.Now()
 	var errs []error
 	if err := a.syncBlocks(false); err != nil {
@@ -287,8 +295,14 @@ func (a *Agent) reconcile() error {
 	}
 	if a.cfg.NAT != nil {
 		natPools, allPools := a.poolPrefixes()
-		if err := a.cfg.NAT.Apply(natPools, allPools); err != nil {
-			errs = append(errs, fmt.Errorf("nat: %w", err))
+		key := fmt.Sprint(natPools, allPools)
+		if full || key != a.natApplied {
+			if err := a.cfg.NAT.Apply(natPools, allPools); err != nil {
+				errs = append(errs, fmt.Errorf("nat: %w", err))
+				a.natApplied = ""
+			} else {
+				a.natApplied = key
+			}
 		}
 	}
 	a.log.Debug("reconciled", "took", time.Since(start))
@@ -386,45 +400,4 @@ func (a *Agent) stopBGP() {
 		a.log.Warn("bgp stop", "err", err)
 	}
 	a.log.Info("left: sent Cease to every BGP neighbour")
-}
-
-func samePrefixes(a, b []netip.Prefix) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// listenUnix listens on a root-only unix socket, replacing a stale one.
-func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("socket dir: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
-	}
-	lis, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		lis.Close()
-		return nil, fmt.Errorf("chmod %s: %w", path, err)
-	}
-	return lis, nil
-}
-
-// enableForwarding turns on IPv4 and IPv6 forwarding in the agent's network namespace.
-func enableForwarding() error {
-	for _, p := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
-		if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
-			return fmt.Errorf("enable forwarding (%s): %w", p, err)
-		}
-	}
-	return nil
 }
