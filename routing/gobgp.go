@@ -27,6 +27,10 @@ type GoBGPOptions struct {
 	// MakeBeforeBreak bounds how long SetPeers waits for new neighbours to come up before
 	// it removes the ones that are gone; 0 = 5s, negative = do not wait.
 	MakeBeforeBreak time.Duration
+	// RejectScanInterval is how often the pre-policy Adj-RIB-In is checked for routes the
+	// import policy rejects, to log them (see Rejected); 0 = 5s. A policy change triggers
+	// a check at once.
+	RejectScanInterval time.Duration
 }
 
 // GoBGP is the Speaker backed by an embedded GoBGP v3 BgpServer.
@@ -89,6 +93,9 @@ func NewGoBGPWithOptions(log *slog.Logger, opts GoBGPOptions) *GoBGP {
 	if opts.MakeBeforeBreak == 0 {
 		opts.MakeBeforeBreak = 5 * time.Second
 	}
+	if opts.RejectScanInterval <= 0 {
+		opts.RejectScanInterval = defaultRejectScanInterval
+	}
 	g := &GoBGP{
 		log:      log,
 		opts:     opts,
@@ -141,17 +148,13 @@ func (g *GoBGP) Start(ctx context.Context, gc GlobalConfig) error {
 		return fmt.Errorf("bgp: start: %w", err)
 	}
 	wctx, cancel := context.WithCancel(context.Background())
-	err = g.srv.WatchEvent(wctx, &api.WatchEventRequest{
-		Peer: &api.WatchEventRequest_Peer{},
-		Table: &api.WatchEventRequest_Table{Filters: []*api.WatchEventRequest_Table_Filter{
-			{Type: api.WatchEventRequest_Table_Filter_ADJIN, Init: true},
-		}},
-	}, g.hj.onEvent)
+	err = g.srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, g.hj.onPeerEvent)
 	if err != nil {
 		cancel()
 		_ = g.srv.StopBgp(context.Background(), &api.StopBgpRequest{})
-		return fmt.Errorf("bgp: watch adj-rib-in: %w", err)
+		return fmt.Errorf("bgp: watch peers: %w", err)
 	}
+	go g.scanRejected(wctx, g.opts.RejectScanInterval)
 	g.mu.Lock()
 	g.started, g.global, g.stopWatch = true, gc, cancel
 	g.mu.Unlock()

@@ -54,7 +54,7 @@ func gbStart(t *testing.T, name, addr string, as uint32, port uint16, listen boo
 	if os.Getenv("HOSTROUTE_BGP_DEBUG") != "" {
 		h = gbTee{n.logs, slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}).WithAttrs([]slog.Attr{slog.String("node", name)})}
 	}
-	n.s = NewGoBGPWithOptions(slog.New(h), GoBGPOptions{LocalAddresses: []netip.Addr{n.addr}, PeerPort: port})
+	n.s = NewGoBGPWithOptions(slog.New(h), GoBGPOptions{LocalAddresses: []netip.Addr{n.addr}, PeerPort: port, RejectScanInterval: 100 * time.Millisecond})
 	g := GlobalConfig{AS: as, RouterID: n.addr, ListenPort: int32(port), ListenAddresses: []string{addr}}
 	if !listen {
 		g.ListenPort, g.ListenAddresses = -1, nil

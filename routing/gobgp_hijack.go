@@ -1,9 +1,15 @@
 package routing
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"reflect"
 	"sync"
+	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
 )
@@ -11,28 +17,45 @@ import (
 // Rejected returns, per neighbour, how many of the routes it currently sends us the
 // import policy rejects (hijack attempts, our own blocks echoed back, unlisted external
 // prefixes). Neighbours with none are left out. Counts reset when a session goes down.
+// They are as of the last scan of the Adj-RIB-In (see GoBGPOptions.RejectScanInterval).
 func (g *GoBGP) Rejected() map[netip.Addr]int { return g.hj.counts() }
 
-// hijackLog watches GoBGP's pre-policy Adj-RIB-In and logs, once per path and session,
-// each route Policy.Accepts rejects, with its reason. GoBGP itself drops such routes
+// Defaults of the rejected-route scan.
+const (
+	defaultRejectScanInterval = 5 * time.Second
+	// rejectScanRefresh: a neighbour whose session and UPDATE count did not change is
+	// scanned again after this many intervals anyway (see scanRejected).
+	rejectScanRefresh = 12
+)
+
+// hijackLog logs, once per path and session, each route in GoBGP's pre-policy
+// Adj-RIB-In that Policy.Accepts rejects, with its reason. GoBGP itself drops such routes
 // silently. It mirrors the decision of the GoBGP policy rather than observing it: the
 // import policy is built from the same rules (gobgp_policy.go), and a test checks both
 // agree. Nothing is judged before the first SetPolicy (GoBGP then accepts everything).
 //
-// It runs on GoBGP's watcher goroutine and under its own lock; it never calls GoBGP.
+// The Adj-RIB-In is scanned periodically (GoBGP.scanRejected) rather than watched: a
+// watch of it converts every received path to protobuf on GoBGP's watcher goroutine,
+// which doubled the cost of learning a route.
+//
+// Its state is guarded by mu; it never calls GoBGP.
 type hijackLog struct {
-	log *slog.Logger
+	log  *slog.Logger
+	kick chan struct{} // a scan is due now (the policy or the neighbour kinds changed)
 
-	mu       sync.Mutex
-	active   bool
-	policy   Policy
-	kinds    map[netip.Addr]PeerKind
-	adjIn    map[netip.Addr]map[netip.Prefix]netip.Addr // neighbour → prefix → next hop
-	rejected map[netip.Addr]map[netip.Prefix]string     // neighbour → prefix → reason logged
+	mu     sync.Mutex
+	active bool
+	policy Policy
+	kinds  map[netip.Addr]PeerKind
+	// gen changes with the policy, the kinds and on reset; epoch[n] each time n's session
+	// goes down. A scan whose gen or epoch changed meanwhile is thrown away.
+	gen      uint64
+	epoch    map[netip.Addr]uint64
+	rejected map[netip.Addr]map[netip.Prefix]string // neighbour → prefix → reason logged
 }
 
 func newHijackLog(l *slog.Logger) *hijackLog {
-	h := &hijackLog{log: l}
+	h := &hijackLog{log: l, kick: make(chan struct{}, 1), epoch: map[netip.Addr]uint64{}}
 	h.reset()
 	return h
 }
@@ -41,7 +64,7 @@ func (h *hijackLog) reset() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.active, h.policy, h.kinds = false, Policy{}, map[netip.Addr]PeerKind{}
-	h.adjIn = map[netip.Addr]map[netip.Prefix]netip.Addr{}
+	h.gen++
 	h.rejected = map[netip.Addr]map[netip.Prefix]string{}
 }
 
@@ -49,74 +72,86 @@ func (h *hijackLog) reset() {
 func (h *hijackLog) forget(n netip.Addr) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	delete(h.adjIn, n)
+	h.epoch[n]++
 	delete(h.rejected, n)
 }
 
-// update judges every known path again under a new policy or new neighbour kinds.
+// update sets the policy and neighbour kinds; when they changed, every known path is
+// judged again by a scan, at once.
 func (h *hijackLog) update(p Policy, kinds map[netip.Addr]PeerKind) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.active && maps.Equal(h.kinds, kinds) && reflect.DeepEqual(h.policy, p) {
+		return
+	}
 	h.active, h.policy, h.kinds = true, p, kinds
-	for n, paths := range h.adjIn {
-		for pfx, nh := range paths {
-			h.judge(n, pfx, nh)
-		}
+	h.gen++
+	select {
+	case h.kick <- struct{}{}:
+	default:
 	}
 }
 
-func (h *hijackLog) onEvent(r *api.WatchEventResponse) {
-	if pe := r.GetPeer(); pe != nil {
-		st := pe.GetPeer().GetState()
-		if a, err := netip.ParseAddr(st.GetNeighborAddress()); err == nil &&
-			pe.GetType() == api.WatchEventResponse_PeerEvent_STATE && st.GetSessionState() != api.PeerState_ESTABLISHED {
-			h.forget(a.Unmap())
-		}
+// onPeerEvent forgets a neighbour's routes when its session leaves Established.
+func (h *hijackLog) onPeerEvent(r *api.WatchEventResponse) {
+	pe := r.GetPeer()
+	if pe == nil || pe.GetType() != api.WatchEventResponse_PeerEvent_STATE {
 		return
 	}
+	st := pe.GetPeer().GetState()
+	if a, err := netip.ParseAddr(st.GetNeighborAddress()); err == nil && st.GetSessionState() != api.PeerState_ESTABLISHED {
+		h.forget(a.Unmap())
+	}
+}
+
+// judgement is one scan's verdict on a neighbour's routes, before it is applied.
+type judgement struct {
+	gen, epoch uint64
+	kind       PeerKind
+	rejected   map[netip.Prefix]rejection
+}
+
+type rejection struct {
+	nextHop netip.Addr
+	reason  string
+}
+
+// begin snapshots what judging a neighbour needs; ok is false when nothing is judged
+// (no policy yet, or a neighbour of unknown kind).
+func (h *hijackLog) begin(n netip.Addr) (j judgement, p Policy, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, p := range r.GetTable().GetPaths() {
-		if p.GetNlri() == nil {
-			continue // End-of-RIB
-		}
-		d, err := decodePath(p)
-		if err != nil || d.local {
-			continue
-		}
-		n := d.neighbor
-		if p.GetIsWithdraw() {
-			delete(h.adjIn[n], d.prefix)
-			delete(h.rejected[n], d.prefix)
-			continue
-		}
-		if h.adjIn[n] == nil {
-			h.adjIn[n] = map[netip.Prefix]netip.Addr{}
-		}
-		h.adjIn[n][d.prefix] = d.nextHop
-		h.judge(n, d.prefix, d.nextHop)
-	}
-}
-
-// judge logs a rejected path unless the same rejection was logged already. h.mu held.
-func (h *hijackLog) judge(n netip.Addr, pfx netip.Prefix, nh netip.Addr) {
 	kind, known := h.kinds[n]
 	if !h.active || !known {
-		return
+		return judgement{}, Policy{}, false
 	}
-	ok, reason := h.policy.Accepts(kind, n, pfx, nh)
-	if ok {
-		delete(h.rejected[n], pfx)
-		return
+	return judgement{gen: h.gen, epoch: h.epoch[n], kind: kind}, h.policy, true
+}
+
+// apply makes j the neighbour's rejected set and logs each rejection not logged before
+// with the same reason. It returns false (and changes nothing) when the policy changed
+// or the session went down since begin.
+func (h *hijackLog) apply(n netip.Addr, j judgement) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.gen != j.gen || h.epoch[n] != j.epoch {
+		return false
 	}
-	if h.rejected[n] == nil {
-		h.rejected[n] = map[netip.Prefix]string{}
+	old := h.rejected[n]
+	if len(j.rejected) == 0 {
+		delete(h.rejected, n)
+		return true
 	}
-	if h.rejected[n][pfx] == reason {
-		return
+	now := make(map[netip.Prefix]string, len(j.rejected))
+	for pfx, r := range j.rejected {
+		now[pfx] = r.reason
+		if prev, ok := old[pfx]; ok && prev == r.reason {
+			continue
+		}
+		h.log.Warn("bgp: route rejected", "neighbor", n, "kind", j.kind, "prefix", pfx, "next_hop", r.nextHop, "reason", r.reason)
 	}
-	h.rejected[n][pfx] = reason
-	h.log.Warn("bgp: route rejected", "neighbor", n, "kind", kind, "prefix", pfx, "next_hop", nh, "reason", reason)
+	h.rejected[n] = now
+	return true
 }
 
 func (h *hijackLog) counts() map[netip.Addr]int {
@@ -129,4 +164,196 @@ func (h *hijackLog) counts() map[netip.Addr]int {
 		}
 	}
 	return out
+}
+
+// scanPeer is what scanRejected remembers of a neighbour between scans.
+type scanPeer struct {
+	uptime  int64     // when the session came up (a new session is new routes)
+	updates uint64    // UPDATE messages received
+	quiet   int       // consecutive passes with the same uptime and updates
+	gen     uint64    // hijackLog.gen of the last successful scan
+	scanned time.Time // when that was
+}
+
+// scanRejected judges the Adj-RIB-In of every Established neighbour every interval, and
+// at once when the policy or the neighbour kinds change, until ctx ends.
+//
+// A neighbour's routes can only have changed if its session restarted or it sent an
+// UPDATE, so a neighbour is scanned when its session's start time or its count of
+// received UPDATEs changed, and once more an interval later (GoBGP counts a message
+// before its routes reach the Adj-RIB-In); otherwise only after a policy change, or
+// every rejectScanRefresh intervals to be safe. A quiet neighbour with 100,000 routes
+// costs nothing between refreshes.
+func (g *GoBGP) scanRejected(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	peers := map[netip.Addr]*scanPeer{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-g.hj.kick:
+		}
+		g.scanPass(ctx, peers, rejectScanRefresh*interval)
+	}
+}
+
+// scanPass is one pass of scanRejected over the neighbours.
+func (g *GoBGP) scanPass(ctx context.Context, peers map[netip.Addr]*scanPeer, refresh time.Duration) {
+	var list []*api.Peer
+	if err := g.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) { list = append(list, p) }); err != nil {
+		return
+	}
+	seen := make(map[netip.Addr]bool, len(list))
+	for _, p := range list {
+		a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
+		if err != nil || p.GetState().GetSessionState() != api.PeerState_ESTABLISHED {
+			continue
+		}
+		a = a.Unmap()
+		seen[a] = true
+		up := p.GetTimers().GetState().GetUptime()
+		uptime := up.GetSeconds()*1e9 + int64(up.GetNanos())
+		updates := p.GetState().GetMessages().GetReceived().GetUpdate()
+		sp, ok := peers[a]
+		if !ok {
+			sp = &scanPeer{uptime: uptime, updates: updates}
+			peers[a] = sp
+		} else if sp.uptime != uptime || sp.updates != updates {
+			sp.uptime, sp.updates, sp.quiet = uptime, updates, 0
+		} else if sp.quiet < 2 {
+			sp.quiet++
+		}
+		j, pol, ok := g.hj.begin(a)
+		if !ok || sp.quiet >= 2 && sp.gen == j.gen && time.Since(sp.scanned) < refresh {
+			continue
+		}
+		if err := g.judgeAdjIn(ctx, a, pol, &j); err != nil {
+			g.log.Debug("bgp: scan of rejected routes failed", "neighbor", a, "err", err)
+			sp.quiet = 0 // try again next time
+			continue
+		}
+		if g.hj.apply(a, j) {
+			sp.gen, sp.scanned = j.gen, time.Now()
+		} else {
+			sp.quiet = 0
+		}
+	}
+	for a := range peers {
+		if !seen[a] {
+			delete(peers, a)
+		}
+	}
+}
+
+// judgeAdjIn lists neighbour n's pre-policy Adj-RIB-In (binary: no protobuf attributes
+// to build and parse) and fills j.rejected.
+func (g *GoBGP) judgeAdjIn(ctx context.Context, n netip.Addr, pol Policy, j *judgement) error {
+	var decodeErr error
+	for _, fam := range []*api.Family{familyIPv4, familyIPv6} {
+		err := g.srv.ListPath(ctx, &api.ListPathRequest{
+			TableType: api.TableType_ADJ_IN, Name: n.String(), Family: fam, EnableOnlyBinary: true,
+		}, func(d *api.Destination) {
+			for _, p := range d.GetPaths() {
+				if p.GetIsWithdraw() {
+					continue
+				}
+				pfx, nh, err := decodeBinaryPath(p)
+				if err != nil {
+					decodeErr = err
+					continue
+				}
+				ok, reason := pol.Accepts(j.kind, n, pfx, nh)
+				if ok {
+					continue
+				}
+				if j.rejected == nil {
+					j.rejected = map[netip.Prefix]rejection{}
+				}
+				j.rejected[pfx] = rejection{nextHop: nh, reason: reason}
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if decodeErr != nil {
+		g.log.Debug("bgp: undecodable received path skipped", "neighbor", n, "err", decodeErr)
+	}
+	return nil
+}
+
+// BGP path attribute types and flags (RFC 4271, RFC 4760).
+const (
+	attrFlagExtendedLength = 0x10
+	attrTypeNextHop        = 3
+	attrTypeMpReachNLRI    = 14
+)
+
+// decodeBinaryPath reads the prefix and next hop of a unicast path listed with
+// EnableOnlyBinary: the NLRI in wire format (length in bits, then the significant
+// bytes; no path identifier) and the path attributes, one per entry, each with its
+// header. The next hop is that of NEXT_HOP or of MP_REACH_NLRI (the global address when
+// a link-local one follows), whichever comes last, as decodePath reads them.
+func decodeBinaryPath(p *api.Path) (netip.Prefix, netip.Addr, error) {
+	b := p.GetNlriBinary()
+	size := 4
+	if p.GetFamily().GetAfi() == api.Family_AFI_IP6 {
+		size = 16
+	}
+	if len(b) < 1 || int(b[0]) > size*8 || len(b) != 1+(int(b[0])+7)/8 {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("bgp: nlri %x is not a unicast prefix", b)
+	}
+	var raw [16]byte
+	copy(raw[:], b[1:])
+	var addr netip.Addr
+	if size == 4 {
+		addr = netip.AddrFrom4([4]byte(raw[:4]))
+	} else {
+		addr = netip.AddrFrom16(raw).Unmap()
+	}
+	pfx, err := addr.Prefix(int(b[0]))
+	if err != nil {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("bgp: nlri %x: %w", b, err)
+	}
+	var nh netip.Addr
+	for _, a := range p.GetPattrsBinary() {
+		if len(a) < 3 {
+			continue
+		}
+		hdr := 3
+		if a[0]&attrFlagExtendedLength != 0 {
+			hdr = 4
+		}
+		if len(a) < hdr {
+			continue
+		}
+		v := a[hdr:]
+		switch a[1] {
+		case attrTypeNextHop:
+			if h, ok := netip.AddrFromSlice(v); ok {
+				nh = h.Unmap()
+			}
+		case attrTypeMpReachNLRI: // AFI (2), SAFI (1), next hop length (1), next hops
+			if len(v) < 4 || len(v) < 4+int(v[3]) {
+				continue
+			}
+			hops := v[4 : 4+int(v[3])]
+			switch len(hops) {
+			case 4, 16:
+			case 32: // global, link-local
+				hops = hops[:16]
+			default:
+				continue
+			}
+			if h, ok := netip.AddrFromSlice(hops); ok {
+				nh = h.Unmap()
+			}
+		}
+	}
+	if !nh.IsValid() {
+		return pfx, nh, errors.New("bgp: path for " + pfx.String() + " has no next hop")
+	}
+	return pfx, nh, nil
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	api "github.com/osrg/gobgp/v3/api"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // BestPaths lists the equal-cost best paths learned from neighbours, for IPv4 and IPv6
@@ -134,6 +136,19 @@ type bestWatch struct {
 	last map[netip.Prefix]BestPath
 	fn   func(BestPath)
 	log  *GoBGP
+	// Scratch space of onEvent, kept between events: the sets of one event in order of
+	// first appearance, and their index by prefix (built only when an event has more
+	// than one prefix).
+	sets  []watchSet
+	index map[netip.Prefix]int
+}
+
+// watchSet is one prefix's paths in one event.
+type watchSet struct {
+	prefix netip.Prefix
+	hops   []netip.Addr
+	stale  bool
+	ours   bool // our own route is among them: the prefix is not learned
 }
 
 func (w *bestWatch) onEvent(r *api.WatchEventResponse) {
@@ -141,42 +156,41 @@ func (w *bestWatch) onEvent(r *api.WatchEventResponse) {
 	if t == nil || len(t.GetPaths()) == 0 {
 		return
 	}
-	var order []netip.Prefix
-	sets := map[netip.Prefix]*BestPath{}
-	ours := map[netip.Prefix]bool{}
+	w.sets = w.sets[:0]
+	if len(w.index) > 1024 {
+		w.index = nil // do not clear a big map for every small event
+	} else {
+		clear(w.index)
+	}
 	for _, p := range t.GetPaths() {
 		if p.GetNlri() == nil { // End-of-RIB
 			continue
 		}
-		d, err := decodePath(p)
+		pfx, nh, local, err := decodeWatchPath(p)
 		if err != nil {
 			w.log.log.Warn("bgp: undecodable best path skipped", "err", err)
 			continue
 		}
-		s, ok := sets[d.prefix]
-		if !ok {
-			s = &BestPath{Prefix: d.prefix}
-			sets[d.prefix] = s
-			order = append(order, d.prefix)
-		}
+		s := w.set(pfx)
 		if p.GetIsWithdraw() || p.GetIsNexthopInvalid() {
 			continue
 		}
-		if d.local {
-			ours[d.prefix] = true
+		if local {
+			s.ours = true
 			continue
 		}
-		s.NextHops = appendUnique(s.NextHops, d.nextHop)
-		s.Stale = s.Stale || p.GetStale()
+		s.hops = appendUnique(s.hops, nh)
+		s.stale = s.stale || p.GetStale()
 	}
-	for _, pfx := range order {
-		s := *sets[pfx]
-		if ours[pfx] {
-			s.NextHops, s.Stale = nil, false
+	for i := range w.sets {
+		s := &w.sets[i]
+		pfx := s.prefix
+		if s.ours {
+			s.hops, s.stale = s.hops[:0], false
 		}
-		slices.SortFunc(s.NextHops, netip.Addr.Compare)
+		slices.SortFunc(s.hops, netip.Addr.Compare)
 		old, had := w.last[pfx]
-		if len(s.NextHops) == 0 {
+		if len(s.hops) == 0 {
 			if !had {
 				continue
 			}
@@ -184,12 +198,43 @@ func (w *bestWatch) onEvent(r *api.WatchEventResponse) {
 			w.fn(BestPath{Prefix: pfx})
 			continue
 		}
-		if had && old.Stale == s.Stale && slices.Equal(old.NextHops, s.NextHops) {
+		if had && old.Stale == s.stale && slices.Equal(old.NextHops, s.hops) {
 			continue
 		}
-		w.last[pfx] = s
-		w.fn(BestPath{Prefix: pfx, NextHops: slices.Clone(s.NextHops), Stale: s.Stale})
+		hops := slices.Clone(s.hops)
+		w.last[pfx] = BestPath{Prefix: pfx, NextHops: hops, Stale: s.stale}
+		w.fn(BestPath{Prefix: pfx, NextHops: slices.Clone(hops), Stale: s.stale})
 	}
+}
+
+// set returns the event's set for pfx, adding an empty one.
+func (w *bestWatch) set(pfx netip.Prefix) *watchSet {
+	n := len(w.sets)
+	if n > 0 && w.sets[n-1].prefix == pfx { // paths of one prefix come together
+		return &w.sets[n-1]
+	}
+	if n > 0 {
+		if w.index == nil {
+			w.index = map[netip.Prefix]int{}
+		}
+		if len(w.index) == 0 {
+			for i := range w.sets {
+				w.index[w.sets[i].prefix] = i
+			}
+		}
+		if i, ok := w.index[pfx]; ok {
+			return &w.sets[i]
+		}
+		w.index[pfx] = n
+	}
+	if n < cap(w.sets) {
+		w.sets = w.sets[:n+1]
+		s := &w.sets[n]
+		s.prefix, s.hops, s.stale, s.ours = pfx, s.hops[:0], false, false
+		return s
+	}
+	w.sets = append(w.sets, watchSet{prefix: pfx})
+	return &w.sets[n]
 }
 
 // decodedPath is what hostroute needs from a GoBGP path.
@@ -267,6 +312,119 @@ func decodePath(p *api.Path) (decodedPath, error) {
 		return d, fmt.Errorf("bgp: path for %v has no next hop", d.prefix)
 	}
 	return d, nil
+}
+
+// Type URL suffixes ("/" and the full name) of the protobuf messages decodeWatchPath reads.
+var (
+	msgIPAddressPrefix = "/" + string((&api.IPAddressPrefix{}).ProtoReflect().Descriptor().FullName())
+	msgNextHop         = "/" + string((&api.NextHopAttribute{}).ProtoReflect().Descriptor().FullName())
+	msgMpReachNLRI     = "/" + string((&api.MpReachNLRIAttribute{}).ProtoReflect().Descriptor().FullName())
+)
+
+// decodeWatchPath reads what the best-path watch needs of a path: its prefix and next
+// hop, and whether it is our own route. It reads the few protobuf fields it needs from
+// the wire format instead of unmarshalling every attribute (decodePath): GoBGP delivers
+// every best path this way and the watch is on the path of every route to the kernel.
+// Paths it cannot read so are handed to decodePath.
+func decodeWatchPath(p *api.Path) (prefix netip.Prefix, nextHop netip.Addr, local bool, err error) {
+	nlri := p.GetNlri()
+	if !strings.HasSuffix(nlri.GetTypeUrl(), msgIPAddressPrefix) {
+		return decodeWatchPathSlow(p)
+	}
+	var bits uint64
+	var addr []byte
+	ok := protoFields(nlri.GetValue(), func(num protowire.Number, v uint64, b []byte) {
+		switch num {
+		case 1:
+			bits = v
+		case 2:
+			addr = b
+		}
+	})
+	if !ok {
+		return decodeWatchPathSlow(p)
+	}
+	a, err := netip.ParseAddr(string(addr))
+	if err != nil {
+		return decodeWatchPathSlow(p)
+	}
+	if prefix, err = a.Unmap().Prefix(int(min(bits, 1<<16))); err != nil {
+		return decodeWatchPathSlow(p)
+	}
+	if nb, err := netip.ParseAddr(p.GetNeighborIp()); err != nil || !nb.IsValid() {
+		local = true
+	}
+	for _, at := range p.GetPattrs() {
+		var field protowire.Number
+		switch url := at.GetTypeUrl(); {
+		case strings.HasSuffix(url, msgNextHop): // next_hop = 1
+			field = 1
+		case strings.HasSuffix(url, msgMpReachNLRI): // next_hops = 2; [1] is a link-local
+			field = 2
+		default:
+			continue
+		}
+		var hop []byte
+		found := false
+		ok := protoFields(at.GetValue(), func(num protowire.Number, _ uint64, b []byte) {
+			if num == field && !found {
+				hop, found = b, true
+			}
+		})
+		if !ok {
+			return decodeWatchPathSlow(p)
+		}
+		if !found {
+			continue
+		}
+		if nh, err := netip.ParseAddr(string(hop)); err == nil {
+			nextHop = nh.Unmap()
+		}
+	}
+	if !p.GetIsWithdraw() && !nextHop.IsValid() {
+		return prefix, nextHop, local, fmt.Errorf("bgp: path for %v has no next hop", prefix)
+	}
+	return prefix, nextHop, local, nil
+}
+
+func decodeWatchPathSlow(p *api.Path) (netip.Prefix, netip.Addr, bool, error) {
+	d, err := decodePath(p)
+	return d.prefix, d.nextHop, d.local, err
+}
+
+// protoFields calls fn for each field of a protobuf message in wire format: v for a
+// varint, b for a length-delimited field. It returns false if the message is malformed.
+func protoFields(msg []byte, fn func(num protowire.Number, v uint64, b []byte)) bool {
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 {
+			return false
+		}
+		msg = msg[n:]
+		switch typ {
+		case protowire.VarintType:
+			v, n := protowire.ConsumeVarint(msg)
+			if n < 0 {
+				return false
+			}
+			fn(num, v, nil)
+			msg = msg[n:]
+		case protowire.BytesType:
+			b, n := protowire.ConsumeBytes(msg)
+			if n < 0 {
+				return false
+			}
+			fn(num, 0, b)
+			msg = msg[n:]
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, msg)
+			if n < 0 {
+				return false
+			}
+			msg = msg[n:]
+		}
+	}
+	return true
 }
 
 func appendUnique(l []netip.Addr, a netip.Addr) []netip.Addr {

@@ -26,12 +26,20 @@ func checkAgreement(t *testing.T, n *gbNode, p Policy) {
 		for _, fam := range []*api.Family{familyIPv4, familyIPv6} {
 			err := n.s.srv.ListPath(context.Background(), &api.ListPathRequest{
 				TableType: api.TableType_ADJ_IN, Name: a.String(), Family: fam, EnableFiltered: true,
+				EnableNlriBinary: true, EnableAttributeBinary: true,
 			}, func(d *api.Destination) {
 				for _, path := range d.GetPaths() {
 					dp, err := decodePath(path)
 					if err != nil {
 						t.Error(err)
 						continue
+					}
+					// The rejected-route scan reads the binary form: it must agree.
+					if pfx, nh, err := decodeBinaryPath(path); err != nil || pfx != dp.prefix || nh != dp.nextHop {
+						t.Errorf("decodeBinaryPath = %v via %v (%v), decodePath = %v via %v", pfx, nh, err, dp.prefix, dp.nextHop)
+					}
+					if pfx, nh, local, err := decodeWatchPath(path); err != nil || pfx != dp.prefix || nh != dp.nextHop || local != dp.local {
+						t.Errorf("decodeWatchPath = %v via %v local=%v (%v), decodePath = %+v", pfx, nh, local, err, dp)
 					}
 					ok, reason := p.Accepts(kind, a, dp.prefix, dp.nextHop)
 					if ok == path.GetFiltered() {

@@ -74,6 +74,13 @@ type bgp struct {
 	// restart keeps a killed peer's routes as stale for minutes).
 	dead   map[netip.Addr]bool
 	kernel routes.Kernel
+	// queue holds the prefixes whose kernel route onBestPath changed and the writer
+	// (writeQueued, running while writing) has yet to write, each once (queued).
+	queue   []netip.Prefix
+	queued  map[netip.Prefix]bool
+	writing bool
+	// kmu serialises route writes (apply), so the kernel ends with the latest state.
+	kmu sync.Mutex
 
 	// event records a Warning Event on this node's Node object.
 	event func(reason, msg string)
@@ -135,10 +142,10 @@ func (b *bgp) setDead(hop netip.Addr, dead bool, own []netip.Prefix) {
 	} else {
 		delete(b.dead, hop)
 	}
-	var affected []routing.BestPath
+	var affected []netip.Prefix
 	for p, hops := range b.learned {
 		if slices.Contains(hops, hop) {
-			affected = append(affected, routing.BestPath{Prefix: p, NextHops: hops})
+			affected = append(affected, p)
 		}
 	}
 	b.mu.Unlock()
@@ -192,38 +199,80 @@ func (b *bgp) keepStale() bool {
 	return b.restarting && time.Since(b.startedAt) < b.cfg.StaleGrace
 }
 
-// onBestPath applies one best-path change to the kernel at once (no table dump on the hot
-// path); the periodic full reconcile catches anything this misses.
+// onBestPath records one best-path change and has it written to the kernel at once (no
+// table dump on the hot path); the periodic full reconcile catches anything this misses.
+//
+// The write happens on a writer goroutine, not on the caller's (GoBGP's watch delivery,
+// which would otherwise wait for netlink route by route): changed prefixes queue up,
+// each once however often it changes meanwhile, and the writer installs each prefix's
+// state as it is when its turn comes, so the latest state always wins.
 func (b *bgp) onBestPath(p routing.BestPath, own func() []netip.Prefix) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if len(p.NextHops) == 0 {
 		delete(b.learned, p.Prefix)
 	} else {
 		b.learned[p.Prefix] = p.NextHops
 	}
-	b.mu.Unlock()
-	b.apply(p, own())
+	if b.queued == nil {
+		b.queued = map[netip.Prefix]bool{}
+	}
+	if !b.queued[p.Prefix] {
+		b.queued[p.Prefix] = true
+		b.queue = append(b.queue, p.Prefix)
+	}
+	if !b.writing {
+		b.writing = true
+		go b.writeQueued(own)
+	}
 }
 
-// apply writes one prefix's route to the kernel, without next hops BFD declared dead.
-func (b *bgp) apply(p routing.BestPath, own []netip.Prefix) {
-	if slices.Contains(own, p.Prefix) {
+// writeQueued writes the queued prefixes to the kernel until the queue is empty.
+func (b *bgp) writeQueued(own func() []netip.Prefix) {
+	for {
+		b.mu.Lock()
+		batch := b.queue
+		b.queue = nil
+		for _, p := range batch {
+			delete(b.queued, p)
+		}
+		if len(batch) == 0 {
+			b.writing = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		o := own()
+		for _, p := range batch {
+			b.apply(p, o)
+		}
+	}
+}
+
+// apply writes one prefix's route to the kernel as BGP wants it now, without next hops
+// BFD declared dead. Writes are serialised, so the last write is of the latest state.
+func (b *bgp) apply(pfx netip.Prefix, own []netip.Prefix) {
+	if slices.Contains(own, pfx) {
 		return // never route our own block anywhere but the blackhole
 	}
+	b.kmu.Lock()
+	defer b.kmu.Unlock()
 	b.mu.Lock()
-	hops := b.aliveLocked(p.NextHops)
+	hops := b.aliveLocked(b.learned[pfx])
 	b.mu.Unlock()
 	var err error
 	if len(hops) == 0 {
-		err = b.kernel.Delete(routes.Route{Dst: p.Prefix})
+		err = b.kernel.Delete(routes.Route{Dst: pfx})
 	} else {
-		err = b.kernel.Replace(routes.Route{Dst: p.Prefix, NextHops: hops})
+		err = b.kernel.Replace(routes.Route{Dst: pfx, NextHops: hops})
 	}
 	if err != nil {
-		b.log.Warn("kernel route update failed; the next resync retries", "prefix", p.Prefix, "nextHops", hops, "err", err)
+		b.log.Warn("kernel route update failed; the next resync retries", "prefix", pfx, "nextHops", hops, "err", err)
 		return
 	}
-	b.log.Debug("kernel route", "prefix", p.Prefix, "nextHops", hops)
+	if b.log.Enabled(context.Background(), slog.LevelDebug) {
+		b.log.Debug("kernel route", "prefix", pfx, "nextHops", hops)
+	}
 }
 
 // reconcile brings the speaker to the desired state: global config, own prefixes
