@@ -83,7 +83,11 @@ func compareRoutes(want map[netip.Prefix]routes.Route, rib map[netip.Prefix][]ne
 		r.KernelBlackhole = r.KernelBlackhole || k.Blackhole
 		r.KernelNextHops = append(r.KernelNextHops, sortedAddrs(k.NextHops)...)
 	}
-	out := make([]*agentv1.Route, 0, len(byDst))
+	type keyed struct {
+		p netip.Prefix
+		r *agentv1.Route
+	}
+	rows := make([]keyed, 0, len(byDst))
 	for p, r := range byDst {
 		_, wanted := want[p]
 		inKernel := r.KernelBlackhole || len(r.KernelNextHops) > 0
@@ -99,15 +103,20 @@ func compareRoutes(want map[netip.Prefix]routes.Route, rib map[netip.Prefix][]ne
 		default:
 			continue // in the RIB only: our own block seen back, or every next hop dead
 		}
-		out = append(out, r)
+		rows = append(rows, keyed{p, r})
 	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := netip.MustParsePrefix(out[i].Prefix), netip.MustParsePrefix(out[j].Prefix)
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c < 0
+	// Sorted on the prefixes themselves: with 100k routes, re-parsing strings in every
+	// comparison was a third of the agent's CPU.
+	slices.SortFunc(rows, func(a, b keyed) int {
+		if c := a.p.Addr().Compare(b.p.Addr()); c != 0 {
+			return c
 		}
-		return a.Bits() < b.Bits()
+		return a.p.Bits() - b.p.Bits()
 	})
+	out := make([]*agentv1.Route, len(rows))
+	for i, k := range rows {
+		out[i] = k.r
+	}
 	return out
 }
 
