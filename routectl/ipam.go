@@ -83,16 +83,7 @@ func newIPAMShowCommand(o *options) *cobra.Command {
 		Use:   "show",
 		Short: "Address use per pool (--blocks: per block; -o wide lists the allocations)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.validateOutput(); err != nil {
-				return err
-			}
-			ctx, cancel := o.ctx(cmd)
-			defer cancel()
-			d, err := loadIPAM(ctx, o, false)
-			if err != nil {
-				return err
-			}
+		RunE: o.withIPAM(false, func(ctx context.Context, cmd *cobra.Command, d *ipamData) error {
 			if o.node != "" {
 				d.blocks.Items = filterBlocks(d.blocks.Items, o.node)
 			}
@@ -110,7 +101,7 @@ func newIPAMShowCommand(o *options) *cobra.Command {
 			}
 			renderPools(o.out, d.pools.Items, d.blocks.Items)
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&perBlock, "blocks", false, "one line per block (implied by --node)")
 	return cmd
@@ -184,16 +175,7 @@ func newIPAMCheckCommand(o *options) *cobra.Command {
 
 Exits 1 when it finds anything.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.validateOutput(); err != nil {
-				return err
-			}
-			ctx, cancel := o.ctx(cmd)
-			defer cancel()
-			d, err := loadIPAM(ctx, o, true)
-			if err != nil {
-				return err
-			}
+		RunE: o.withIPAM(true, func(ctx context.Context, cmd *cobra.Command, d *ipamData) error {
 			fs := checkIPAM(d.blocks.Items, d.pools.Items, d.nodes, d.podUIDs)
 			if o.node != "" {
 				fs = filterFindings(fs, o.node)
@@ -205,7 +187,7 @@ Exits 1 when it finds anything.`,
 				return unhealthy("%d IPAM findings", len(fs))
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -260,16 +242,7 @@ func newIPAMReleaseCommand(o *options) *cobra.Command {
 		Use:   "release",
 		Short: "Release the leaked allocations ipam check reports, through this node's agent (dry run unless --yes)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.validateOutput(); err != nil {
-				return err
-			}
-			ctx, cancel := o.ctx(cmd)
-			defer cancel()
-			d, err := loadIPAM(ctx, o, true)
-			if err != nil {
-				return err
-			}
+		RunE: o.withIPAM(true, func(ctx context.Context, cmd *cobra.Command, d *ipamData) error {
 			var leaks []Finding
 			for _, f := range checkIPAM(d.blocks.Items, d.pools.Items, d.nodes, d.podUIDs) {
 				if f.Kind == FindingLeak {
@@ -289,7 +262,7 @@ func newIPAMReleaseCommand(o *options) *cobra.Command {
 				return nil
 			}
 			return releaseLeaks(ctx, cmd.ErrOrStderr(), o, leaks)
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "release (without it, only show what would be released)")
 	return cmd
@@ -338,4 +311,21 @@ func releaseLeaks(ctx context.Context, log io.Writer, o *options, leaks []Findin
 		return unhealthy("%d leaked allocations not released", left)
 	}
 	return nil
+}
+
+// withIPAM is the common start of the ipam commands: check the output format, bound the
+// calls with --timeout, and load pools, blocks and nodes (and pod UIDs when withPods).
+func (o *options) withIPAM(withPods bool, run func(context.Context, *cobra.Command, *ipamData) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		if err := o.validateOutput(); err != nil {
+			return err
+		}
+		ctx, cancel := o.ctx(cmd)
+		defer cancel()
+		d, err := loadIPAM(ctx, o, withPods)
+		if err != nil {
+			return err
+		}
+		return run(ctx, cmd, d)
+	}
 }
