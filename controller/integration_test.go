@@ -145,6 +145,21 @@ func checkNoOverlap(t *testing.T, blocks []v1alpha1.IPAMBlock) {
 	}
 }
 
+// checkOneBlockEach fails unless nodes nodes hold exactly one block each and no two
+// blocks overlap.
+func checkOneBlockEach(t *testing.T, blocks []v1alpha1.IPAMBlock, nodes int) {
+	t.Helper()
+	checkNoOverlap(t, blocks)
+	for n, c := range perNode(blocks) {
+		if c != 1 {
+			t.Errorf("node %s has %d blocks, want 1", n, c)
+		}
+	}
+	if len(blocks) != nodes {
+		t.Fatalf("%d blocks, want %d", len(blocks), nodes)
+	}
+}
+
 func perNode(blocks []v1alpha1.IPAMBlock) map[string]int {
 	m := map[string]int{}
 	for _, b := range blocks {
@@ -197,16 +212,7 @@ func TestFiftyNodesJoinConcurrently(t *testing.T) {
 	})
 	// Let any duplicate assignment surface, then check the invariants.
 	time.Sleep(2 * time.Second)
-	blocks := e.blocks()
-	checkNoOverlap(t, blocks)
-	for n, c := range perNode(blocks) {
-		if c != 1 {
-			t.Errorf("node %s has %d blocks, want 1", n, c)
-		}
-	}
-	if len(blocks) != 50 {
-		t.Fatalf("%d blocks, want 50", len(blocks))
-	}
+	checkOneBlockEach(t, e.blocks(), 50)
 	if got := e.blocksOf("node-07"); len(got) != 1 || got[0].Spec.Node != "node-07" {
 		t.Fatalf("field selector spec.node=node-07 returned %v", got)
 	}

@@ -102,16 +102,7 @@ func TestTwoReplicasKillLeader(t *testing.T) {
 		return ""
 	})
 	time.Sleep(2 * time.Second)
-	blocks := e.blocks()
-	checkNoOverlap(t, blocks)
-	for n, c := range perNode(blocks) {
-		if c != 1 {
-			t.Errorf("node %s has %d blocks, want 1", n, c)
-		}
-	}
-	if len(blocks) != 50 {
-		t.Fatalf("%d blocks, want 50", len(blocks))
-	}
+	checkOneBlockEach(t, e.blocks(), 50)
 	if now := leader(); now == first || !strings.HasPrefix(now, "replica-") {
 		t.Fatalf("lease holder %q after killing %q", now, first)
 	}
