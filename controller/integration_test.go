@@ -23,6 +23,7 @@ import (
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/controller"
 	"github.com/hostroute/hostroute/e2e/cluster"
+	"github.com/hostroute/hostroute/e2e/harness"
 )
 
 type env struct {
@@ -116,18 +117,10 @@ func (e *env) blocksOf(node string) []v1alpha1.IPAMBlock {
 	return l.Items
 }
 
-// eventually polls cond every 100ms until it returns "" or the timeout passes.
+// eventually polls cond (harness.Eventually) until it returns "" or the timeout passes.
 func (e *env) eventually(timeout time.Duration, what string, cond func() string) {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for time.Now().Before(deadline) {
-		if last = cond(); last == "" {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	e.t.Fatalf("%s: not true after %s: %s", what, timeout, last)
+	harness.Eventually(e.t, timeout, what, cond)
 }
 
 // checkNoOverlap fails if two blocks overlap or a node holds more than max blocks.

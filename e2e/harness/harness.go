@@ -154,6 +154,16 @@ func (e *Env) Pool(name, cidr string, blockSize int32, nat bool) {
 // Eventually polls cond until it returns "" or timeout passes.
 func (e *Env) Eventually(timeout time.Duration, what string, cond func() string) {
 	e.T.Helper()
+	Eventually(e.T, timeout, what, cond)
+}
+
+// Eventually polls cond every 50 ms until it returns "" and fails t with cond's last
+// answer when timeout passes first.
+func Eventually(t interface {
+	Helper()
+	Fatalf(string, ...any)
+}, timeout time.Duration, what string, cond func() string) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	last := ""
 	for time.Now().Before(deadline) {
@@ -162,7 +172,7 @@ func (e *Env) Eventually(timeout time.Duration, what string, cond func() string)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	e.T.Fatalf("%s: not true after %s: %s", what, timeout, last)
+	t.Fatalf("%s: not true after %s: %s", what, timeout, last)
 }
 
 // Node is a node namespace running hostroute-node.
