@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 # hostroute-cni and less start-up work for every pod.
 BUILDFLAGS := -trimpath -tags grpcnotrace -ldflags "-s -w"
 
-.PHONY: all deps generate verify-generated build test unit lint lab lab-down bench tools clean
+.PHONY: all deps generate verify-generated build test unit lint lab lab-down bench tools image clean
 
 all: build
 
@@ -39,6 +39,16 @@ verify-generated: generate
 ## build: all binaries into bin/
 build:
 	$(GO) build $(BUILDFLAGS) -o $(BIN)/ ./cmd/...
+
+## image: OCI image (scratch + the static binaries of cmd/, entrypoint /hostroute-node)
+#   into bin/image/: hostroute.tar (docker-archive tagged IMAGE, default below, for
+#   `ctr images import` or `docker load`), oci/ (OCI layout, for pushing) and digest.
+#   Same source, same digest.
+IMAGE ?= hostroute/hostroute:dev
+image:
+	@rm -rf $(BIN)/image/rootfs
+	CGO_ENABLED=0 GOOS=linux GOARCH=$$($(GO) env GOARCH) $(GO) build $(BUILDFLAGS) -buildvcs=false -o $(BIN)/image/rootfs/ ./cmd/...
+	GOOS= GOARCH= $(GO) run ./internal/image/mkimage -out $(BIN)/image -ref $(IMAGE) -arch $$($(GO) env GOARCH) $(BIN)/image/rootfs/*
 
 ## tools: build (once, cached under ~/.cache/hostroute) the test kube-apiserver and etcd
 tools:
