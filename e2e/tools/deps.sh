@@ -2,7 +2,7 @@
 # deps.sh installs the Debian packages hostroute's generate step, tests and lab use,
 # when they are missing. Idempotent: a second run only checks.
 set -euo pipefail
-want=(protobuf-compiler containernetworking-plugins nftables iptables iproute2 iputils-ping procps bird2)
+want=(protobuf-compiler containernetworking-plugins nftables iptables iproute2 iputils-ping procps bird2 containerd runc)
 missing=()
 for p in "${want[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# ensure.sh builds the test control plane (kube-apiserver, etcd) once per version
-# and caches it under $HOME/.cache/hostroute/<version>/. It prints the directory.
+# ensure.sh builds the test control plane (kube-apiserver, etcd, kube-scheduler,
+# kube-controller-manager) and the lab's Kubernetes node (kubelet, kubectl) once per
+# version and caches them under
+# $HOME/.cache/hostroute/<version>/. It prints the directory.
 # A second run with the binaries present returns at once.
 set -euo pipefail
 
@@ -23,4 +25,9 @@ build() { # name pkg ldflags
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver \
 	"-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
 build etcd ./cmd/etcd "-s -w"
+vflags="-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+build kubelet k8s.io/kubernetes/cmd/kubelet "$vflags"
+build kubectl k8s.io/kubernetes/cmd/kubectl "$vflags"
+build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$vflags"
+build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$vflags"
 echo "$cache"
