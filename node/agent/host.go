@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/hostroute/hostroute/api/v1alpha1"
+	"github.com/hostroute/hostroute/node/sysctl"
 )
 
 // relevantUpdate filters out updates that cannot change what the agent programs: status
@@ -52,14 +53,14 @@ func listenUnix(path string) (net.Listener, error) {
 	return lis, nil
 }
 
-// enableForwarding turns on IPv4 and IPv6 forwarding in the agent's network namespace.
+// enableForwarding turns on IPv4 forwarding, and IPv6 forwarding where the host has
+// IPv6, in the agent's network namespace: the settings `hostroute-node sysctls` applies
+// from the DaemonSet's privileged init container, for an agent run with --sysctls
+// (directly on a host, or in a lab namespace). It writes only what differs, so it also
+// works where /proc/sys is read-only but already right.
 func enableForwarding() error {
-	for _, p := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
-		if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
-			return fmt.Errorf("enable forwarding (%s): %w", p, err)
-		}
-	}
-	return nil
+	_, err := sysctl.Apply(sysctl.ProcSys, sysctl.Node())
+	return err
 }
 
 func samePrefixes(a, b []netip.Prefix) bool {
