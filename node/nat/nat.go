@@ -233,3 +233,24 @@ func (m *Manager) Delete() error {
 	m.log.Info("deleted NAT outgoing table", "table", "inet "+TableName)
 	return nil
 }
+
+// Remove is Delete for `hostroute-node uninstall`, which reports what it removed: it
+// says whether the table was there. The check is a listing before the same race-free
+// delete, so only the report (not the removal) can be off if the table is created or
+// deleted by someone else in between.
+func (m *Manager) Remove() (bool, error) {
+	c, err := m.conn()
+	if err != nil {
+		return false, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("list nftables inet tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == TableName {
+			return true, m.Delete()
+		}
+	}
+	return false, nil
+}

@@ -1,0 +1,68 @@
+package install
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// NetlinkRoutes is the real RouteKernel, on a netlink handle of the current or of a given
+// network namespace.
+type NetlinkRoutes struct {
+	H *netlink.Handle
+}
+
+// dumpRetries bounds the retries of a dump the kernel marked interrupted (the tables
+// changed while it was being read: on a busy node pods come and go).
+const dumpRetries = 5
+
+// OwnRoutes dumps every table of both families and keeps hostroute's protocols. The
+// RT_FILTER_TABLE filter with table 0 (RT_TABLE_UNSPEC) is what makes the netlink library
+// return routes of tables other than main; the protocol is filtered here because the
+// library filters on one protocol only.
+func (n NetlinkRoutes) OwnRoutes() ([]KernelRoute, error) {
+	var out []KernelRoute
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		var rs []netlink.Route
+		var err error
+		for range dumpRetries {
+			rs, err = n.H.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+			if !errors.Is(err, netlink.ErrDumpInterrupted) {
+				break
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("route dump: %w", err)
+		}
+		for _, r := range rs {
+			if !OwnProtocol(int(r.Protocol)) {
+				continue
+			}
+			kr := KernelRoute{Family: 4, Protocol: int(r.Protocol), Table: r.Table, Dst: "default", Ref: r}
+			if fam == netlink.FAMILY_V6 {
+				kr.Family = 6
+			}
+			if r.Dst != nil {
+				kr.Dst = r.Dst.String()
+			}
+			out = append(out, kr)
+		}
+	}
+	return out, nil
+}
+
+// DeleteRoute deletes the route exactly as it was dumped (table, protocol, type, metric,
+// next hops), so a route of someone else with the same destination is never hit.
+func (n NetlinkRoutes) DeleteRoute(r KernelRoute) (bool, error) {
+	nr, ok := r.Ref.(netlink.Route)
+	if !ok {
+		return false, fmt.Errorf("route %s was not listed by netlink", r.Dst)
+	}
+	err := n.H.RouteDel(&nr)
+	if errors.Is(err, unix.ESRCH) {
+		return false, nil
+	}
+	return err == nil, err
+}
