@@ -4,17 +4,15 @@
 // A real control plane, rather than a fake client, is what lets the tests see
 // what users see: CRD schema and CEL validation, admission, RBAC, watches and
 // resourceVersion conflicts all come from the same code that runs in a cluster.
-// The binaries are built once by `make tools` (e2e/tools/ensure.sh); no kubelet,
-// scheduler or controller-manager is started, so pods are never run.
+// The binaries are built once by `make tools` (e2e/tools/ensure.sh). By default
+// no scheduler or controller-manager is started and no kubelet is expected;
+// Options can add kube-controller-manager (with a chosen set of controllers),
+// kube-scheduler, static-token users for kubelets and the ServiceAccount
+// admission plugin, for a lab whose node runs real pods.
 package cluster
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -28,8 +26,6 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // KubernetesVersion is the kube-apiserver version e2e/tools/ensure.sh builds; it
@@ -89,7 +85,22 @@ type Options struct {
 	// "Node,RBAC", as in a real cluster, so RBAC mistakes in manifests show up
 	// in tests.
 	Authorization string
-	// Log receives both processes' stdout and stderr, each line prefixed with
+	// Users are identities besides admin, each given a static bearer token and a
+	// kubeconfig (Cluster.Users). A kubelet for node N must be NodeUser(N) in
+	// group NodesGroup, or the Node authorizer refuses it.
+	Users []User
+	// ServiceAccountAdmission turns the ServiceAccount admission plugin on, so
+	// pods get the projected, pod-bound token volume a kubelet mounts. Off by
+	// default: every pod create then needs the namespace's `default`
+	// ServiceAccount, which only the controller-manager's serviceaccount
+	// controller creates.
+	ServiceAccountAdmission bool
+	// Controllers, when not empty, starts kube-controller-manager with only these
+	// controllers (--controllers), e.g. MinimalControllers().
+	Controllers []string
+	// Scheduler starts kube-scheduler (DaemonSet pods are bound by it).
+	Scheduler bool
+	// Log receives every process's stdout and stderr, each line prefixed with
 	// the process name. Default: DIR/cluster.log, which Stop removes with the
 	// rest of DIR. Writes to it are serialised, so it need not be safe for
 	// concurrent use.
@@ -104,18 +115,26 @@ type Cluster struct {
 	// Kubeconfig is the path of a kubeconfig file for the admin user, for
 	// kubectl and for processes that take --kubeconfig.
 	Kubeconfig string
-	// URL is the apiserver's https URL. Its certificate is self-signed, so
-	// clients must skip verification (RESTConfig and Kubeconfig do).
+	// URL is the apiserver's https URL. Its certificate is signed by CAFile and
+	// valid for 127.0.0.1, the bind address, 10.96.0.1 and kubernetes.default.svc.
 	URL string
+	// CAFile is the PEM file of the CA that signed the serving certificate
+	// (kube-controller-manager's --root-ca-file, so pods get it as ca.crt).
+	CAFile string
+	// Users holds the credentials of Options.Users and of the components
+	// started, by user name.
+	Users map[string]Credential
 	// Token is the admin bearer token (user "admin", group system:masters).
 	// Every client needs it: anonymous requests get nothing useful.
 	Token string
 	// EtcdURL is etcd's client URL, for debugging what the apiserver stored.
 	EtcdURL string
 
-	logFile *os.File // non-nil when Log defaulted to a file in Dir
-	spawner *spawner
-	procs   []*proc // in start order: etcd, then kube-apiserver
+	logFile   *os.File // non-nil when Log defaulted to a file in Dir
+	spawner   *spawner
+	procs     []*proc // in start order: etcd, kube-apiserver, then the components
+	caPEM     []byte
+	saKeyFile string
 
 	stopOnce sync.Once
 	stopErr  error
@@ -133,16 +152,25 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	etcdBin := filepath.Join(o.ToolsDir, etcdName)
 	apiserverBin := filepath.Join(o.ToolsDir, apiserverName)
-	for _, bin := range []string{apiserverBin, etcdBin} {
+	bins := []string{apiserverBin, etcdBin}
+	for _, name := range o.componentBinaries() {
+		bins = append(bins, filepath.Join(o.ToolsDir, name))
+	}
+	for _, bin := range bins {
 		if err := checkExecutable(bin); err != nil {
-			return nil, fmt.Errorf("%w: %w (run `make tools`, or set HOSTROUTE_TOOLS_DIR to a directory holding kube-apiserver %s and etcd)",
-				ErrToolsMissing, err, KubernetesVersion)
+			return nil, fmt.Errorf("%w: %w (run `make tools`, or set HOSTROUTE_TOOLS_DIR to a directory holding %s %s and etcd)",
+				ErrToolsMissing, err, filepath.Base(bin), KubernetesVersion)
 		}
+	}
+	users := o.users()
+	if err := validateUsers(users); err != nil {
+		return nil, err
 	}
 
 	// Leftovers from killed test binaries hold ports and memory; clearing
 	// them here keeps a developer's machine from filling up over time.
-	sweepLeftovers(os.TempDir(), map[string]bool{etcdName: true, apiserverName: true})
+	sweepLeftovers(os.TempDir(), map[string]bool{etcdName: true, apiserverName: true,
+		controllerManagerName: true, schedulerName: true})
 
 	dir, err := os.MkdirTemp("", dirPrefix)
 	if err != nil {
@@ -151,6 +179,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	c := &Cluster{
 		Dir:        dir,
 		Kubeconfig: filepath.Join(dir, "kubeconfig"),
+		Users:      map[string]Credential{},
 		spawner:    newSpawner(),
 	}
 	ok := false
@@ -179,14 +208,29 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, fmt.Errorf("generating admin token: %w", err)
 	}
 	c.Token = token
+	tokens := tokenLine(token, "admin", []string{"system:masters"})
+	for _, u := range users {
+		t, err := randomHex(24)
+		if err != nil {
+			return nil, fmt.Errorf("generating token for %s: %w", u.Name, err)
+		}
+		c.Users[u.Name] = Credential{Token: t, Kubeconfig: filepath.Join(dir, kubeconfigFileName(u.Name))}
+		tokens += tokenLine(t, u.Name, u.Groups)
+	}
 	tokenFile := filepath.Join(dir, "tokens.csv")
-	if err := os.WriteFile(tokenFile, []byte(token+`,admin,admin,"system:masters"`+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte(tokens), 0o600); err != nil {
 		return nil, fmt.Errorf("writing token file: %w", err)
 	}
 	saKeyFile := filepath.Join(dir, "sa.key")
 	if err := writeRSAKey(saKeyFile); err != nil {
 		return nil, fmt.Errorf("writing service-account key: %w", err)
 	}
+	c.saKeyFile = saKeyFile
+	certs, err := writePKI(dir, o.Address)
+	if err != nil {
+		return nil, fmt.Errorf("writing certificates: %w", err)
+	}
+	c.CAFile, c.caPEM = certs.CAFile, certs.CAPEM
 
 	// On loopback, ports are picked free and may be taken by someone else
 	// between the check and etcd's bind, so one retry with fresh ports covers
@@ -196,7 +240,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		attempts = 2
 	}
 	for attempt := 1; ; attempt++ {
-		err = c.startProcesses(ctx, o, sink, etcdBin, apiserverBin, tokenFile, saKeyFile)
+		err = c.startProcesses(ctx, o, sink, etcdBin, apiserverBin, tokenFile, saKeyFile, certs)
 		if err == nil {
 			break
 		}
@@ -205,7 +249,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 			return nil, err
 		}
 		c.procs = nil
-		for _, sub := range []string{"etcd", "certs"} {
+		for _, sub := range []string{"etcd"} {
 			if rerr := os.RemoveAll(filepath.Join(dir, sub)); rerr != nil {
 				return nil, fmt.Errorf("retrying after %w: cleaning %s: %w", err, sub, rerr)
 			}
@@ -213,6 +257,14 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 
 	if err := c.writeKubeconfig(); err != nil {
+		return nil, err
+	}
+	for _, u := range users {
+		if err := c.WriteKubeconfig(c.Users[u.Name].Kubeconfig, "", u.Name); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.startComponents(ctx, o, sink); err != nil {
 		return nil, err
 	}
 	if o.CRDDir != "-" {
@@ -230,7 +282,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 // connection for about 20 s before giving up, far longer than etcd ever takes.
 // Checking etcd's health first still turns an etcd failure into an etcd error
 // rather than an apiserver one.
-func (c *Cluster) startProcesses(ctx context.Context, o Options, sink io.Writer, etcdBin, apiserverBin, tokenFile, saKeyFile string) error {
+func (c *Cluster) startProcesses(ctx context.Context, o Options, sink io.Writer, etcdBin, apiserverBin, tokenFile, saKeyFile string, certs *pki) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 
@@ -265,29 +317,32 @@ func (c *Cluster) startProcesses(ctx context.Context, o Options, sink io.Writer,
 	if err != nil {
 		return err
 	}
-	apiserver, err := c.spawn(o.NetNS, sink, apiserverName, apiserverBin,
+	args := []string{
 		"--etcd-servers", clientURL,
 		"--bind-address", o.Address,
 		"--advertise-address", o.Address,
 		"--secure-port", strconv.Itoa(apiPort),
-		// The apiserver self-signs a serving certificate here.
-		"--cert-dir", filepath.Join(c.Dir, "certs"),
+		"--tls-cert-file", certs.CertFile,
+		"--tls-private-key-file", certs.KeyFile,
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--service-account-key-file", saKeyFile,
 		"--service-account-signing-key-file", saKeyFile,
 		"--service-cluster-ip-range", "10.96.0.0/16",
 		"--authorization-mode", o.Authorization,
 		"--token-auth-file", tokenFile,
-		// No controller-manager runs, so nothing would create the default
-		// ServiceAccount that this plugin insists on.
-		"--disable-admission-plugins", "ServiceAccount",
 		// Nothing here uses the endpoints of the `kubernetes` Service, and
 		// keeping them up to date is only start-up and shutdown work.
 		"--endpoint-reconciler-type", "none",
 		// Request queueing protects a shared server from noisy clients; a
 		// test server has one client, and APF's bootstrap writes slow start-up.
 		"--enable-priority-and-fairness=false",
-	)
+	}
+	if !o.ServiceAccountAdmission {
+		// Without the controller-manager's serviceaccount controller nothing
+		// would create the default ServiceAccount this plugin insists on.
+		args = append(args, "--disable-admission-plugins", "ServiceAccount")
+	}
+	apiserver, err := c.spawn(o.NetNS, sink, apiserverName, apiserverBin, args...)
 	if err != nil {
 		return err
 	}
@@ -305,7 +360,7 @@ func (c *Cluster) RESTConfig() *rest.Config {
 	return &rest.Config{
 		Host:            c.URL,
 		BearerToken:     c.Token,
-		TLSClientConfig: rest.TLSClientConfig{Insecure: true},
+		TLSClientConfig: rest.TLSClientConfig{CAData: append([]byte(nil), c.caPEM...)},
 		QPS:             200,
 		Burst:           400,
 	}
@@ -315,8 +370,9 @@ func (c *Cluster) RESTConfig() *rest.Config {
 // system:masters), for clients that are not built from RESTConfig.
 func (c *Cluster) AdminToken() string { return c.Token }
 
-// Stop terminates kube-apiserver, then etcd (so the apiserver never sees its
-// storage vanish mid-shutdown), waits for both to exit, and removes Dir. Each
+// Stop terminates the scheduler and controller-manager if any, then
+// kube-apiserver, then etcd (so the apiserver never sees its storage vanish
+// mid-shutdown), waits for each to exit, and removes Dir. Each
 // process gets SIGTERM and, if still running after 10 s, SIGKILL. Stop is
 // safe to call more than once; later calls return the first call's result.
 func (c *Cluster) Stop() error {
@@ -352,18 +408,7 @@ func (c *Cluster) killAll() {
 	}
 }
 
-func (c *Cluster) writeKubeconfig() error {
-	const name = "hostroute"
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: c.URL, InsecureSkipTLSVerify: true}
-	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: c.Token}
-	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: "admin"}
-	cfg.CurrentContext = name
-	if err := clientcmd.WriteToFile(*cfg, c.Kubeconfig); err != nil {
-		return fmt.Errorf("writing kubeconfig: %w", err)
-	}
-	return nil
-}
+func (c *Cluster) writeKubeconfig() error { return c.WriteKubeconfig(c.Kubeconfig, "", "admin") }
 
 func (o Options) withDefaults() (Options, error) {
 	if o.ToolsDir == "" {
@@ -417,58 +462,3 @@ func defaultCRDDir() (string, error) {
 	}
 	return dir, nil
 }
-
-func checkExecutable(path string) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if st.IsDir() || st.Mode().Perm()&0o111 == 0 {
-		return fmt.Errorf("%s is not an executable file", path)
-	}
-	return nil
-}
-
-// freePorts asks the kernel for n distinct free ports on addr. Holding all
-// listeners until every port is known keeps the kernel from handing out the
-// same port twice.
-func freePorts(addr string, n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			_ = l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port on %s: %w", addr, err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-func randomHex(n int) (string, error) {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(b), nil
-}
-
-// writeRSAKey writes a fresh RSA key as PKCS#1 PEM. The apiserver signs
-// service-account tokens with it and derives the verifying public key from
-// the same file, so one file serves both flags.
-func writeRSAKey(path string) error {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return err
-	}
-	block := &pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}
-	return os.WriteFile(path, pem.EncodeToMemory(block), 0o600)
-}
-
-func netnsPath(name string) string { return "/run/netns/" + name }
