@@ -68,7 +68,13 @@ func run(out, ref, arch, entrypoint string, paths []string) error {
 	if err != nil {
 		return err
 	}
-	slog.Info("image written", "dir", out, "files", len(paths), "image_bytes", size, "tarball_bytes", st.Size())
+	// The image ID (config digest) is what a runtime shows after importing the
+	// tarball; its manifest digest there differs, as a docker archive has none.
+	id, err := img.ConfigName()
+	if err != nil {
+		return fmt.Errorf("image ID: %w", err)
+	}
+	slog.Info("image written", "dir", out, "files", len(paths), "image_bytes", size, "tarball_bytes", st.Size(), "image_id", id.String())
 	fmt.Println(digest.String())
 	fmt.Println(ref)
 	return nil
