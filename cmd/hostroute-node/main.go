@@ -28,37 +28,82 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	if err := dispatch(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "hostroute-node:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+// dispatch runs a subcommand; with none (the first argument is a flag, or there is no
+// argument) it runs the agent, as hostroute-node always did. The DaemonSet's image has no
+// shell, so its init containers run these subcommands instead of cp, mv and sysctl.
+func dispatch(args []string) error {
+	name, rest := subcommand(args)
+	switch name {
+	case "install-cni":
+		return installCNI(rest)
+	case "sysctls":
+		return sysctls(rest)
+	case "uninstall":
+		return uninstall(rest)
+	}
+	return runAgent(rest)
+}
+
+// subcommand splits off the subcommand; "run" is the agent, also when not named.
+func subcommand(args []string) (string, []string) {
+	if len(args) > 0 {
+		switch args[0] {
+		case "run", "install-cni", "sysctls", "uninstall":
+			return args[0], args[1:]
+		}
+	}
+	return "run", args
+}
+
+const usage = `usage:
+  hostroute-node [run] [flags]     run the node agent (the flags below)
+  hostroute-node install-cni ...   install or upgrade the CNI plugin and conflist on the host
+  hostroute-node sysctls           set the host sysctls the node needs (forwarding)
+  hostroute-node uninstall ...     remove hostroute's files, routes and NAT table from the node
+'hostroute-node SUBCOMMAND -h' lists a subcommand's flags.
+
+`
+
+// runAgent runs the node agent until SIGINT or SIGTERM.
+func runAgent(args []string) error {
 	host, _ := os.Hostname()
 	if n := os.Getenv("NODE_NAME"); n != "" {
 		host = n
 	}
+	fs := flag.NewFlagSet("hostroute-node", flag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	var cfg agent.Config
-	kubeconfig := flag.String("kubeconfig", "", "path to a kubeconfig (default: in-cluster)")
-	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
-	nat := flag.Bool("nat", true, "program NAT outgoing for natOutgoing pools (nftables table inet hostroute)")
-	flag.StringVar(&cfg.NodeName, "node-name", host, "this node's name (default $NODE_NAME, else the hostname)")
-	flag.StringVar(&cfg.StateDir, "state-dir", "/var/lib/hostroute", "where allocations are kept on the host")
-	flag.StringVar(&cfg.SocketPath, "socket", "/run/hostroute/agent.sock", "the agent's unix socket for the CNI plugin")
-	flag.DurationVar(&cfg.AllocWait, "alloc-wait", 20*time.Second, "how long an ADD waits for a new block when the node's blocks are full")
-	flag.DurationVar(&cfg.PublishInterval, "publish-interval", time.Second, "batching interval for publishing allocations to the API")
-	flag.DurationVar(&cfg.ResyncInterval, "resync", 30*time.Second, "full kernel resync period")
-	flag.BoolVar(&cfg.Sysctls, "sysctls", true, "enable IPv4/IPv6 forwarding in the agent's network namespace")
-	useBGP := flag.Bool("bgp", true, "run the BGP speaker (advertise blocks, learn other nodes' routes)")
-	useBFD := flag.Bool("bfd", true, "serve BFD (UDP 3784) for peers that enable it")
+	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig (default: in-cluster)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	nat := fs.Bool("nat", true, "program NAT outgoing for natOutgoing pools (nftables table inet hostroute)")
+	fs.StringVar(&cfg.NodeName, "node-name", host, "this node's name (default $NODE_NAME, else the hostname)")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/hostroute", "where allocations are kept on the host")
+	fs.StringVar(&cfg.SocketPath, "socket", "/run/hostroute/agent.sock", "the agent's unix socket for the CNI plugin")
+	fs.DurationVar(&cfg.AllocWait, "alloc-wait", 20*time.Second, "how long an ADD waits for a new block when the node's blocks are full")
+	fs.DurationVar(&cfg.PublishInterval, "publish-interval", time.Second, "batching interval for publishing allocations to the API")
+	fs.DurationVar(&cfg.ResyncInterval, "resync", 30*time.Second, "full kernel resync period")
+	fs.BoolVar(&cfg.Sysctls, "sysctls", true, "enable IPv4/IPv6 forwarding in the agent's network namespace (false where an init container ran 'hostroute-node sysctls')")
+	useBGP := fs.Bool("bgp", true, "run the BGP speaker (advertise blocks, learn other nodes' routes)")
+	useBFD := fs.Bool("bfd", true, "serve BFD (UDP 3784) for peers that enable it")
 	var bgpPort int
-	flag.IntVar(&bgpPort, "bgp-port", 0, "BGP listen port (0: BGPConfiguration listenPort, default 179; -1: do not listen)")
-	flag.DurationVar(&cfg.BGP.StaleGrace, "stale-grace", 30*time.Second, "after a restart, keep learned routes this long while BGP re-learns them")
-	flag.StringVar(&cfg.MetricsAddress, "metrics-address", ":9402", "serve /metrics, /healthz and /readyz here (empty: off)")
-	flag.DurationVar(&cfg.StatusInterval, "status-interval", 5*time.Second, "least time between two NodeNetworkStatus writes")
-	flag.BoolVar(&cfg.BGP.Leave, "leave", false, "on exit, withdraw everything with a Cease (the node leaves for good); default: exit quietly so peers keep our routes (graceful restart)")
-	flag.Parse()
+	fs.IntVar(&bgpPort, "bgp-port", 0, "BGP listen port (0: BGPConfiguration listenPort, default 179; -1: do not listen)")
+	fs.DurationVar(&cfg.BGP.StaleGrace, "stale-grace", 30*time.Second, "after a restart, keep learned routes this long while BGP re-learns them")
+	fs.StringVar(&cfg.MetricsAddress, "metrics-address", ":9402", "serve /metrics, /healthz and /readyz here (empty: off)")
+	fs.DurationVar(&cfg.StatusInterval, "status-interval", 5*time.Second, "least time between two NodeNetworkStatus writes")
+	fs.BoolVar(&cfg.BGP.Leave, "leave", false, "on exit, withdraw everything with a Cease (the node leaves for good); default: exit quietly so peers keep our routes (graceful restart)")
+	_ = fs.Parse(args) // ExitOnError: exits on a bad flag
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (subcommands: run, install-cni, sysctls, uninstall)", fs.Arg(0))
+	}
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
