@@ -1,75 +1,31 @@
 package controller_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	authv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/controller"
+	"github.com/hostroute/hostroute/internal/manifest"
 )
 
-// applyRBAC creates the objects of manifests/controller/rbac.yaml.
+// applyRBAC applies the shipped namespace and manifests/controller/rbac.yaml.
 func (e *env) applyRBAC() {
 	e.t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	f, err := os.Open(filepath.Join(filepath.Dir(file), "..", "manifests", "controller", "rbac.yaml"))
+	a, err := manifest.NewApplier(e.cl.RESTConfig())
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	defer f.Close()
-	dec := serializer.NewCodecFactory(client.NewScheme()).UniversalDeserializer()
-	r := utilyaml.NewYAMLReader(bufio.NewReader(f))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		obj, _, err := dec.Decode(doc, nil, nil)
-		if err != nil {
-			e.t.Fatalf("decode rbac.yaml: %v", err)
-		}
-		switch o := obj.(type) {
-		case *corev1.ServiceAccount:
-			_, err = e.kube.CoreV1().ServiceAccounts(o.Namespace).Create(e.ctx, o, metav1.CreateOptions{})
-		case *rbacv1.ClusterRole:
-			_, err = e.kube.RbacV1().ClusterRoles().Create(e.ctx, o, metav1.CreateOptions{})
-		case *rbacv1.ClusterRoleBinding:
-			_, err = e.kube.RbacV1().ClusterRoleBindings().Create(e.ctx, o, metav1.CreateOptions{})
-		case *rbacv1.Role:
-			_, err = e.kube.RbacV1().Roles(o.Namespace).Create(e.ctx, o, metav1.CreateOptions{})
-		case *rbacv1.RoleBinding:
-			_, err = e.kube.RbacV1().RoleBindings(o.Namespace).Create(e.ctx, o, metav1.CreateOptions{})
-		default:
-			e.t.Fatalf("unexpected %T in rbac.yaml", obj)
-		}
-		if err != nil {
-			e.t.Fatalf("apply %T: %v", obj, err)
-		}
+	if err := a.ApplyFiles(e.ctx, "namespace.yaml", "controller/rbac.yaml"); err != nil {
+		e.t.Fatal(err)
 	}
 }
 
@@ -78,7 +34,7 @@ func (e *env) applyRBAC() {
 func TestControllerRBAC(t *testing.T) {
 	e := newEnv(t)
 	e.applyRBAC()
-	tok, err := e.kube.CoreV1().ServiceAccounts("kube-system").CreateToken(e.ctx, "hostroute-controller",
+	tok, err := e.kube.CoreV1().ServiceAccounts("hostroute-system").CreateToken(e.ctx, "hostroute-controller",
 		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +57,7 @@ func TestControllerRBAC(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- controller.RunAsLeader(ctx, log, kube, controller.LeaderConfig{
-			Namespace: "kube-system", Name: "hostroute-controller", Identity: "rbac-test",
+			Namespace: "hostroute-system", Name: "hostroute-controller", Identity: "rbac-test",
 			LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 500 * time.Millisecond,
 		}, controller.New(log, kube, hr, controller.Config{}).Run)
 	}()

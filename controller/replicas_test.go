@@ -61,7 +61,7 @@ func TestTwoReplicasKillLeader(t *testing.T) {
 		})
 	}
 	leader := func() string {
-		l, err := e.kube.CoordinationV1().Leases("kube-system").Get(e.ctx, "hostroute-controller", metav1.GetOptions{})
+		l, err := e.kube.CoordinationV1().Leases("hostroute-system").Get(e.ctx, "hostroute-controller", metav1.GetOptions{})
 		if err != nil || l.Spec.HolderIdentity == nil {
 			return ""
 		}

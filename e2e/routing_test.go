@@ -301,7 +301,7 @@ func TestBGPBadInput(t *testing.T) {
 	l.e.Eventually(20*time.Second, "routes in place", routed)
 
 	bad := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{PeerIP: "192.0.2.200", ASNumber: 65001,
-		PasswordSecretRef: &v1alpha1.SecretKeyRef{Namespace: "kube-system", Name: "missing-md5", Key: "password"}}}
+		PasswordSecretRef: &v1alpha1.SecretKeyRef{Namespace: "hostroute-system", Name: "missing-md5", Key: "password"}}}
 	bad.Name = "needs-password"
 	if _, err := l.e.HR.BGPPeers.Create(l.e.Ctx, bad); err != nil {
 		t.Fatal(err)

@@ -191,7 +191,7 @@ func TestGoldenPeers(t *testing.T) {
 	tor.Name = "tor"
 	rs := v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{PeerIP: "198.51.100.1", ASNumber: 65100, EBGPMultihop: 4,
 		NodeSelector:      &metav1.LabelSelector{MatchLabels: map[string]string{"rack": "r2"}},
-		PasswordSecretRef: &v1alpha1.SecretKeyRef{Namespace: "kube-system", Name: "bgp", Key: "rs"}}}
+		PasswordSecretRef: &v1alpha1.SecretKeyRef{Namespace: "hostroute-system", Name: "bgp", Key: "rs"}}}
 	rs.Name = "route-server"
 	nodes := nodeObjs("node-1", "node-2", "node-3")
 	nodes[2].Labels["rack"] = "r2"

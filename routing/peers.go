@@ -43,6 +43,10 @@ type PeerInputs struct {
 	Peers   []*v1alpha1.BGPPeer
 	Nodes   []*corev1.Node    // all nodes, including this one
 	Secrets map[string]string // "namespace/name/key" → password
+	// SecretErrors says why a password could not be read ("namespace/name/key" → reason,
+	// e.g. outside the namespace the agent may read Secrets in), so the Problem names the
+	// cause rather than "not found".
+	SecretErrors map[string]string
 }
 
 // NodeBGP is a node's BGP identity as derived from its Node object.
@@ -214,7 +218,7 @@ func ComputePeers(self string, in PeerInputs) (PeerSet, error) {
 
 	externals := 0
 	for _, bp := range sortedByName(in.Peers, func(p *v1alpha1.BGPPeer) string { return p.Name }) {
-		p, ok, whys := externalPeer(bp, local, selfNode.Labels, spec, in.Secrets)
+		p, ok, whys := externalPeer(bp, local, selfNode.Labels, spec, in.Secrets, in.SecretErrors)
 		for _, w := range whys {
 			problem("BGPPeer %s: %s", bp.Name, w)
 		}
@@ -290,7 +294,7 @@ func nodeSession(p PeerConfig, self, o NodeBGP, kind PeerKind) (PeerConfig, stri
 // false when the peer does not apply or is unusable; whys explain what was wrong (an
 // import entry can be wrong while the peer is still used).
 func externalPeer(bp *v1alpha1.BGPPeer, local NodeBGP, nodeLabels map[string]string,
-	spec v1alpha1.BGPConfigurationSpec, secrets map[string]string) (p PeerConfig, ok bool, whys []string) {
+	spec v1alpha1.BGPConfigurationSpec, secrets, secretErrs map[string]string) (p PeerConfig, ok bool, whys []string) {
 	s := bp.Spec
 	sel, err := metav1.LabelSelectorAsSelector(s.NodeSelector)
 	if s.NodeSelector == nil { // nil selects every node here, Nothing in apimachinery
@@ -322,7 +326,11 @@ func externalPeer(bp *v1alpha1.BGPPeer, local NodeBGP, nodeLabels map[string]str
 	p = PeerConfig{Address: addr, PeerAS: uint32(s.ASNumber), LocalAS: local.AS, Kind: KindExternal,
 		Name: bp.Name, EBGPMultihopTTL: uint8(s.EBGPMultihop), IPv4: addr.Is4(), IPv6: addr.Is6()}
 	if r := s.PasswordSecretRef; r != nil {
-		pw, found := secrets[r.Namespace+"/"+r.Name+"/"+r.Key]
+		key := r.Namespace + "/" + r.Name + "/" + r.Key
+		if why, bad := secretErrs[key]; bad {
+			return p, false, []string{fmt.Sprintf("password Secret %s/%s: %s; peer skipped", r.Namespace, r.Name, why)}
+		}
+		pw, found := secrets[key]
 		if !found {
 			return p, false, []string{fmt.Sprintf("password Secret %s/%s key %q not found; peer skipped", r.Namespace, r.Name, r.Key)}
 		}

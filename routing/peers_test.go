@@ -104,7 +104,7 @@ func TestComputePeers(t *testing.T) {
 		node("c1", "10.0.0.1"), node("c2", "10.0.0.2"), node("c3", "10.0.0.3", as("65002")),
 	}
 	rrID := func(s *v1alpha1.BGPConfigurationSpec) { s.RouteReflectorClusterID = "10.255.0.1" }
-	tor := bgpPeer("tor", "192.0.2.1", 65000, md5("kube-system", "tor-md5", "password"))
+	tor := bgpPeer("tor", "192.0.2.1", 65000, md5("hostroute-system", "tor-md5", "password"))
 	tor2 := bgpPeer("tor2", "192.0.2.2", 65000)
 
 	tests := []struct {
@@ -174,13 +174,19 @@ func TestComputePeers(t *testing.T) {
 			want: []PeerConfig{peer("10.0.2.254", 65200, KindExternal, "tor-b", local(65002))}},
 		{name: "TCP-MD5 password from the Secret", self: "n1",
 			in: PeerInputs{Config: config(meshOff), Nodes: threeNodes, Peers: []*v1alpha1.BGPPeer{tor},
-				Secrets: map[string]string{"kube-system/tor-md5/password": "s3cret"}},
+				Secrets: map[string]string{"hostroute-system/tor-md5/password": "s3cret"}},
 			want: []PeerConfig{peer("192.0.2.1", 65000, KindExternal, "tor", password("s3cret"))}},
 		{name: "missing Secret skips that peer only", self: "n1",
 			in: PeerInputs{Config: config(meshOff), Nodes: threeNodes, Peers: []*v1alpha1.BGPPeer{tor2, tor},
-				Secrets: map[string]string{"kube-system/tor-md5/user": "x"}},
+				Secrets: map[string]string{"hostroute-system/tor-md5/user": "x"}},
 			want:     []PeerConfig{peer("192.0.2.2", 65000, KindExternal, "tor2")},
-			problems: []string{`BGPPeer tor: password Secret kube-system/tor-md5 key "password" not found; peer skipped`}},
+			problems: []string{`BGPPeer tor: password Secret hostroute-system/tor-md5 key "password" not found; peer skipped`}},
+		{name: "unreadable Secret: the reason is the Problem", self: "n1",
+			in: PeerInputs{Config: config(meshOff), Nodes: threeNodes, Peers: []*v1alpha1.BGPPeer{tor2, tor},
+				Secrets:      map[string]string{"hostroute-system/tor-md5/password": "ignored"},
+				SecretErrors: map[string]string{"hostroute-system/tor-md5/password": "cannot read it: forbidden"}},
+			want:     []PeerConfig{peer("192.0.2.2", 65000, KindExternal, "tor2")},
+			problems: []string{`BGPPeer tor: password Secret hostroute-system/tor-md5: cannot read it: forbidden; peer skipped`}},
 		{name: "bad import entries are skipped, the rest kept", self: "n1",
 			in: PeerInputs{Config: config(meshOff), Nodes: threeNodes, Peers: []*v1alpha1.BGPPeer{
 				bgpPeer("tor2", "192.0.2.2", 65000, func(s *v1alpha1.BGPPeerSpec) {

@@ -41,7 +41,7 @@ func run() error {
 	flag.Float64Var(&cfg.Watermark, "block-watermark", 0.9, "fraction of a block in use at which its node gets another block")
 	flag.DurationVar(&cfg.ReleaseGrace, "release-grace", 5*time.Minute, "how long a deleted node's blocks are kept while they still hold allocations")
 	flag.DurationVar(&cfg.Resync, "resync", 5*time.Minute, "full re-examination period")
-	flag.StringVar(&lc.Namespace, "leader-election-namespace", "kube-system", "namespace of the leader Lease")
+	flag.StringVar(&lc.Namespace, "leader-election-namespace", "hostroute-system", "namespace of the leader Lease")
 	flag.StringVar(&lc.Identity, "identity", fmt.Sprintf("%s_%d", host, os.Getpid()), "this replica's identity in the Lease")
 	flag.DurationVar(&lc.LeaseDuration, "lease-duration", 15*time.Second, "leader lease duration")
 	flag.DurationVar(&lc.RenewDeadline, "renew-deadline", 10*time.Second, "leader renew deadline")

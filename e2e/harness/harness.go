@@ -20,8 +20,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/api/v1alpha1"
@@ -129,13 +127,23 @@ func NewEnv(t TB, bin string) *Env {
 	t.Cleanup(cancel)
 	e := &Env{T: t, Ctx: ctx, Bin: bin, Cluster: cl, Kube: kube, HR: hr, Prefix: netns.OwnedPrefix(NSPrefix),
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	e.InstallAccess()
 	return e
 }
 
-// RunController runs an in-process controller until the test ends.
+// RunController runs an in-process controller until the test ends, with the shipped
+// controller ServiceAccount's permissions.
 func (e *Env) RunController(cfg controller.Config) {
+	tok, err := e.ServiceAccountToken("hostroute-controller")
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	kube, hr, err := e.Clients(tok)
+	if err != nil {
+		e.T.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(e.Ctx)
-	c := controller.New(e.Log, e.Kube, e.HR, cfg)
+	c := controller.New(e.Log, kube, hr, cfg)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.Run(ctx) }()
 	e.T.Cleanup(func() { cancel(); <-done })
@@ -232,7 +240,6 @@ func (e *Env) AddNode(name, addr string) *Node {
 			e.T.Fatal(err)
 		}
 	}
-	n.proxyAPI()
 	node := &corev1.Node{}
 	node.Name = name
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}}
@@ -240,6 +247,7 @@ func (e *Env) AddNode(name, addr string) *Node {
 	if _, err := e.Kube.CoreV1().Nodes().Create(e.Ctx, node, metav1.CreateOptions{}); err != nil {
 		e.T.Fatalf("create node %s: %v", name, err)
 	}
+	n.proxyAPI()
 	n.Start()
 	e.T.Cleanup(n.Kill)
 	return n
@@ -263,13 +271,14 @@ func (n *Node) proxyAPI() {
 	}
 	go netns.Forward(l, u.Host)
 	e.T.Cleanup(func() { l.Close() })
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["lab"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:6443", InsecureSkipTLSVerify: true}
-	kc.AuthInfos["node"] = &clientcmdapi.AuthInfo{Token: e.Cluster.Token}
-	kc.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "node"}
-	kc.CurrentContext = "lab"
+	// The agent's own identity: a token bound to its Pod object on this node, with the
+	// shipped RBAC and admission policy, as on a cluster.
+	tok, err := e.AgentToken(n.Name)
+	if err != nil {
+		e.T.Fatal(err)
+	}
 	n.Kubeconfig = filepath.Join(n.Dir, "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, n.Kubeconfig); err != nil {
+	if err := WriteKubeconfig(n.Kubeconfig, "https://127.0.0.1:6443", tok); err != nil {
 		e.T.Fatal(err)
 	}
 }

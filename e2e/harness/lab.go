@@ -120,6 +120,11 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 	for _, n := range l.Nodes {
 		for j := 1; j <= o.PodsPerNode; j++ {
 			p := n.NewPod(fmt.Sprintf("%s-pod-%d", n.Name, j))
+			// A Pod object, as the kubelet's: the allocation names a live pod's UID, so
+			// `routectl ipam check` judges the lab's pods as it would a cluster's.
+			if err := e.PodObject(p); err != nil {
+				t.Fatal(err)
+			}
 			if err := p.Add(); err != nil {
 				t.Fatal(err)
 			}
@@ -155,8 +160,16 @@ func (l *Lab) startControllers(n int) {
 		e.RunController(controllerDefaults())
 		return
 	}
+	tok, err := e.ServiceAccountToken("hostroute-controller")
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	kubeconfig := filepath.Join(e.T.TempDir(), "controller.kubeconfig")
+	if err := WriteKubeconfig(kubeconfig, e.Cluster.URL, tok); err != nil {
+		e.T.Fatal(err)
+	}
 	for i := range n {
-		cmd := exec.Command(filepath.Join(e.Bin, "hostroute-controller"), "--kubeconfig", e.Cluster.Kubeconfig,
+		cmd := exec.Command(filepath.Join(e.Bin, "hostroute-controller"), "--kubeconfig", kubeconfig,
 			"--identity", fmt.Sprintf("controller-%d", i), "--lease-duration", "4s", "--renew-deadline", "3s",
 			"--retry-period", "500ms", "--release-grace", "10s")
 		logf := filepath.Join(e.T.TempDir(), "controller.log")
@@ -173,7 +186,7 @@ func (l *Lab) startControllers(n int) {
 
 // Leader returns the holder of the controller Lease.
 func (l *Lab) Leader() string {
-	lease, err := l.Kube.CoordinationV1().Leases("kube-system").Get(l.Ctx, "hostroute-controller", metav1.GetOptions{})
+	lease, err := l.Kube.CoordinationV1().Leases("hostroute-system").Get(l.Ctx, "hostroute-controller", metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity == nil {
 		return ""
 	}

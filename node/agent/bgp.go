@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
@@ -45,7 +46,14 @@ type BGPConfig struct {
 	// good); otherwise the agent exits quietly and its peers keep its routes (graceful
 	// restart).
 	Leave bool
+	// SecretNamespace is the only namespace the agent reads TCP-MD5 password Secrets in
+	// (its own; the shipped RBAC grants nothing else). A BGPPeer naming a Secret
+	// elsewhere is skipped with a Problem that says so. Default DefaultNamespace.
+	SecretNamespace string
 }
+
+// DefaultNamespace is where the shipped manifests install hostroute.
+const DefaultNamespace = "hostroute-system"
 
 // bgp runs the node's speaker from the cluster's BGP resources.
 type bgp struct {
@@ -286,7 +294,7 @@ func (b *bgp) reconcile(ctx context.Context, own []netip.Prefix) error {
 	for _, o := range b.peers.GetStore().List() {
 		in.Peers = append(in.Peers, o.(*v1alpha1.BGPPeer))
 	}
-	in.Secrets = b.secrets(ctx, in.Peers)
+	in.Secrets, in.SecretErrors = b.secrets(ctx, in.Peers)
 	set, err := routing.ComputePeers(b.node, in)
 	if err != nil {
 		return fmt.Errorf("bgp: %w", err)
@@ -342,24 +350,38 @@ func (b *bgp) config() *v1alpha1.BGPConfiguration {
 	return o.(*v1alpha1.BGPConfiguration)
 }
 
-// secrets resolves the TCP-MD5 passwords the BGPPeers name; a missing one becomes a
-// Problem in the peer set and that peer alone is skipped.
-func (b *bgp) secrets(ctx context.Context, peers []*v1alpha1.BGPPeer) map[string]string {
-	out := map[string]string{}
+// secrets resolves the TCP-MD5 passwords the BGPPeers name. A Secret outside the
+// agent's namespace, or one the API refuses or lacks, becomes a reason in errs and a
+// Problem in the peer set, and that peer alone is skipped.
+func (b *bgp) secrets(ctx context.Context, peers []*v1alpha1.BGPPeer) (out, errs map[string]string) {
+	out, errs = map[string]string{}, map[string]string{}
+	ns := b.cfg.SecretNamespace
+	if ns == "" {
+		ns = DefaultNamespace
+	}
 	for _, p := range peers {
 		ref := p.Spec.PasswordSecretRef
 		if ref == nil {
 			continue
 		}
+		key := ref.Namespace + "/" + ref.Name + "/" + ref.Key
+		if ref.Namespace != ns {
+			errs[key] = fmt.Sprintf("hostroute-node reads Secrets only in namespace %s; move the Secret there", ns)
+			continue
+		}
 		s, err := b.kube.CoreV1().Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue // "not found" is ComputePeers' own Problem
+		}
 		if err != nil {
+			errs[key] = fmt.Sprintf("cannot read it: %v", err)
 			continue
 		}
 		if v, ok := s.Data[ref.Key]; ok {
-			out[ref.Namespace+"/"+ref.Name+"/"+ref.Key] = string(v)
+			out[key] = string(v)
 		}
 	}
-	return out
+	return out, errs
 }
 
 func (b *bgp) advertise(own []netip.Prefix) error {
