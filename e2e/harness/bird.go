@@ -29,6 +29,8 @@ type TorConfig struct {
 	HoldTime  int               // seconds; 0 = BIRD's default
 	// Originate are prefixes the ToR originates (as blackholes) and advertises.
 	Originate []string
+	// Password turns on TCP-MD5 on every session.
+	Password string
 }
 
 // Config renders the BIRD configuration.
@@ -52,6 +54,9 @@ func (c TorConfig) Config() string {
 	}
 	if c.BFD {
 		b.WriteString("  bfd on;\n")
+	}
+	if c.Password != "" {
+		fmt.Fprintf(&b, "  password %q;\n", c.Password)
 	}
 	b.WriteString("  ipv4 { import all; export where source ~ [ RTS_BGP, RTS_STATIC ]; };\n}\n")
 	addrs := make([]string, 0, len(c.Neighbors))
