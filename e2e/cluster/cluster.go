@@ -336,6 +336,9 @@ func (c *Cluster) startProcesses(ctx context.Context, o Options, sink io.Writer,
 		// Request queueing protects a shared server from noisy clients; a
 		// test server has one client, and APF's bootstrap writes slow start-up.
 		"--enable-priority-and-fairness=false",
+		// As kubeadm and other distributions set it: the default (false) refuses
+		// privileged containers, such as the node DaemonSet's sysctls init container.
+		"--allow-privileged=true",
 	}
 	if !o.ServiceAccountAdmission {
 		// Without the controller-manager's serviceaccount controller nothing
