@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -33,6 +34,10 @@ const (
 
 // DefaultSocket is where the agent serves on every node.
 const DefaultSocket = "/run/hostroute/agent.sock"
+
+// SocketEnv, when set, replaces DefaultSocket as --socket's default (for agents run with
+// a non-default --socket, as in the lab).
+const SocketEnv = "HOSTROUTE_AGENT_SOCKET"
 
 // unhealthyError carries exit code 1: the output was printed, and it shows a problem.
 type unhealthyError struct{ msg string }
@@ -89,7 +94,11 @@ Exit codes: 0 healthy, 1 something unhealthy was found, 2 routectl could not ans
 	root.SetOut(out)
 	f := root.PersistentFlags()
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "path to a kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
-	f.StringVar(&o.socket, "socket", DefaultSocket, "the node agent's unix socket")
+	socket := DefaultSocket
+	if v := os.Getenv(SocketEnv); v != "" {
+		socket = v
+	}
+	f.StringVar(&o.socket, "socket", socket, "the node agent's unix socket (default $"+SocketEnv+", else "+DefaultSocket+")")
 	f.StringVar(&o.node, "node", "", "the node to show (read from the API server instead of the local agent)")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table, wide, json or yaml")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the agent and the API server")

@@ -5,6 +5,7 @@
 //	lab up        build, bring the lab up, print its state, wait for Ctrl-C, tear down
 //	lab up -detach  the same, but return once it is up (exit 0 only if every ping passed)
 //	lab down      stop a detached lab and remove everything it made
+//	lab exec NAME -- CMD...  run CMD in a node's, pod's, the ToR's or the external host's namespace
 package main
 
 import (
@@ -30,7 +31,7 @@ const stateDir = "/run/hostroute-lab"
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: lab up [-detach] | lab down")
+		fmt.Fprintln(os.Stderr, "usage: lab up [-detach] | lab down | lab exec NAME -- COMMAND...")
 		os.Exit(2)
 	}
 	var err error
@@ -49,6 +50,17 @@ func main() {
 		}
 	case "down":
 		err = down()
+	case "exec":
+		args := os.Args[2:]
+		if len(args) == 0 {
+			err = errors.New("usage: lab exec NAME -- COMMAND...")
+			break
+		}
+		name, rest := args[0], args[1:]
+		if len(rest) > 0 && rest[0] == "--" {
+			rest = rest[1:]
+		}
+		err = execIn(name, rest)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -93,6 +105,15 @@ func up(nodes int, served bool) error {
 		l := harness.NewLab(t, bin, harness.LabPrefix, harness.LabOptions{Nodes: nodes, PodsPerNode: 2, BFD: true, Controllers: 2})
 		progress("lab up in %s", time.Since(start).Round(100*time.Millisecond))
 		report(l)
+		ts, err := writeTargets(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = os.Remove(filepath.Join(stateDir, targetsFile))
+			_ = os.Remove(filepath.Join(stateDir, "kubeconfig"))
+		})
+		fmt.Print(usage(l, ts))
 	})
 	status := "READY"
 	if !ok {
@@ -117,6 +138,11 @@ func report(l *harness.Lab) {
 			"--socket", n.Socket, "--kubeconfig", n.Kubeconfig).CombinedOutput()
 		fmt.Print(string(out))
 	}
+	// The lab's pods are Pod objects, so the check judges real pods (exit 0: nothing found).
+	fmt.Printf("\n== %s: routectl ipam check ==\n", l.Nodes[0].Name)
+	check, _ := exec.Command("ip", "netns", "exec", l.Nodes[0].NS, filepath.Join(l.Bin, "routectl"), "ipam", "check",
+		"--socket", l.Nodes[0].Socket, "--kubeconfig", l.Nodes[0].Kubeconfig).CombinedOutput()
+	fmt.Print(string(check))
 	out, _ := l.Tor.Query("show protocols")
 	fmt.Printf("\n== ToR (BIRD, AS %d) ==\n%s", harness.TorAS, out)
 	out, _ = l.Tor.Query("show route")
