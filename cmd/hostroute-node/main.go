@@ -99,6 +99,11 @@ func runAgent(args []string) error {
 	fs.DurationVar(&cfg.BGP.StaleGrace, "stale-grace", 30*time.Second, "after a restart, keep learned routes this long while BGP re-learns them")
 	fs.StringVar(&cfg.MetricsAddress, "metrics-address", ":9402", "serve /metrics, /healthz and /readyz here (empty: off)")
 	fs.DurationVar(&cfg.StatusInterval, "status-interval", 5*time.Second, "least time between two NodeNetworkStatus writes")
+	secretNS := agent.DefaultNamespace
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		secretNS = ns
+	}
+	fs.StringVar(&cfg.BGP.SecretNamespace, "secret-namespace", secretNS, "the only namespace BGP password Secrets are read in (default $POD_NAMESPACE, else "+agent.DefaultNamespace+")")
 	fs.BoolVar(&cfg.BGP.Leave, "leave", false, "on exit, withdraw everything with a Cease (the node leaves for good); default: exit quietly so peers keep our routes (graceful restart)")
 	_ = fs.Parse(args) // ExitOnError: exits on a bad flag
 	if fs.NArg() > 0 {
