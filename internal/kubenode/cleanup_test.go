@@ -1,0 +1,101 @@
+package kubenode
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+const mountinfo = `22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 22 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
+32 30 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+40 22 254:0 /tmp/hostroute-kubenode-1/kubelet /tmp/hostroute-kubenode-1/kubelet rw shared:1 - ext4 /dev/vda rw
+41 40 0:50 / /tmp/hostroute-kubenode-1/kubelet/pods/u/volumes/kubernetes.io~projected/kube-api-access-x rw - tmpfs tmpfs rw
+42 22 0:4 net:[4026532] /tmp/hostroute-kubenode-1/containerd/state/io.containerd.grpc.v1.cri/netns/cni-1 rw - nsfs nsfs rw
+43 22 0:51 / /tmp/hostroute-kubenode-10/kubelet rw - ext4 /dev/vda rw
+44 22 0:52 / /tmp/with\040space rw - tmpfs tmpfs rw
+`
+
+func TestMountsUnder(t *testing.T) {
+	ms, err := parseMountinfo(strings.NewReader(mountinfo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 9 {
+		t.Fatalf("parsed %d mounts, want 9", len(ms))
+	}
+	if ms[8].Point != "/tmp/with space" {
+		t.Errorf("escaped mount point: %q", ms[8].Point)
+	}
+	got := mountsUnder(ms, "/tmp/hostroute-kubenode-1")
+	want := []string{
+		"/tmp/hostroute-kubenode-1/kubelet/pods/u/volumes/kubernetes.io~projected/kube-api-access-x",
+		"/tmp/hostroute-kubenode-1/containerd/state/io.containerd.grpc.v1.cri/netns/cni-1",
+		"/tmp/hostroute-kubenode-1/kubelet",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("mountsUnder: got\n%q\nwant (deepest first, never the sibling -10 node)\n%q", got, want)
+	}
+	if cg := cgroupMounts(ms); !slices.Equal(cg, []string{"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/unified"}) {
+		t.Errorf("cgroupMounts: %q", cg)
+	}
+}
+
+func TestUsesDir(t *testing.T) {
+	const dir = "/tmp/hostroute-kubenode-1"
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"containerd", "--config", dir + "/containerd.toml"}, true},
+		{[]string{"containerd-shim-runc-v2", "-namespace", "k8s.io", "-address", dir + "/containerd.sock"}, true},
+		{[]string{"kubelet", "--root-dir=" + dir + "/kubelet"}, true},
+		{[]string{"kubelet", "--root-dir", dir + "0/kubelet"}, false},
+		{[]string{"sleep", "100"}, false},
+		{nil, false},
+	} {
+		if got := usesDir(tc.args, dir); got != tc.want {
+			t.Errorf("usesDir(%q) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestSandboxOrder(t *testing.T) {
+	in := []Sandbox{{Name: "ds", HostNetwork: true}, {Name: "a"}, {Name: "ds2", HostNetwork: true}, {Name: "b"}}
+	var names []string
+	for _, s := range sandboxOrder(in) {
+		names = append(names, s.Name)
+	}
+	if want := []string{"a", "b", "ds", "ds2"}; !slices.Equal(names, want) {
+		t.Errorf("sandboxOrder: %v, want pod-network sandboxes first: %v", names, want)
+	}
+}
+
+func TestKubeletArgs(t *testing.T) {
+	l := newLayout("/tmp/hostroute-kubenode-7")
+	args := strings.Join(kubeletArgs(l, "n1", "192.0.2.5", "/k", map[string]string{"b": "2", "a": "1"}), " ")
+	for _, want := range []string{"--hostname-override n1", "--node-ip 192.0.2.5", "--node-labels a=1,b=2",
+		"--root-dir /tmp/hostroute-kubenode-7/kubelet", "--cert-dir /tmp/hostroute-kubenode-7/kubelet/pki"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("kubelet args %q lack %q", args, want)
+		}
+	}
+	if l.CgroupRoot != "/hostroute-kubenode-7" {
+		t.Errorf("cgroup root %q", l.CgroupRoot)
+	}
+	cfg := kubeletConfig(l)
+	for _, want := range []string{`cgroupRoot: "/hostroute-kubenode-7"`, "makeIPTablesUtilChains: false",
+		"containerRuntimeEndpoint: unix:///tmp/hostroute-kubenode-7/containerd.sock", `nodefs.available: "1%"`} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("kubelet config lacks %q:\n%s", want, cfg)
+		}
+	}
+	cd := containerdConfig(l, PauseImage)
+	for _, want := range []string{"restrict_oom_score_adj = true", "netns_mounts_under_state_dir = true",
+		`bin_dir = "/tmp/hostroute-kubenode-7/host/opt/cni/bin"`, `sandbox_image = "hostroute.test/pause:1"`} {
+		if !strings.Contains(cd, want) {
+			t.Errorf("containerd config lacks %q", want)
+		}
+	}
+}
