@@ -129,6 +129,9 @@ type Cluster struct {
 	Token string
 	// EtcdURL is etcd's client URL, for debugging what the apiserver stored.
 	EtcdURL string
+	// ToolsDir is where the binaries came from; kubectl and the kubelet, built
+	// by the same `make tools`, are there too.
+	ToolsDir string
 
 	logFile   *os.File // non-nil when Log defaulted to a file in Dir
 	spawner   *spawner
@@ -180,6 +183,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		Dir:        dir,
 		Kubeconfig: filepath.Join(dir, "kubeconfig"),
 		Users:      map[string]Credential{},
+		ToolsDir:   o.ToolsDir,
 		spawner:    newSpawner(),
 	}
 	ok := false
