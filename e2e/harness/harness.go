@@ -108,12 +108,15 @@ func (e *Env) MakeFabric() string {
 }
 
 // NewEnv starts a control plane and the controller. bin holds the built commands.
-func NewEnv(t TB, bin string) *Env {
+func NewEnv(t TB, bin string) *Env { return NewEnvWith(t, bin, cluster.Options{}) }
+
+// NewEnvWith is NewEnv with control-plane options (e.g. those a kubelet node needs).
+func NewEnvWith(t TB, bin string, o cluster.Options) *Env {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatalf("end-to-end tests create network namespaces and must run as root (uid %d)", os.Geteuid())
 	}
-	cl := cluster.StartForTest(t, cluster.Options{})
+	cl := cluster.StartForTest(t, o)
 	cfg := cl.RESTConfig()
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

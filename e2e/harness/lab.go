@@ -37,6 +37,9 @@ type LabOptions struct {
 	// ASPerRack puts each node in a rack of its own AS (64600+i), eBGP to the ToR, no
 	// node-to-node mesh; the ToR carries the blocks between racks.
 	ASPerRack bool
+	// KubeletNode makes the last node a real kubelet node (kubelet.go): hostroute runs
+	// there as the shipped DaemonSet; PodsPerNode does not apply to it.
+	KubeletNode bool
 }
 
 // Lab is the topology of DESIGN.md: a control plane, a BIRD ToR, nodes, pods and an
@@ -49,13 +52,15 @@ type Lab struct {
 	Nodes       []*Node
 	Pods        []*Pod
 	Controllers []*exec.Cmd
-	bfd         bool
+	// Kubelet is the kubelet node (LabOptions.KubeletNode), also in Nodes.
+	Kubelet *KubeletNode
+	bfd     bool
 }
 
 // NewLab builds the lab and waits until every node has a block and every pod is wired.
 func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 	t.Helper()
-	e := NewEnv(t, bin)
+	e := NewEnvWith(t, bin, o.clusterOptions())
 	e.Prefix = prefix
 	l := &Lab{Env: e, bfd: o.BFD}
 	l.TorNS = e.MakeFabric()
@@ -112,12 +117,20 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 	l.Tor = e.StartBIRD(l.TorNS, tc.Config())
 	l.startControllers(o.Controllers)
 	for i := 1; i <= o.Nodes; i++ {
+		if o.KubeletNode && i == o.Nodes {
+			l.Kubelet = l.addKubeletNode(kubeletNodeName(o), NodeAddr(i))
+			l.Nodes = append(l.Nodes, l.Kubelet.Node)
+			continue
+		}
 		l.Nodes = append(l.Nodes, e.AddNode(fmt.Sprintf("node-%d", i), NodeAddr(i)))
 	}
 	for _, n := range l.Nodes {
 		n.WaitReady(30 * time.Second)
 	}
 	for _, n := range l.Nodes {
+		if l.Kubelet != nil && n == l.Kubelet.Node {
+			continue // its pods are real Pods, made by the tests
+		}
 		for j := 1; j <= o.PodsPerNode; j++ {
 			p := n.NewPod(fmt.Sprintf("%s-pod-%d", n.Name, j))
 			// A Pod object, as the kubelet's: the allocation names a live pod's UID, so
