@@ -194,7 +194,10 @@ func (k *KubeletNode) Deploy(build int) {
 		HostRoot: k.Kube.HostRoot, Conflist: conf}); err != nil {
 		e.T.Fatal(err)
 	}
-	if out, err := k.Kubectl("apply", "-k", k.overlayDir, "--server-side"); err != nil {
+	// --force-conflicts: the harness applied the namespace, RBAC and admission policy
+	// from these same files before (InstallAccess, another field manager), and an
+	// atomic field such as the policy's matchConstraints conflicts even when equal.
+	if out, err := k.Kubectl("apply", "-k", k.overlayDir, "--server-side", "--force-conflicts"); err != nil {
 		e.T.Fatalf("kubectl apply -k (lab overlay, image %s): %v\n%s", tag, err, out)
 	}
 	k.Tag = tag
