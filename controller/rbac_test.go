@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
 
 	authv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/api/v1alpha1"
@@ -82,4 +85,26 @@ func TestControllerRBAC(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// controllerKubeconfig applies the shipped RBAC and writes a kubeconfig that holds a
+// token of the controller's ServiceAccount, for controller processes.
+func (e *env) controllerKubeconfig() string {
+	e.t.Helper()
+	e.applyRBAC()
+	tok, err := e.kube.CoreV1().ServiceAccounts("hostroute-system").CreateToken(e.ctx, "hostroute-controller",
+		&authv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: e.cl.URL, InsecureSkipTLSVerify: true}
+	kc.AuthInfos["controller"] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "controller"}
+	kc.CurrentContext = "test"
+	path := filepath.Join(e.t.TempDir(), "controller.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		e.t.Fatal(err)
+	}
+	return path
 }

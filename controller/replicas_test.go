@@ -37,13 +37,14 @@ func TestTwoReplicasKillLeader(t *testing.T) {
 	bin := buildController(t)
 	e.mustPool("default", "10.80.0.0/16", 26)
 
+	kubeconfig := e.controllerKubeconfig()
 	procs := map[string]*exec.Cmd{}
 	for _, id := range []string{"replica-a", "replica-b"} {
 		logf, err := os.Create(filepath.Join(t.TempDir(), id+".log"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, "--kubeconfig", e.cl.Kubeconfig, "--identity", id,
+		cmd := exec.Command(bin, "--kubeconfig", kubeconfig, "--identity", id,
 			"--lease-duration", "3s", "--renew-deadline", "2s", "--retry-period", "500ms")
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
