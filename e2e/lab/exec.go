@@ -83,7 +83,15 @@ func execIn(name string, argv []string) error {
 	if err != nil {
 		return err
 	}
-	env := os.Environ()
+	// The target's own values replace the caller's: a KUBECONFIG exported for kubectl
+	// in the root namespace names an address the node's namespace cannot reach, and
+	// with both in the environment the first one wins.
+	var env []string
+	for _, e := range os.Environ() {
+		if k, _, _ := strings.Cut(e, "="); t.Env[k] == "" {
+			env = append(env, e)
+		}
+	}
 	for k, v := range t.Env {
 		env = append(env, k+"="+v)
 	}
