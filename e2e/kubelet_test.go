@@ -2,11 +2,14 @@ package e2e_test
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -15,7 +18,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hostroute/hostroute/api/v1alpha1"
@@ -41,10 +43,8 @@ func TestKubeletNode(t *testing.T) {
 		_, err := os.Stat(p)
 		hostFiles[p] = err == nil
 	}
-	start := time.Now()
-	l := newTestLab(t, harness.LabOptions{Nodes: 2, PodsPerNode: 1, BFD: true, KubeletNode: true})
+	l := newKubeletLab(t, true)
 	k := l.Kubelet
-	t.Logf("lab with a kubelet node up in %v", time.Since(start).Round(time.Millisecond))
 
 	t.Run("install", func(t *testing.T) {
 		l.Eventually(60*time.Second, "DaemonSet rolled out on "+k.Name, k.DaemonSetRolledOut)
@@ -75,6 +75,219 @@ func TestKubeletNode(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("pod", func(t *testing.T) { kubeletPod(t, l) })
+	t.Run("rolling-update", func(t *testing.T) { kubeletRollout(t, l, true) })
+}
+
+// TestKubeletRollingUpdateNoBFD measures the rolling update's loss without BFD: peers
+// then keep the restarting node's routes under graceful restart.
+func TestKubeletRollingUpdateNoBFD(t *testing.T) {
+	l := newKubeletLab(t, false)
+	l.Eventually(60*time.Second, "DaemonSet rolled out on "+l.Kubelet.Name, l.Kubelet.DaemonSetRolledOut)
+	kubeletRollout(t, l, false)
+}
+
+// newKubeletLab is a two-node lab whose node-2 is the kubelet node; on failure it logs
+// the kubelet node's agent (container) log too.
+func newKubeletLab(t *testing.T, bfd bool) *harness.Lab {
+	t.Helper()
+	start := time.Now()
+	l := newTestLab(t, harness.LabOptions{Nodes: 2, PodsPerNode: 1, BFD: bfd, KubeletNode: true})
+	t.Logf("lab with a kubelet node up in %v", time.Since(start).Round(time.Millisecond))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("DaemonSet agent log on %s:\n%s", l.Kubelet.Name, lastLines(l.Kubelet.AgentLog(), 60))
+		}
+	})
+	return l
+}
+
+// kubeletPod: a Pod through the API, networked by hostroute-cni as containerd calls it.
+func kubeletPod(t *testing.T, l *harness.Lab) {
+	k := l.Kubelet
+	other := l.Pods[0] // a pod on node-1, wired by the harness
+	echo(t, other.NS, ":8081")
+	echo(t, l.ExtNS, ":9000")
+	probes := other.IP + ":8081," + harness.ExtAddr + ":9000"
+	start := time.Now()
+	p := k.RunPod("kpod", "-listen", ":8080", "-probe", probes, "-interval", "300ms")
+	t.Logf("pod %s running at %s %v after create", p.Name, p.Status.PodIP, time.Since(start).Round(time.Millisecond))
+	ip := netip.MustParseAddr(p.Status.PodIP)
+
+	// The address is hostroute's: inside a block of this node, allocated to this pod.
+	l.Eventually(10*time.Second, "allocation of "+ip.String()+" in "+k.Name+"'s block", func() string {
+		b, alloc := blockOf(t, l, ip)
+		switch {
+		case b == nil:
+			return "no IPAMBlock contains " + ip.String()
+		case b.Spec.Node != k.Name:
+			return fmt.Sprintf("block %s belongs to %s", b.Spec.CIDR, b.Spec.Node)
+		case alloc == nil || alloc.PodUID != string(p.UID) || alloc.Pod != p.Name:
+			return fmt.Sprintf("block %s allocation %+v, want pod %s UID %s", b.Spec.CIDR, alloc, p.Name, p.UID)
+		}
+		return ""
+	})
+	if r := podRoute(t, k.NS, ip); r == nil {
+		t.Errorf("no /32 route (protocol %d) for %s in %s", routes.CNIProtocol, ip, k.Name)
+	}
+
+	// From the pod's own process (its log): the other node's pod sees the pod's own
+	// address (no NAT); the external host sees the node's (NAT outgoing).
+	l.Eventually(20*time.Second, "the pod's probes answered", func() string {
+		log, err := k.Kube.ContainerLog("default", p.Name, string(p.UID), "app")
+		if err != nil {
+			return err.Error()
+		}
+		for _, want := range []string{
+			"probe " + other.IP + ":8081 ok " + ip.String(),
+			"probe " + harness.ExtAddr + ":9000 ok " + k.Addr,
+		} {
+			if !strings.Contains(log, want) {
+				return fmt.Sprintf("no %q in the log:\n%s", want, lastLines(log, 6))
+			}
+		}
+		return ""
+	})
+	// From the pod's network namespace (found through the CRI) and into it.
+	podNS, err := k.PodNetNS(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range []string{other.IP, harness.ExtAddr, l.Nodes[0].Addr} {
+		if out, err := harness.ExecIn(podNS, "ping", "-c1", "-W2", dst); err != nil {
+			t.Errorf("ping %s from the pod: %v\n%s", dst, err, out)
+		}
+	}
+	if got := dialSeen(t, other.NS, p.Status.PodIP+":8080"); got != other.IP {
+		t.Errorf("TCP node-1 pod → kubelet pod: the pod saw %q, want %s (no NAT)", got, other.IP)
+	}
+
+	out, code := routectlAdmin(t, l, "ipam", "show", "--node", k.Name, "-o", "wide")
+	if want := ip.String() + "=default/" + p.Name; code != 0 || !strings.Contains(out, want) {
+		t.Errorf("routectl ipam show --node %s -o wide (exit %d) does not list %s:\n%s", k.Name, code, want, out)
+	}
+	t.Logf("routectl ipam show --node %s -o wide:\n%s", k.Name, out)
+
+	// Deleting the Pod frees the address: the kubelet stops the sandbox, containerd
+	// calls DEL, the agent releases and publishes.
+	if err := l.Kube.CoreV1().Pods("default").Delete(l.Ctx, p.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l.Eventually(30*time.Second, "pod "+p.Name+" gone, its address free and its route removed", func() string {
+		if _, err := l.Kube.CoreV1().Pods("default").Get(l.Ctx, p.Name, metav1.GetOptions{}); err == nil {
+			return "pod still exists"
+		}
+		if _, alloc := blockOf(t, l, ip); alloc != nil {
+			return fmt.Sprintf("allocation %+v still in the block", alloc)
+		}
+		if r := podRoute(t, k.NS, ip); r != nil {
+			return "route still there: " + r.String()
+		}
+		return ""
+	})
+}
+
+// blockOf returns the IPAMBlock containing ip and ip's allocation in it, if any.
+func blockOf(t *testing.T, l *harness.Lab, ip netip.Addr) (*v1alpha1.IPAMBlock, *v1alpha1.Allocation) {
+	t.Helper()
+	bs, err := l.HR.IPAMBlocks.List(l.Ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range bs.Items {
+		b := &bs.Items[i]
+		if pfx, err := netip.ParsePrefix(b.Spec.CIDR); err != nil || !pfx.Contains(ip) {
+			continue
+		}
+		for j := range b.Status.Allocations {
+			if b.Status.Allocations[j].Address == ip.String() {
+				return b, &b.Status.Allocations[j]
+			}
+		}
+		return b, nil
+	}
+	return nil, nil
+}
+
+// podRoute returns the CNI plugin's /32 route to ip in the node's namespace, if any.
+func podRoute(t *testing.T, ns string, ip netip.Addr) *netlink.Route {
+	t.Helper()
+	h, err := netns.Handle(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{
+		Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Protocol: routes.CNIProtocol,
+	}, netlink.RT_FILTER_DST|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) == 0 {
+		return nil
+	}
+	return &rs[0]
+}
+
+// echo serves TCP in ns on addr until the test ends: each connection's first line is
+// answered with the caller's address as seen here.
+func echo(t *testing.T, ns, addr string) {
+	t.Helper()
+	ln, err := netns.ListenIn(ns, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := bufio.NewReader(c).ReadString('\n'); err == nil {
+					fmt.Fprintln(c, c.RemoteAddr().(*net.TCPAddr).IP)
+				}
+			}()
+		}
+	}()
+}
+
+// dialSeen connects from ns to addr (a test app) and returns the address it saw.
+func dialSeen(t *testing.T, ns, addr string) string {
+	t.Helper()
+	c, err := netns.DialIn(ns, "tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, ns, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintln(c, "hello")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading from %s: %v", addr, err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// routectlAdmin runs the built routectl on the machine with the admin kubeconfig and
+// the kubelet node's agent socket (a host path).
+func routectlAdmin(t *testing.T, l *harness.Lab, args ...string) (string, int) {
+	t.Helper()
+	full := append([]string{"--kubeconfig", l.Cluster.Kubeconfig, "--socket", l.Kubelet.Socket}, args...)
+	out, err := exec.Command(filepath.Join(bin, "routectl"), full...).CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	}
+	t.Fatalf("routectl %v: %v", args, err)
+	return "", -1
 }
 
 func readSysctl(t *testing.T, path string) string {
@@ -103,16 +316,153 @@ func jsonEqual(a, b []byte) bool {
 	return reflect.DeepEqual(x, y)
 }
 
-var (
-	_ = bufio.NewReader
-	_ = fmt.Sprint
-	_ = net.Dial
-	_ = netip.ParseAddr
-	_ sync.Mutex
-	_ = netlink.RouteList
-	_ corev1.Pod
-	_ metav1.GetOptions
-	_ v1alpha1.IPAMBlock
-	_ = kubenode.PauseImage
-	_ = routes.CNIProtocol
-)
+// kubeletRollout rolls the DaemonSet to a new image (same binaries, another label, so
+// another image and a new pod template) while a pod on node-1 sends 100 UDP datagrams a
+// second to a pod on the kubelet node, which echoes them. The rollout must complete with
+// the new pod Ready; the loss is measured on the echoes (both directions).
+func kubeletRollout(t *testing.T, l *harness.Lab, bfd bool) {
+	k := l.Kubelet
+	other := l.Pods[0]
+	p := k.RunPod("echo", "-listen", ":8080")
+	dst := netip.AddrPortFrom(netip.MustParseAddr(p.Status.PodIP), 8080)
+	s := startStream(t, other.NS, dst, 10*time.Millisecond)
+	l.Eventually(10*time.Second, "UDP echo from the kubelet pod", func() string {
+		if s.received() == 0 {
+			return "no echo yet"
+		}
+		return ""
+	})
+	old, err := k.AgentPod()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	start := time.Now()
+	k.Deploy(2)
+	l.Eventually(120*time.Second, "DaemonSet rolled out to "+k.Tag, k.DaemonSetRolledOut)
+	took := time.Since(start)
+	cur, err := k.AgentPod()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.UID == old.UID {
+		t.Fatalf("the agent pod %s was not replaced", old.Name)
+	}
+	k.WaitReady(30 * time.Second)
+	// Traffic must flow again after the rollout: wait for a clean stretch.
+	l.Eventually(30*time.Second, "loss-free traffic after the rollout", func() string {
+		if gap := s.sinceLastEcho(); gap > 100*time.Millisecond {
+			return fmt.Sprintf("last echo %v ago", gap)
+		}
+		return ""
+	})
+	time.Sleep(2 * time.Second)
+	r := s.stop()
+	t.Logf("rolling update %s → %s (pod %s → %s) took %v; BFD %v: sent %d, lost %d (%.1f%%), longest outage %v",
+		old.Spec.Containers[0].Image, k.Tag, old.Name, cur.Name, took.Round(time.Millisecond), bfd,
+		r.sent, r.lost, 100*float64(r.lost)/float64(max(r.sent, 1)), r.longestGap)
+	if r.sent < 100 {
+		t.Errorf("only %d datagrams sent", r.sent)
+	}
+}
+
+// stream sends sequence-numbered UDP datagrams from a socket in ns to an echo server
+// at a fixed interval and records which ones come back.
+type stream struct {
+	conn     net.PacketConn
+	interval time.Duration
+	stopSend chan struct{}
+	done     sync.WaitGroup
+
+	mu       sync.Mutex
+	sent     int
+	got      map[uint64]bool
+	lastEcho time.Time
+}
+
+type streamResult struct {
+	sent, lost int
+	longestGap time.Duration // longest run of lost datagrams, as time
+}
+
+func startStream(t *testing.T, ns string, dst netip.AddrPort, interval time.Duration) *stream {
+	t.Helper()
+	c, err := kubenode.ListenPacketIn("/run/netns/"+ns, "udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stream{conn: c, interval: interval, stopSend: make(chan struct{}), got: map[uint64]bool{}}
+	t.Cleanup(func() { c.Close() })
+	to := net.UDPAddrFromAddrPort(dst)
+	s.done.Add(2)
+	go func() {
+		defer s.done.Done()
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		buf := make([]byte, 8)
+		for seq := uint64(0); ; seq++ {
+			select {
+			case <-s.stopSend:
+				return
+			case <-tick.C:
+			}
+			binary.BigEndian.PutUint64(buf, seq)
+			_, _ = c.WriteTo(buf, to)
+			s.mu.Lock()
+			s.sent++
+			s.mu.Unlock()
+		}
+	}()
+	go func() {
+		defer s.done.Done()
+		buf := make([]byte, 64)
+		for {
+			n, _, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if n == 8 {
+				s.mu.Lock()
+				s.got[binary.BigEndian.Uint64(buf)] = true
+				s.lastEcho = time.Now()
+				s.mu.Unlock()
+			}
+		}
+	}()
+	return s
+}
+
+func (s *stream) received() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.got)
+}
+
+func (s *stream) sinceLastEcho() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Since(s.lastEcho)
+}
+
+// stop ends sending, gives the last echoes half a second, and counts.
+func (s *stream) stop() streamResult {
+	close(s.stopSend)
+	time.Sleep(500 * time.Millisecond)
+	_ = s.conn.Close()
+	s.done.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := streamResult{sent: s.sent}
+	run, longest := 0, 0
+	for seq := 0; seq < s.sent; seq++ {
+		if s.got[uint64(seq)] {
+			run = 0
+			continue
+		}
+		r.lost++
+		run++
+		longest = max(longest, run)
+	}
+	r.longestGap = time.Duration(longest) * s.interval
+	return r
+}

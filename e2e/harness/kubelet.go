@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -84,6 +85,7 @@ func (l *Lab) addKubeletNode(name, addr string) *KubeletNode {
 		t.Fatal(err)
 	}
 	// Images are built once per test binary (e.Bin is per run) and reused.
+	began := time.Now()
 	imageDir := filepath.Join(e.Bin, "kubelet-images")
 	if err := os.MkdirAll(imageDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -122,6 +124,7 @@ func (l *Lab) addKubeletNode(name, addr string) *KubeletNode {
 		k.annotate(ann)
 	}
 	k.Deploy(1)
+	t.Logf("kubelet node %s: images, containerd, kubelet and kubectl apply in %v", name, time.Since(began).Round(time.Millisecond))
 	return k
 }
 
@@ -179,10 +182,12 @@ func (k *KubeletNode) Deploy(build int) {
 	e := k.env
 	e.T.Helper()
 	tag := "lab-" + strconv.Itoa(build)
+	began := time.Now()
 	tar, err := k.hostrouteImage(tag, build)
 	if err != nil {
 		e.T.Fatal(err)
 	}
+	e.T.Logf("hostroute image %s:%s built in %v", LabImageName, tag, time.Since(began).Round(time.Millisecond))
 	if err := k.Kube.Import(e.Ctx, tar); err != nil {
 		e.T.Fatal(err)
 	}
@@ -268,6 +273,32 @@ func (k *KubeletNode) AgentPod() (*corev1.Pod, error) {
 		return nil, fmt.Errorf("%d live DaemonSet pods on %s", len(live), k.Name)
 	}
 	return &live[0], nil
+}
+
+// AgentLog returns the log of the agent container of the DaemonSet's live pod on this
+// node (its latest run), or a line saying why there is none.
+func (k *KubeletNode) AgentLog() string {
+	p, err := k.AgentPod()
+	if err != nil {
+		return err.Error()
+	}
+	dir := filepath.Join(k.Kube.PodLogDir(), p.Namespace+"_"+p.Name+"_"+string(p.UID), "agent")
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	if len(logs) == 0 {
+		return "no agent log in " + dir
+	}
+	sort.Slice(logs, func(i, j int) bool { return logNumber(logs[i]) < logNumber(logs[j]) })
+	b, err := os.ReadFile(logs[len(logs)-1])
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
+// logNumber is the restart count in a kubelet container log name (N.log).
+func logNumber(path string) int {
+	n, _ := strconv.Atoi(strings.TrimSuffix(filepath.Base(path), ".log"))
+	return n
 }
 
 // DaemonSetRolledOut reports "" once the DaemonSet's controller has seen its latest

@@ -273,6 +273,9 @@ func (n *Node) LogTail(lines int) string {
 	return strings.Join(all, "\n")
 }
 
+// PodLogDir is the kubelet's podLogsDir: NAMESPACE_POD_UID/CONTAINER/N.log.
+func (n *Node) PodLogDir() string { return n.l.PodLogDir }
+
 // ContainerLog returns the log file the kubelet keeps of a container (first run).
 func (n *Node) ContainerLog(namespace, pod, uid, container string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(n.l.PodLogDir, namespace+"_"+pod+"_"+uid, container, "0.log"))
