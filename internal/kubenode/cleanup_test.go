@@ -1,9 +1,16 @@
 package kubenode
 
 import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 const mountinfo = `22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
@@ -97,5 +104,81 @@ func TestKubeletArgs(t *testing.T) {
 		if !strings.Contains(cd, want) {
 			t.Errorf("containerd config lacks %q", want)
 		}
+	}
+}
+
+func TestCheckToolsMissing(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	err := CheckTools("/nonexistent/kubelet")
+	if !errors.Is(err, ErrToolMissing) || !strings.Contains(err.Error(), "containerd not found") {
+		t.Errorf("CheckTools with an empty PATH: %v, want ErrToolMissing naming containerd", err)
+	}
+}
+
+// TestSweep plays a test binary that died without Stop: its node dir (dead owner) still
+// holds a mount, a cgroup and a process using the dir. Sweep removes all of them and
+// leaves a live owner's dir alone.
+func TestSweep(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatalf("the sweep test mounts and makes cgroups and must run as root (uid %d)", os.Geteuid())
+	}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", DirPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := os.MkdirTemp("", DirPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cleanDir(dir); _ = cleanDir(live) })
+	for d, pid := range map[string]int{dir: dead.Process.Pid, live: os.Getpid()} {
+		if err := os.WriteFile(filepath.Join(d, ownerFile), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The live dir's owner is this process, which Sweep never touches.
+	if err := os.MkdirAll(filepath.Join(dir, "kubelet", "pods"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(dir, "kubelet", "pods")
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	if err := createCgroupRoot(lastElem(dir)); err != nil {
+		t.Fatal(err)
+	}
+	leftover := exec.Command("sh", "-c", "sleep 60", filepath.Join(dir, "containerd.sock"))
+	if err := leftover.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan struct{})
+	go func() { _ = leftover.Wait(); close(waited) }()
+
+	Sweep()
+
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Errorf("process %d using the dead node's dir survived the sweep", leftover.Process.Pid)
+		_ = leftover.Process.Kill()
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("dead node's dir %s survived the sweep (%v)", dir, err)
+	}
+	mounts, _ := readMounts()
+	if m := mountsUnder(mounts, dir); len(m) > 0 {
+		t.Errorf("mounts survived the sweep: %v", m)
+	}
+	for _, mp := range cgroupMounts(mounts) {
+		if _, err := os.Stat(filepath.Join(mp, lastElem(dir))); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s survived the sweep (%v)", filepath.Join(mp, lastElem(dir)), err)
+		}
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("the sweep removed a live owner's dir: %v", err)
 	}
 }
