@@ -27,7 +27,6 @@ import (
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/node/ipam"
 	"github.com/hostroute/hostroute/node/routes"
-	"github.com/hostroute/hostroute/routing"
 )
 
 // Config configures the agent.
@@ -95,6 +94,8 @@ type Agent struct {
 	kick    chan struct{} // coalesced "reconcile the kernel and NAT"
 	pub     *publisher
 	bgp     *bgp // nil without BGP
+	// table is the only writer of the node's kernel routes.
+	table *routes.Table
 	// natApplied is the pool set NAT was last built from ("" = apply on the next pass).
 	natApplied string
 	obs        *observer
@@ -140,6 +141,9 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 		}
 		a.cfg.Kernel = k
 	}
+	a.table = routes.NewTable(a.cfg.Kernel, log.With("component", "routes"), func(c routes.Conflict) {
+		a.nodeEvent("KernelRouteConflict", c.String())
+	})
 	onChange := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { a.kickOff() },
 		UpdateFunc: func(old, cur any) {
@@ -151,7 +155,7 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	}
 	infs := []cache.SharedIndexInformer{a.blocks, a.pools}
 	if cfg.BGP.Speaker != nil {
-		a.bgp = newBGP(cfg.BGP, log, cfg.NodeName, kube, hr, a.pools, a.cfg.Kernel)
+		a.bgp = newBGP(cfg.BGP, log, cfg.NodeName, kube, hr, a.pools, a.table)
 		a.bgp.event = a.nodeEvent
 		infs = append(infs, a.bgp.informers()...)
 	}
@@ -188,6 +192,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		// graceful-restart flag and learned routes stay until BGP re-learned them.
 		if rs, err := a.cfg.Kernel.List(); err == nil && len(rs) > 0 {
 			a.bgp.restarting = true
+			a.table.KeepUntil(time.Now().Add(a.bgp.cfg.StaleGrace))
+			time.AfterFunc(a.bgp.cfg.StaleGrace, a.table.Resync) // then drop what BGP did not re-learn
 		}
 	}
 	var synced []cache.InformerSynced
@@ -201,6 +207,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.syncBlocks(true); err != nil {
 		return err
 	}
+	a.table.SetBlocks(a.alloc.Blocks())
+	go a.table.Run(ctx)
 
 	lis, err := listenUnix(a.cfg.SocketPath)
 	if err != nil {
@@ -228,9 +236,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := a.bgp.reconcile(ctx, a.alloc.Blocks()); err != nil {
 			a.log.Error("bgp", "err", err)
 		}
-		go a.bgp.watchBFD(ctx, a.alloc.Blocks)
+		go a.bgp.watchBFD(ctx)
 		go func() {
-			err := a.cfg.BGP.Speaker.WatchBestPaths(ctx, func(p routing.BestPath) { a.bgp.onBestPath(p, a.alloc.Blocks) })
+			err := a.cfg.BGP.Speaker.WatchBestPaths(ctx, a.bgp.onBestPath)
 			if err != nil && ctx.Err() == nil {
 				a.log.Error("watching bgp best paths stopped", "err", err)
 			}
@@ -263,8 +271,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// reconcile is one level-triggered pass: blocks into the allocator, blackholes into the
-// kernel, NAT from the pools. NAT is rebuilt when the pools changed, and on every full
+// reconcile is one level-triggered pass: blocks into the allocator and the route table,
+// the speaker to the cluster's BGP resources, NAT from the pools; a full (periodic) pass
+// also repairs the route table from the RIB and has it read the kernel back. NAT is rebuilt when the pools changed, and on every full
 // (periodic) pass to repair anything that edited the table behind our back.
 func (a *Agent) reconcile(full bool) error {
 	start := time.Now()
@@ -273,25 +282,22 @@ func (a *Agent) reconcile(full bool) error {
 		errs = append(errs, err)
 	}
 	own := a.alloc.Blocks()
-	var desired []routes.Route
-	for _, b := range own {
-		desired = append(desired, routes.Route{Dst: b, Blackhole: true})
-	}
+	a.table.SetBlocks(own)
 	if a.bgp != nil {
 		if err := a.bgp.reconcile(context.Background(), own); err != nil {
 			errs = append(errs, err)
 		}
-		desired = append(desired, a.bgp.learnedRoutes(own)...)
-		if a.bgp.keepStale() {
-			desired = keepUnicast(desired, a.cfg.Kernel)
+		if full {
+			if err := a.bgp.repairFromRIB(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
-	d, err := routes.Reconcile(a.cfg.Kernel, desired)
-	if err != nil {
-		errs = append(errs, err)
+	if full {
+		a.table.Resync()
 	}
-	if !d.Empty() {
-		a.log.Info("kernel routes updated", "replaced", d.Replace, "deleted", d.Delete)
+	if err := a.table.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("kernel routes: %w", err))
 	}
 	if a.cfg.NAT != nil {
 		natPools, allPools := a.poolPrefixes()
@@ -368,25 +374,6 @@ func (a *Agent) poolPrefixes() (natPools, allPools []netip.Prefix) {
 func (a *Agent) nodeEvent(reason, msg string) {
 	ref := &corev1.ObjectReference{Kind: "Node", Name: a.cfg.NodeName, UID: types.UID(a.cfg.NodeName)}
 	a.recorder.Event(ref, corev1.EventTypeWarning, reason, msg)
-}
-
-// keepUnicast adds the kernel's learned routes that desired lacks: during a restart they
-// stay until BGP has had time to re-learn them.
-func keepUnicast(desired []routes.Route, k routes.Kernel) []routes.Route {
-	have, err := k.List()
-	if err != nil {
-		return desired
-	}
-	want := map[netip.Prefix]bool{}
-	for _, r := range desired {
-		want[r.Dst] = true
-	}
-	for _, r := range have {
-		if !r.Blackhole && !want[r.Dst] {
-			desired = append(desired, r)
-		}
-	}
-	return desired
 }
 
 // stopBGP leaves the speaker running into the process exit (peers keep our routes:

@@ -75,91 +75,33 @@ type bgp struct {
 	problems   string
 	local      routing.NodeBGP
 
-	mu      sync.Mutex
-	learned map[netip.Prefix][]netip.Addr
-	// dead are next hops whose BFD session is down. BFD is the authority on liveness:
-	// their routes leave the kernel at once, even while BGP still holds them (a graceful
-	// restart keeps a killed peer's routes as stale for minutes).
-	dead   map[netip.Addr]bool
-	kernel routes.Kernel
-	// queue holds the prefixes whose kernel route onBestPath changed and the writer
-	// (writeQueued, running while writing) has yet to write, each once (queued).
-	queue   []netip.Prefix
-	queued  map[netip.Prefix]bool
-	writing bool
-	// kmu serialises route writes (apply), so the kernel ends with the latest state.
-	kmu sync.Mutex
+	mu sync.Mutex
+	// table is the only writer of the node's kernel routes; bgp feeds it best paths and
+	// BFD's verdicts (BFD is the authority on liveness: routes through a dead next hop
+	// leave the kernel at once, even while a graceful restart keeps them in BGP).
+	table *routes.Table
 
 	// event records a Warning Event on this node's Node object.
 	event func(reason, msg string)
 }
 
-func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interface, hr *client.Client, pools cache.SharedIndexInformer, k routes.Kernel) *bgp {
+func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interface, hr *client.Client, pools cache.SharedIndexInformer, table *routes.Table) *bgp {
 	if cfg.StaleGrace <= 0 {
 		cfg.StaleGrace = 30 * time.Second
 	}
 	return &bgp{
-		cfg: cfg, log: log.With("component", "bgp"), node: node, kube: kube, kernel: k, pools: pools,
+		cfg: cfg, log: log.With("component", "bgp"), node: node, kube: kube, table: table, pools: pools,
 		nodes:      cache.NewSharedIndexInformer(cache.NewListWatchFromClient(kube.CoreV1().RESTClient(), "nodes", "", fields.Everything()), &corev1.Node{}, 0, cache.Indexers{}),
 		confs:      hr.BGPConfigurations.Informer("", 0),
 		peers:      hr.BGPPeers.Informer("", 0),
 		all:        hr.IPAMBlocks.Informer("", 0),
 		advertised: map[netip.Prefix]netip.Addr{},
 		bfdPeers:   map[netip.Addr]bool{},
-		learned:    map[netip.Prefix][]netip.Addr{},
-		dead:       map[netip.Addr]bool{},
 	}
 }
 
 func (b *bgp) informers() []cache.SharedIndexInformer {
 	return []cache.SharedIndexInformer{b.nodes, b.confs, b.peers, b.all}
-}
-
-// learnedRoutes are the kernel routes BGP wants: best paths of prefixes that are not ours.
-func (b *bgp) learnedRoutes(own []netip.Prefix) []routes.Route {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []routes.Route
-	for p, hops := range b.learned {
-		hops = b.aliveLocked(hops)
-		if len(hops) == 0 || slices.Contains(own, p) {
-			continue
-		}
-		out = append(out, routes.Route{Dst: p, NextHops: hops})
-	}
-	return out
-}
-
-// aliveLocked drops next hops whose BFD session is down.
-func (b *bgp) aliveLocked(hops []netip.Addr) []netip.Addr {
-	var out []netip.Addr
-	for _, h := range hops {
-		if !b.dead[h] {
-			out = append(out, h)
-		}
-	}
-	return out
-}
-
-// setDead marks a next hop dead or alive and rewrites at once every kernel route that
-// uses it.
-func (b *bgp) setDead(hop netip.Addr, dead bool, own []netip.Prefix) {
-	b.mu.Lock()
-	if dead {
-		b.dead[hop] = true
-	} else {
-		delete(b.dead, hop)
-	}
-	var affected []netip.Prefix
-	for p, hops := range b.learned {
-		if slices.Contains(hops, hop) {
-			affected = append(affected, p)
-		}
-	}
-	b.mu.Unlock()
-	for _, p := range affected {
-		b.apply(p, own)
-	}
 }
 
 // convergeWait bounds how long a starting node waits for all its BGP sessions before it
@@ -202,85 +144,32 @@ func (b *bgp) startTime() time.Time {
 	return b.startedAt
 }
 
-// keepStale reports whether unknown learned routes must stay in the kernel for now.
-func (b *bgp) keepStale() bool {
-	return b.restarting && time.Since(b.startedAt) < b.cfg.StaleGrace
-}
 
-// onBestPath records one best-path change and has it written to the kernel at once (no
-// table dump on the hot path); the periodic full reconcile catches anything this misses.
-//
-// The write happens on a writer goroutine, not on the caller's (GoBGP's watch delivery,
-// which would otherwise wait for netlink route by route): changed prefixes queue up,
-// each once however often it changes meanwhile, and the writer installs each prefix's
-// state as it is when its turn comes, so the latest state always wins.
-func (b *bgp) onBestPath(p routing.BestPath, own func() []netip.Prefix) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(p.NextHops) == 0 {
-		delete(b.learned, p.Prefix)
-	} else {
-		b.learned[p.Prefix] = p.NextHops
-	}
-	if b.queued == nil {
-		b.queued = map[netip.Prefix]bool{}
-	}
-	if !b.queued[p.Prefix] {
-		b.queued[p.Prefix] = true
-		b.queue = append(b.queue, p.Prefix)
-	}
-	if !b.writing {
-		b.writing = true
-		go b.writeQueued(own)
-	}
-}
+// onBestPath hands one best-path change to the route table, which writes it on its own
+// goroutine (GoBGP's watch delivery never waits for netlink).
+func (b *bgp) onBestPath(p routing.BestPath) { b.table.SetLearned(p.Prefix, p.NextHops) }
 
-// writeQueued writes the queued prefixes to the kernel until the queue is empty.
-func (b *bgp) writeQueued(own func() []netip.Prefix) {
-	for {
-		b.mu.Lock()
-		batch := b.queue
-		b.queue = nil
-		for _, p := range batch {
-			delete(b.queued, p)
-		}
-		if len(batch) == 0 {
-			b.writing = false
-			b.mu.Unlock()
-			return
-		}
-		b.mu.Unlock()
-		o := own()
-		for _, p := range batch {
-			b.apply(p, o)
-		}
+// repairFromRIB reads the speaker's RIB and corrects the route table where a best-path
+// event was missed. Events that arrive during the read win over it.
+func (b *bgp) repairFromRIB() error {
+	if !b.isStarted() {
+		return nil
 	}
-}
-
-// apply writes one prefix's route to the kernel as BGP wants it now, without next hops
-// BFD declared dead. Writes are serialised, so the last write is of the latest state.
-func (b *bgp) apply(pfx netip.Prefix, own []netip.Prefix) {
-	if slices.Contains(own, pfx) {
-		return // never route our own block anywhere but the blackhole
-	}
-	b.kmu.Lock()
-	defer b.kmu.Unlock()
-	b.mu.Lock()
-	hops := b.aliveLocked(b.learned[pfx])
-	b.mu.Unlock()
-	var err error
-	if len(hops) == 0 {
-		err = b.kernel.Delete(routes.Route{Dst: pfx})
-	} else {
-		err = b.kernel.Replace(routes.Route{Dst: pfx, NextHops: hops})
-	}
+	since := b.table.Seq()
+	paths, err := b.cfg.Speaker.BestPaths()
 	if err != nil {
-		b.log.Warn("kernel route update failed; the next resync retries", "prefix", pfx, "nextHops", hops, "err", err)
-		return
+		return fmt.Errorf("read the RIB: %w", err)
 	}
-	if b.log.Enabled(context.Background(), slog.LevelDebug) {
-		b.log.Debug("kernel route", "prefix", pfx, "nextHops", hops)
+	rib := make(map[netip.Prefix][]netip.Addr, len(paths))
+	for _, p := range paths {
+		if len(p.NextHops) > 0 {
+			rib[p.Prefix] = p.NextHops
+		}
 	}
+	if fixed := b.table.RepairLearned(rib, since); len(fixed) > 0 {
+		b.log.Warn("best paths missed by the watch, repaired from the RIB", "prefixes", fixed)
+	}
+	return nil
 }
 
 // reconcile brings the speaker to the desired state: global config, own prefixes
@@ -490,7 +379,7 @@ func (b *bgp) syncBFD(set routing.PeerSet) error {
 // watchBFD shuts a BGP neighbour the moment BFD declares it down (its routes are withdrawn
 // at once) and lets it back when BFD is up again. An AdminDown from the peer is a
 // deliberate shutdown, not a failure (RFC 5882): BGP handles it.
-func (b *bgp) watchBFD(ctx context.Context, own func() []netip.Prefix) {
+func (b *bgp) watchBFD(ctx context.Context) {
 	if b.cfg.BFD == nil {
 		return
 	}
@@ -502,13 +391,13 @@ func (b *bgp) watchBFD(ctx context.Context, own func() []netip.Prefix) {
 			switch {
 			case ev.State == bfd.Up:
 				b.log.Info("bfd up", "peer", ev.Peer)
-				b.setDead(ev.Peer, false, own())
+				b.table.SetDead(ev.Peer, false)
 				if err := b.cfg.Speaker.EnablePeer(ev.Peer); err != nil {
 					b.log.Warn("enable bgp neighbour after bfd up", "peer", ev.Peer, "err", err)
 				}
 			case ev.State == bfd.Down && !ev.PeerAdminDown():
 				b.log.Warn("bfd down: removing routes via the peer and shutting the bgp session", "peer", ev.Peer, "diag", ev.Diag.String())
-				b.setDead(ev.Peer, true, own())
+				b.table.SetDead(ev.Peer, true)
 				if err := b.cfg.Speaker.ShutdownPeer(ev.Peer, "BFD down: "+ev.Diag.String()); err != nil {
 					b.log.Warn("shut bgp neighbour after bfd down", "peer", ev.Peer, "err", err)
 				}

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
 	"github.com/hostroute/hostroute/node/routes"
@@ -30,7 +29,6 @@ func (a *Agent) routingState(ctx context.Context) *agentv1.RoutingResponse {
 	if a.obs.ready != nil {
 		resp.Ready, resp.Message = a.obs.ready(ctx)
 	}
-	own := a.alloc.Blocks()
 	for blk, allocs := range a.alloc.Snapshot() {
 		if blk.IsValid() {
 			resp.Blocks = append(resp.Blocks, &agentv1.BlockUsage{Cidr: blk.String(), InUse: int32(len(allocs)), Capacity: int32(blockSize(blk))})
@@ -39,18 +37,17 @@ func (a *Agent) routingState(ctx context.Context) *agentv1.RoutingResponse {
 	sort.Slice(resp.Blocks, func(i, j int) bool { return resp.Blocks[i].Cidr < resp.Blocks[j].Cidr })
 
 	want := map[netip.Prefix]routes.Route{}
-	for _, b := range own {
-		want[b] = routes.Route{Dst: b, Blackhole: true}
+	for _, r := range a.table.Wanted() {
+		want[r.Dst] = r
 	}
 	rib := map[netip.Prefix][]netip.Addr{}
-	keep := false
 	if a.bgp != nil {
 		resp.Sessions = a.sessions()
-		rib = a.bgp.ribCopy()
-		for _, r := range a.bgp.learnedRoutes(own) {
-			want[r.Dst] = r
-		}
-		keep = a.bgp.restarting && a.bgp.isStarted() && a.bgp.keepStaleLocked()
+		rib = a.table.Learned()
+	}
+	keep := a.table.Keeping()
+	for _, c := range a.table.Conflicts() {
+		resp.LastError = joinNonEmpty(resp.LastError, "kernel route conflict: "+c.String())
 	}
 	kernel, err := a.cfg.Kernel.List()
 	if err != nil {
@@ -154,24 +151,6 @@ func (a *Agent) sessions() []*agentv1.Session {
 		return netip.MustParseAddr(out[i].Peer).Less(netip.MustParseAddr(out[j].Peer))
 	})
 	return out
-}
-
-// ribCopy is the RIB's best paths as last delivered by the speaker, dead next hops
-// included (routectl shows them beside the kernel's).
-func (b *bgp) ribCopy() map[netip.Prefix][]netip.Addr {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := make(map[netip.Prefix][]netip.Addr, len(b.learned))
-	for p, hops := range b.learned {
-		out[p] = append([]netip.Addr(nil), hops...)
-	}
-	return out
-}
-
-// keepStaleLocked is keepStale reading startedAt under the lock (status runs off the
-// agent's loop goroutine).
-func (b *bgp) keepStaleLocked() bool {
-	return b.restarting && time.Since(b.startTime()) < b.cfg.StaleGrace
 }
 
 func sortedAddrs(as []netip.Addr) []string {

@@ -64,7 +64,7 @@ func fromNetlink(r netlink.Route) Route {
 
 func toNetlink(r Route) *netlink.Route {
 	nr := &netlink.Route{
-		Dst:      &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())},
+		Dst:      prefixNet(r.Dst),
 		Protocol: Protocol,
 		Table:    unix.RT_TABLE_MAIN,
 	}
@@ -84,6 +84,58 @@ func toNetlink(r Route) *netlink.Route {
 		}
 	}
 	return nr
+}
+
+// Add installs a route exclusively (NLM_F_EXCL).
+func (n Netlink) Add(r Route) error {
+	err := n.H.RouteAdd(toNetlink(r))
+	if errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("%s: %w", r.Dst, ErrExists)
+	}
+	return err
+}
+
+// Occupant reports the protocol of the main-table route to dst at metric 0.
+func (n Netlink) Occupant(dst netip.Prefix) (int, bool, error) {
+	fam := netlink.FAMILY_V4
+	if dst.Addr().Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	filter := &netlink.Route{Dst: prefixNet(dst), Table: unix.RT_TABLE_MAIN}
+	var rs []netlink.Route
+	var err error
+	for range dumpRetries {
+		rs, err = n.H.RouteListFiltered(fam, filter, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("route dump: %w", err)
+	}
+	for _, r := range rs {
+		if r.Priority == 0 {
+			return int(r.Protocol), true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// Gateway asks the kernel how it reaches nextHop (RTM_GETROUTE).
+func (n Netlink) Gateway(nextHop netip.Addr) (netip.Addr, error) {
+	rs, err := n.H.RouteGet(nextHop.AsSlice())
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("no route to %s: %w", nextHop, err)
+	}
+	if len(rs) == 0 || rs[0].Gw == nil {
+		return nextHop, nil // on a connected subnet
+	}
+	gw, _ := netip.AddrFromSlice(rs[0].Gw)
+	return gw.Unmap(), nil
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 // Replace installs or replaces a route.

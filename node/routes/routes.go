@@ -50,15 +50,27 @@ func (r Route) equal(o Route) bool {
 	return r.Dst == o.Dst && r.Blackhole == o.Blackhole && slices.Equal(r.NextHops, o.NextHops)
 }
 
-// Kernel is the narrow view of netlink the reconciler needs.
+// Kernel is the narrow view of netlink the route table needs.
 type Kernel interface {
 	// List returns the routes with protocol Protocol in the main table, both families.
 	List() ([]Route, error)
+	// Add installs a route (protocol Protocol) only if no route holds its destination at
+	// its metric; otherwise it fails with an error wrapping ErrExists.
+	Add(Route) error
 	// Replace installs or replaces a route (protocol Protocol).
 	Replace(Route) error
-	// Delete removes a route with protocol Protocol.
+	// Delete removes a route with protocol Protocol (never another protocol's).
 	Delete(Route) error
+	// Occupant reports the protocol of the route that holds dst at hostroute's metric in
+	// the main table, if any.
+	Occupant(dst netip.Prefix) (protocol int, found bool, err error)
+	// Gateway returns the on-link gateway through which the kernel reaches nextHop:
+	// nextHop itself when it is on a connected subnet, else the gateway of the route to it.
+	Gateway(nextHop netip.Addr) (netip.Addr, error)
 }
+
+// ErrExists means a route already holds the destination (Kernel.Add).
+var ErrExists = errors.New("a route to this destination exists")
 
 // Diff is what a reconcile pass changes.
 type Diff struct {
