@@ -144,7 +144,6 @@ func (b *bgp) startTime() time.Time {
 	return b.startedAt
 }
 
-
 // onBestPath hands one best-path change to the route table, which writes it on its own
 // goroutine (GoBGP's watch delivery never waits for netlink).
 func (b *bgp) onBestPath(p routing.BestPath) { b.table.SetLearned(p.Prefix, p.NextHops) }

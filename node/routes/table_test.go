@@ -39,7 +39,9 @@ func addrs(ss ...string) []netip.Addr {
 	return out
 }
 
-func pfx(i int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 245, byte(i >> 8), byte(i)}), 32) }
+func pfx(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 245, byte(i >> 8), byte(i)}), 32)
+}
 
 // Many changes against a slow kernel: callers never wait for netlink, one writer writes,
 // a prefix changed many times while queued is written far fewer times, the latest state
