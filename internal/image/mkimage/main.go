@@ -38,7 +38,9 @@ func run(out, ref, arch, entrypoint string, paths []string) error {
 		return err
 	}
 	img, err := image.Build(image.FilesFromPaths(0o755, paths...), image.Config{
-		Entrypoint:   []string{entrypoint},
+		Entrypoint: []string{entrypoint},
+		// The binaries sit at the root: `kubectl exec ... -- routectl status` finds them.
+		Env:          []string{"PATH=/"},
 		OS:           "linux",
 		Architecture: arch,
 		Created:      created,
