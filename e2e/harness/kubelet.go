@@ -174,11 +174,17 @@ func (k *KubeletNode) annotate(ann map[string]string) {
 	}
 }
 
-// Deploy builds hostroute image number build (the same binaries; the build number is
-// a label, so each build is a new image), imports it under tag lab-BUILD, and applies
-// the lab overlay with that tag: the first call installs hostroute, a later one rolls
-// the DaemonSet to the new image.
+// Deploy installs hostroute image number build (Import, then Apply): the first call
+// installs hostroute, a later one rolls the DaemonSet to the new image.
 func (k *KubeletNode) Deploy(build int) {
+	k.env.T.Helper()
+	k.Apply(k.Import(build))
+}
+
+// Import builds hostroute image number build — the same binaries each time; the build
+// number is a label, so each build is another image — imports it into the node's
+// containerd and returns its tag, lab-BUILD.
+func (k *KubeletNode) Import(build int) string {
 	e := k.env
 	e.T.Helper()
 	tag := "lab-" + strconv.Itoa(build)
@@ -187,10 +193,18 @@ func (k *KubeletNode) Deploy(build int) {
 	if err != nil {
 		e.T.Fatal(err)
 	}
-	e.T.Logf("hostroute image %s:%s built in %v", LabImageName, tag, time.Since(began).Round(time.Millisecond))
 	if err := k.Kube.Import(e.Ctx, tar); err != nil {
 		e.T.Fatal(err)
 	}
+	e.T.Logf("hostroute image %s:%s built and imported in %v", LabImageName, tag, time.Since(began).Round(time.Millisecond))
+	return tag
+}
+
+// Apply writes the lab overlay with image tag and applies it with
+// `kubectl apply -k --server-side`.
+func (k *KubeletNode) Apply(tag string) {
+	e := k.env
+	e.T.Helper()
 	conf, err := labConflist(install.ShippedConflist(), k.Socket)
 	if err != nil {
 		e.T.Fatal(err)
