@@ -115,6 +115,17 @@ func TestCheckToolsMissing(t *testing.T) {
 	}
 }
 
+func TestCheckToolsMissingPlugin(t *testing.T) {
+	bin, err := os.Executable() // any executable stands in for the kubelet
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = CheckTools(bin, "/nonexistent/cni/portmap")
+	if !errors.Is(err, ErrToolMissing) || !strings.Contains(err.Error(), "/nonexistent/cni/portmap") {
+		t.Errorf("CheckTools with a missing plugin: %v, want ErrToolMissing naming it", err)
+	}
+}
+
 // TestSweep plays a test binary that died without Stop: its node dir (dead owner) still
 // holds a mount, a cgroup and a process using the dir. Sweep removes all of them and
 // leaves a live owner's dir alone.

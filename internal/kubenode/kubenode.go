@@ -89,8 +89,8 @@ func (n *Node) CNIConfDir() string { return n.l.CNIConfDir }
 // LogPath is the file both daemons log to.
 func (n *Node) LogPath() string { return filepath.Join(n.Dir, "node.log") }
 
-// CheckTools reports the first missing tool, wrapped in ErrToolMissing.
-func CheckTools(kubeletBin string) error {
+// CheckTools reports the first missing tool or CNI plugin, wrapped in ErrToolMissing.
+func CheckTools(kubeletBin string, cniPlugins ...string) error {
 	for _, t := range []struct{ bin, pkg string }{
 		{"containerd", "Debian package containerd"},
 		{"ctr", "Debian package containerd"},
@@ -105,6 +105,11 @@ func CheckTools(kubeletBin string) error {
 	if st, err := os.Stat(kubeletBin); err != nil || st.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("%w: kubelet %q is not an executable (`make tools` builds it): %v", ErrToolMissing, kubeletBin, err)
 	}
+	for _, p := range cniPlugins {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%w: CNI plugin %s (Debian package containernetworking-plugins; `make deps` installs it): %w", ErrToolMissing, p, err)
+		}
+	}
 	return nil
 }
 
@@ -112,14 +117,14 @@ func CheckTools(kubeletBin string) error {
 // answers its /healthz. The Node object then appears in the API within a second or
 // two. On error nothing is left running.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
-	if err := CheckTools(cfg.KubeletBin); err != nil {
+	if len(cfg.CNIPlugins) == 0 {
+		cfg.CNIPlugins = []string{"/usr/lib/cni/loopback", "/usr/lib/cni/portmap"}
+	}
+	if err := CheckTools(cfg.KubeletBin, cfg.CNIPlugins...); err != nil {
 		return nil, err
 	}
 	if cfg.Name == "" || cfg.NetNS == "" || cfg.NodeIP == "" || cfg.Kubeconfig == "" {
 		return nil, errors.New("kubenode: Name, NetNS, NodeIP and Kubeconfig are required")
-	}
-	if len(cfg.CNIPlugins) == 0 {
-		cfg.CNIPlugins = []string{"/usr/lib/cni/loopback", "/usr/lib/cni/portmap"}
 	}
 	Sweep()
 	dir, err := os.MkdirTemp("", DirPrefix)
