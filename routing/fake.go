@@ -97,7 +97,7 @@ func (f *Fake) Stop() error {
 	f.states = map[netip.Addr]PeerState{}
 	f.shutdown = map[netip.Addr]string{}
 	f.policy = nil
-	for _, pfx := range slices.SortedFunc(maps.Keys(f.best), comparePrefix) {
+	for _, pfx := range slices.SortedFunc(maps.Keys(f.best), netip.Prefix.Compare) {
 		f.setBestLocked(BestPath{Prefix: pfx})
 	}
 	return nil
@@ -158,7 +158,7 @@ func (f *Fake) SetPolicy(p Policy) error {
 	if err := f.enter("SetPolicy", false); err != nil {
 		return err
 	}
-	c := clonePolicy(p)
+	c := p.Clone()
 	f.policy = &c
 	return nil
 }
@@ -191,7 +191,7 @@ func (f *Fake) BestPaths() ([]BestPath, error) {
 		return nil, err
 	}
 	out := make([]BestPath, 0, len(f.best))
-	for _, pfx := range slices.SortedFunc(maps.Keys(f.best), comparePrefix) {
+	for _, pfx := range slices.SortedFunc(maps.Keys(f.best), netip.Prefix.Compare) {
 		out = append(out, cloneBest(f.best[pfx]))
 	}
 	return out, nil
@@ -248,7 +248,7 @@ func (f *Fake) CurrentPolicy() (p Policy, ok bool) {
 	if f.policy == nil {
 		return Policy{}, false
 	}
-	return clonePolicy(*f.policy), true
+	return f.policy.Clone(), true
 }
 
 // ShutDown returns the neighbours shut down by ShutdownPeer, with the reasons.
@@ -310,7 +310,7 @@ func (f *Fake) WatchBestPaths(ctx context.Context, fn func(BestPath)) error {
 		return err
 	}
 	w := &fakeWatch{wake: make(chan struct{}, 1)}
-	for _, pfx := range slices.SortedFunc(maps.Keys(f.best), comparePrefix) {
+	for _, pfx := range slices.SortedFunc(maps.Keys(f.best), netip.Prefix.Compare) {
 		w.push(cloneBest(f.best[pfx]))
 	}
 	f.watchers[w] = struct{}{}

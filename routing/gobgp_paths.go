@@ -43,7 +43,7 @@ func (g *GoBGP) BestPaths() ([]BestPath, error) {
 	if decodeErr != nil {
 		g.log.Warn("bgp: undecodable path skipped", "err", decodeErr)
 	}
-	slices.SortFunc(out, func(a, b BestPath) int { return comparePrefix(a.Prefix, b.Prefix) })
+	slices.SortFunc(out, func(a, b BestPath) int { return a.Prefix.Compare(b.Prefix) })
 	return out, nil
 }
 
@@ -432,11 +432,4 @@ func appendUnique(l []netip.Addr, a netip.Addr) []netip.Addr {
 		return l
 	}
 	return append(l, a)
-}
-
-func comparePrefix(a, b netip.Prefix) int {
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return a.Bits() - b.Bits()
 }

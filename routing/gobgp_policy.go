@@ -34,7 +34,7 @@ const (
 func (g *GoBGP) SetPolicy(p Policy) error {
 	g.op.Lock()
 	defer g.op.Unlock()
-	g.policy, g.hasPolicy = clonePolicy(p), true
+	g.policy, g.hasPolicy = p.Clone(), true
 	if !g.isStarted() {
 		return nil
 	}
@@ -133,7 +133,7 @@ func (g *GoBGP) stopsExporting() ([]netip.Prefix, map[netip.Prefix]advert) {
 			}
 		}
 	}
-	slices.SortFunc(out, comparePrefix)
+	slices.SortFunc(out, netip.Prefix.Compare)
 	return out, maps.Clone(g.adv)
 }
 
@@ -183,7 +183,7 @@ func buildPolicy(p Policy, kinds map[netip.Addr]PeerKind) *api.SetPoliciesReques
 	if nodeSet != "" {
 		owners := map[netip.Addr][]netip.Prefix{}
 		for blk, owner := range p.BlockOwners {
-			if _, inPool := p.poolOf(blk); inPool && !p.ownCovers(blk) {
+			if _, inPool := p.PoolOf(blk); inPool && !p.InOwnBlock(blk) {
 				owners[owner.Unmap()] = append(owners[owner.Unmap()], blk)
 			}
 		}
@@ -259,17 +259,8 @@ func (f family) only(ps []netip.Prefix) []netip.Prefix {
 			out = append(out, p.Masked())
 		}
 	}
-	slices.SortFunc(out, comparePrefix)
+	slices.SortFunc(out, netip.Prefix.Compare)
 	return slices.Compact(out)
-}
-
-func (p Policy) ownCovers(prefix netip.Prefix) bool {
-	for _, o := range p.OwnBlocks {
-		if covers(o, prefix) {
-			return true
-		}
-	}
-	return false
 }
 
 type policyBuilder struct{ sets []*api.DefinedSet }
@@ -284,7 +275,7 @@ func (b *policyBuilder) prefixSet(name string, ps []netip.Prefix, ranged bool) s
 	for _, p := range ps {
 		hi := p.Bits()
 		if ranged {
-			hi = maxBits(p)
+			hi = p.Addr().BitLen()
 		}
 		s.Prefixes = append(s.Prefixes, &api.Prefix{IpPrefix: p.String(), MaskLengthMin: uint32(p.Bits()), MaskLengthMax: uint32(hi)})
 	}
@@ -302,7 +293,7 @@ func (b *policyBuilder) rangeSet(name string, f family, rs []PrefixRange) string
 		p := r.Prefix.Masked()
 		hi := p.Bits()
 		if r.MaxLen > 0 {
-			hi = min(r.MaxLen, maxBits(p))
+			hi = min(r.MaxLen, p.Addr().BitLen())
 		}
 		if hi < p.Bits() {
 			continue // matches nothing
@@ -339,21 +330,3 @@ func statement(name string, c *api.Conditions, accept bool) *api.Statement {
 }
 
 func matchAny(set string) *api.MatchSet { return &api.MatchSet{Type: api.MatchSet_ANY, Name: set} }
-
-// clonePolicy copies p so a caller changing its maps later cannot change ours.
-func clonePolicy(p Policy) Policy {
-	c := Policy{
-		OwnBlocks:          slices.Clone(p.OwnBlocks),
-		ExtraExports:       slices.Clone(p.ExtraExports),
-		BlockOwners:        maps.Clone(p.BlockOwners),
-		Pools:              slices.Clone(p.Pools),
-		NoExportToExternal: slices.Clone(p.NoExportToExternal),
-	}
-	if p.ExternalImports != nil {
-		c.ExternalImports = make(map[netip.Addr][]PrefixRange, len(p.ExternalImports))
-		for a, rs := range p.ExternalImports {
-			c.ExternalImports[a] = slices.Clone(rs)
-		}
-	}
-	return c
-}

@@ -128,7 +128,7 @@ func TestGoBGPPolicy(t *testing.T) {
 	}
 
 	// Block A is reassigned to b: the routes c already holds are judged again.
-	pol2 := clonePolicy(pol)
+	pol2 := pol.Clone()
 	pol2.BlockOwners[gbPfx(blockA)] = b.addr
 	start := time.Now()
 	c.setPolicy(pol2)
@@ -140,7 +140,7 @@ func TestGoBGPPolicy(t *testing.T) {
 	checkAgreement(t, c, pol2)
 
 	// Exports: allowing the no-export prefix sends it; forbidding it again withdraws it.
-	pol3 := clonePolicy(pol2)
+	pol3 := pol2.Clone()
 	pol3.NoExportToExternal = nil
 	c.setPolicy(pol3)
 	e.waitBest(extra, 5*time.Second, c.addr)

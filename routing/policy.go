@@ -2,7 +2,9 @@ package routing
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 )
 
 // Accepts decides whether a path for prefix with nextHop, learned from neighbor (a
@@ -43,7 +45,7 @@ func (p Policy) Accepts(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix,
 		}
 		return false, fmt.Sprintf("%s is not in the import list of external neighbour %s", prefix, neighbor)
 	case KindMesh, KindReflector, KindReflectorClient:
-		pool, ok := p.poolOf(prefix)
+		pool, ok := p.PoolOf(prefix)
 		if !ok {
 			return false, fmt.Sprintf("%s from node %s is not inside any pool", prefix, neighbor)
 		}
@@ -78,7 +80,7 @@ func (p Policy) Exports(kind PeerKind, prefix netip.Prefix, learned, reflector b
 		if kind == KindExternal {
 			return false, fmt.Sprintf("%s was learned from a node: not passed on to external neighbours", prefix)
 		}
-		if pool, ok := p.poolOf(prefix); ok {
+		if pool, ok := p.PoolOf(prefix); ok {
 			return true, fmt.Sprintf("%s is inside pool %s: reflected", prefix, pool)
 		}
 		return false, fmt.Sprintf("%s is not inside any pool: not reflected", prefix)
@@ -119,8 +121,8 @@ func (r PrefixRange) String() string {
 	return fmt.Sprintf("%s le %d", r.Prefix.Masked(), r.MaxLen)
 }
 
-// poolOf returns the pool containing prefix (a prefix equal to or longer than the pool).
-func (p Policy) poolOf(prefix netip.Prefix) (netip.Prefix, bool) {
+// PoolOf returns the pool containing prefix (a prefix equal to or longer than the pool).
+func (p Policy) PoolOf(prefix netip.Prefix) (netip.Prefix, bool) {
 	for _, pool := range p.Pools {
 		if covers(pool, prefix) {
 			return pool.Masked(), true
@@ -129,11 +131,38 @@ func (p Policy) poolOf(prefix netip.Prefix) (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
+// InOwnBlock reports whether prefix is one of OwnBlocks or inside one (never accepted
+// back, see Accepts).
+func (p Policy) InOwnBlock(prefix netip.Prefix) bool {
+	for _, o := range p.OwnBlocks {
+		if covers(o, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// Clone returns a deep copy of p: a speaker keeps the copy, so a caller changing its
+// slices or maps later cannot change the installed policy behind the speaker's back.
+func (p Policy) Clone() Policy {
+	c := Policy{
+		OwnBlocks:          slices.Clone(p.OwnBlocks),
+		ExtraExports:       slices.Clone(p.ExtraExports),
+		BlockOwners:        maps.Clone(p.BlockOwners),
+		Pools:              slices.Clone(p.Pools),
+		NoExportToExternal: slices.Clone(p.NoExportToExternal),
+	}
+	if p.ExternalImports != nil {
+		c.ExternalImports = make(map[netip.Addr][]PrefixRange, len(p.ExternalImports))
+		for a, rs := range p.ExternalImports {
+			c.ExternalImports[a] = slices.Clone(rs)
+		}
+	}
+	return c
+}
+
 // covers reports whether inner is outer or a more specific of it (same family).
 func covers(outer, inner netip.Prefix) bool {
 	return outer.IsValid() && inner.IsValid() && outer.Bits() <= inner.Bits() &&
 		outer.Addr().Is4() == inner.Addr().Is4() && outer.Masked().Contains(inner.Addr())
 }
-
-// maxBits is 32 or 128, the longest prefix of p's family.
-func maxBits(p netip.Prefix) int { return p.Addr().BitLen() }

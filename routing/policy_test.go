@@ -2,6 +2,7 @@ package routing
 
 import (
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -202,5 +203,50 @@ func TestBuildPolicy(t *testing.T) {
 				t.Errorf("statement %s without node neighbours", s.Name)
 			}
 		}
+	}
+}
+
+func TestPolicyInOwnBlockAndPoolOf(t *testing.T) {
+	p := ptPolicy()
+	for _, c := range []struct {
+		prefix string
+		own    bool
+		pool   string // "" = none
+	}{
+		{"10.244.0.0/26", true, "10.244.0.0/16"},
+		{"10.244.0.5/32", true, "10.244.0.0/16"},
+		{"10.244.0.0/25", false, "10.244.0.0/16"}, // covers our block, not inside it
+		{"10.244.1.0/26", false, "10.244.0.0/16"},
+		{"10.244.0.0/16", false, "10.244.0.0/16"},
+		{"10.0.0.0/8", false, ""},
+		{"fd00:244:0:1::/80", false, "fd00:244::/48"},
+		{"::ffff:10.244.0.0/122", false, ""}, // a mapped address is IPv6
+	} {
+		pool, ok := p.PoolOf(gbPfx(c.prefix))
+		if got := p.InOwnBlock(gbPfx(c.prefix)); got != c.own || ok != (c.pool != "") || ok && pool != gbPfx(c.pool) {
+			t.Errorf("%s: InOwnBlock = %v, PoolOf = %v %v; want %v, %q", c.prefix, got, pool, ok, c.own, c.pool)
+		}
+	}
+}
+
+// A Clone shares nothing with the original: changing one never changes the other.
+func TestPolicyClone(t *testing.T) {
+	p := ptPolicy()
+	c := p.Clone()
+	if !reflect.DeepEqual(p, c) {
+		t.Fatalf("Clone differs:\n%+v\n%+v", p, c)
+	}
+	c.OwnBlocks[0] = gbPfx("10.0.0.0/8")
+	c.ExtraExports[0] = gbPfx("10.0.0.0/8")
+	c.BlockOwners[gbPfx("10.244.1.0/26")] = ptC
+	c.Pools[0] = gbPfx("10.0.0.0/8")
+	c.NoExportToExternal[0] = gbPfx("10.0.0.0/8")
+	c.ExternalImports[ptToR][0].MaxLen = 32
+	c.ExternalImports[ptToR2] = nil
+	if !reflect.DeepEqual(p, ptPolicy()) {
+		t.Errorf("changing the clone changed the original:\n%+v", p)
+	}
+	if z := (Policy{}).Clone(); !reflect.DeepEqual(z, Policy{}) {
+		t.Errorf("Clone of the zero Policy = %+v", z)
 	}
 }
