@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -67,15 +66,17 @@ type bgp struct {
 	all   cache.SharedIndexInformer // every block: who owns what (hijack protection)
 	pools cache.SharedIndexInformer
 
-	started    bool
 	restarting bool // kernel routes of a previous run survived: set the GR restart flag
-	startedAt  time.Time
-	advertised map[netip.Prefix]netip.Addr
-	bfdPeers   map[netip.Addr]bool
-	problems   string
-	local      routing.NodeBGP
+	// reconcilers bring the speaker to the cluster's state, one concern each, in order.
+	reconcilers []bgpReconciler
+	problems    problemSet
 
-	mu sync.Mutex
+	// mu guards started, startedAt and local, which the status paths read.
+	mu        sync.Mutex
+	started   bool
+	startedAt time.Time
+	local     routing.NodeBGP
+
 	// table is the only writer of the node's kernel routes; bgp feeds it best paths and
 	// BFD's verdicts (BFD is the authority on liveness: routes through a dead next hop
 	// leave the kernel at once, even while a graceful restart keeps them in BGP).
@@ -89,15 +90,19 @@ func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interf
 	if cfg.StaleGrace <= 0 {
 		cfg.StaleGrace = 30 * time.Second
 	}
-	return &bgp{
+	b := &bgp{
 		cfg: cfg, log: log.With("component", "bgp"), node: node, kube: kube, table: table, pools: pools,
-		nodes:      cache.NewSharedIndexInformer(cache.NewListWatchFromClient(kube.CoreV1().RESTClient(), "nodes", "", fields.Everything()), &corev1.Node{}, 0, cache.Indexers{}),
-		confs:      hr.BGPConfigurations.Informer("", 0),
-		peers:      hr.BGPPeers.Informer("", 0),
-		all:        hr.IPAMBlocks.Informer("", 0),
-		advertised: map[netip.Prefix]netip.Addr{},
-		bfdPeers:   map[netip.Addr]bool{},
+		nodes: cache.NewSharedIndexInformer(cache.NewListWatchFromClient(kube.CoreV1().RESTClient(), "nodes", "", fields.Everything()), &corev1.Node{}, 0, cache.Indexers{}),
+		confs: hr.BGPConfigurations.Informer("", 0),
+		peers: hr.BGPPeers.Informer("", 0),
+		all:   hr.IPAMBlocks.Informer("", 0),
 	}
+	b.reconcilers = newReconcilers(b.log, cfg.Speaker, cfg.BFD, func() {
+		b.mu.Lock()
+		b.started, b.startedAt = true, time.Now()
+		b.mu.Unlock()
+	})
+	return b
 }
 
 func (b *bgp) informers() []cache.SharedIndexInformer {
@@ -171,61 +176,46 @@ func (b *bgp) repairFromRIB() error {
 	return nil
 }
 
-// reconcile brings the speaker to the desired state: global config, own prefixes
-// (advertised before any peer is added, so End-of-RIB never goes out empty), policy,
-// peers, BFD sessions.
+// reconcile runs one pass of the BGP reconcilers (bgp_reconcile.go) from the informers'
+// current state. A configuration problem (a missing Secret, a bad import entry) skips only
+// what it concerns and becomes a Warning Event once.
 func (b *bgp) reconcile(ctx context.Context, own []netip.Prefix) error {
-	in := routing.PeerInputs{Config: b.config()}
+	src := bgpSources{node: b.node, own: own, conf: b.config(), listenPort: b.cfg.ListenPort,
+		restarting: restartGrace(b.restarting, b.startTime(), b.cfg.StaleGrace)}
 	for _, o := range b.nodes.GetStore().List() {
-		in.Nodes = append(in.Nodes, o.(*corev1.Node))
+		src.nodes = append(src.nodes, o.(*corev1.Node))
 	}
 	for _, o := range b.peers.GetStore().List() {
-		in.Peers = append(in.Peers, o.(*v1alpha1.BGPPeer))
+		src.peers = append(src.peers, o.(*v1alpha1.BGPPeer))
 	}
-	in.Secrets, in.SecretErrors = b.secrets(ctx, in.Peers)
-	set, err := routing.ComputePeers(b.node, in)
+	for _, o := range b.all.GetStore().List() {
+		src.blocks = append(src.blocks, o.(*v1alpha1.IPAMBlock))
+	}
+	for _, o := range b.pools.GetStore().List() {
+		src.pools = append(src.pools, o.(*v1alpha1.IPPool))
+	}
+	src.secrets, src.secretErrs = b.secrets(ctx, src.peers)
+	in, err := computeInputs(src)
 	if err != nil {
 		return fmt.Errorf("bgp: %w", err)
 	}
-	if p := strings.Join(set.Problems, "; "); p != b.problems {
-		b.problems = p
-		for _, msg := range set.Problems {
-			b.log.Warn("bgp configuration problem", "problem", msg)
-			if b.event != nil {
-				b.event("BGPConfigProblem", msg)
+	for _, msg := range b.problems.update(in.set.Problems) {
+		b.log.Warn("bgp configuration problem", "problem", msg)
+		if b.event != nil {
+			b.event("BGPConfigProblem", msg)
+		}
+	}
+	b.mu.Lock()
+	b.local = in.set.Local
+	b.mu.Unlock()
+	var errs []error
+	for i, r := range b.reconcilers {
+		if err := r.reconcile(ctx, in); err != nil {
+			errs = append(errs, fmt.Errorf("bgp %s: %w", r.name(), err))
+			if i == 0 {
+				break // nothing else works on a speaker that did not start
 			}
 		}
-	}
-	b.local = set.Local
-	if !b.started {
-		g := routing.GlobalConfig{AS: set.Local.AS, RouterID: set.Local.RouterID, ListenPort: b.cfg.ListenPort}
-		if g.ListenPort == 0 && in.Config != nil {
-			g.ListenPort = in.Config.Spec.ListenPort
-		}
-		if err := b.cfg.Speaker.Start(ctx, g); err != nil {
-			return fmt.Errorf("bgp start: %w", err)
-		}
-		b.mu.Lock()
-		b.started, b.startedAt = true, time.Now()
-		b.mu.Unlock()
-		b.log.Info("bgp speaker started", "as", g.AS, "routerID", g.RouterID, "port", g.ListenPort, "gracefulRestart", b.restarting)
-	}
-	var errs []error
-	if err := b.advertise(own); err != nil {
-		errs = append(errs, err)
-	}
-	if err := b.cfg.Speaker.SetPolicy(b.policy(own, set)); err != nil {
-		errs = append(errs, fmt.Errorf("bgp policy: %w", err))
-	}
-	peers := set.Peers
-	for i := range peers {
-		peers[i].LocalRestarting = b.restarting && time.Since(b.startedAt) < b.cfg.StaleGrace
-	}
-	if err := b.cfg.Speaker.SetPeers(peers); err != nil {
-		errs = append(errs, fmt.Errorf("bgp peers: %w", err))
-	}
-	if err := b.syncBFD(set); err != nil {
-		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -270,109 +260,6 @@ func (b *bgp) secrets(ctx context.Context, peers []*v1alpha1.BGPPeer) (out, errs
 		}
 	}
 	return out, errs
-}
-
-func (b *bgp) advertise(own []netip.Prefix) error {
-	var errs []error
-	for _, p := range own {
-		nh := b.local.Address
-		if p.Addr().Is6() && b.local.Address6.IsValid() {
-			nh = b.local.Address6
-		}
-		if cur, ok := b.advertised[p]; ok && cur == nh {
-			continue
-		}
-		if err := b.cfg.Speaker.Advertise(p, nh); err != nil {
-			errs = append(errs, fmt.Errorf("advertise %s: %w", p, err))
-			continue
-		}
-		b.advertised[p] = nh
-		b.log.Info("advertising block", "prefix", p, "nextHop", nh)
-	}
-	for p := range b.advertised {
-		if slices.Contains(own, p) {
-			continue
-		}
-		if err := b.cfg.Speaker.Withdraw(p); err != nil {
-			errs = append(errs, fmt.Errorf("withdraw %s: %w", p, err))
-			continue
-		}
-		delete(b.advertised, p)
-		b.log.Info("withdrew block", "prefix", p)
-	}
-	return errors.Join(errs...)
-}
-
-// policy: export our blocks; accept a block only from the node it is assigned to.
-func (b *bgp) policy(own []netip.Prefix, set routing.PeerSet) routing.Policy {
-	pol := routing.Policy{OwnBlocks: own, BlockOwners: map[netip.Prefix]netip.Addr{}, ExternalImports: map[netip.Addr][]routing.PrefixRange{}}
-	addr := map[string]routing.NodeBGP{}
-	for _, o := range b.nodes.GetStore().List() {
-		if nb, err := routing.NodeBGPOf(o.(*corev1.Node), b.config()); err == nil {
-			addr[nb.Name] = nb
-		}
-	}
-	for _, o := range b.all.GetStore().List() {
-		blk := o.(*v1alpha1.IPAMBlock)
-		p, err := netip.ParsePrefix(blk.Spec.CIDR)
-		nb, ok := addr[blk.Spec.Node]
-		if err != nil || !ok {
-			continue
-		}
-		owner := nb.Address
-		if p.Addr().Is6() && nb.Address6.IsValid() {
-			owner = nb.Address6
-		}
-		pol.BlockOwners[p] = owner
-	}
-	for _, o := range b.pools.GetStore().List() {
-		pool := o.(*v1alpha1.IPPool)
-		p, err := netip.ParsePrefix(pool.Spec.CIDR)
-		if err != nil {
-			continue
-		}
-		pol.Pools = append(pol.Pools, p)
-		if pool.Spec.DisableBGPExport {
-			pol.NoExportToExternal = append(pol.NoExportToExternal, p)
-		}
-	}
-	for _, pc := range set.Peers {
-		if pc.Kind == routing.KindExternal {
-			pol.ExternalImports[pc.Address] = pc.Import
-		}
-	}
-	return pol
-}
-
-// syncBFD keeps a BFD session for every peer that wants one.
-func (b *bgp) syncBFD(set routing.PeerSet) error {
-	if b.cfg.BFD == nil {
-		return nil
-	}
-	want := map[netip.Addr]bool{}
-	var errs []error
-	for _, pc := range set.Peers {
-		if !pc.BFD {
-			continue
-		}
-		want[pc.Address] = true
-		local := set.Local.Address
-		if pc.Address.Is6() {
-			local = set.Local.Address6
-		}
-		if err := b.cfg.BFD.Add(pc.Address, local, bfd.Config{}); err != nil {
-			errs = append(errs, fmt.Errorf("bfd %s: %w", pc.Address, err))
-			continue
-		}
-		b.bfdPeers[pc.Address] = true
-	}
-	for p := range b.bfdPeers {
-		if !want[p] {
-			_ = b.cfg.BFD.Remove(p)
-			delete(b.bfdPeers, p)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // watchBFD shuts a BGP neighbour the moment BFD declares it down (its routes are withdrawn

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -49,8 +48,7 @@ func newObserver(a *Agent) *observer {
 	return &observer{a: a, log: a.log.With("component", "status"), metrics: newMetrics(), sessions: map[string]string{}}
 }
 
-// reconciled records a pass of the agent's loop. It runs on the loop goroutine, the only
-// writer of the bgp struct's local/problems, so it may read them without a lock.
+// reconciled records a pass of the agent's loop.
 func (o *observer) reconciled(took time.Duration, err error) {
 	o.metrics.reconcile(took, err)
 	o.mu.Lock()
@@ -61,11 +59,10 @@ func (o *observer) reconciled(took time.Duration, err error) {
 		o.lastErr = err.Error()
 	}
 	if b := o.a.bgp; b != nil {
+		b.mu.Lock()
 		o.local = b.local
-		o.problems = strings.Split(b.problems, "; ")
-		if b.problems == "" {
-			o.problems = nil
-		}
+		b.mu.Unlock()
+		o.problems = b.problems.list()
 	}
 }
 

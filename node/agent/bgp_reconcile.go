@@ -1,0 +1,333 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/hostroute/hostroute/api/v1alpha1"
+	"github.com/hostroute/hostroute/routing"
+	"github.com/hostroute/hostroute/routing/bfd"
+)
+
+// bgpInputs is what one pass of the BGP reconcilers works from: read once from the
+// informers and the password Secrets, then handed to every reconciler in order.
+type bgpInputs struct {
+	own    []netip.Prefix
+	set    routing.PeerSet
+	policy routing.Policy
+	global routing.GlobalConfig
+	// restarting: new sessions carry the graceful-restart flag (our forwarding state
+	// survived a restart and the grace is not over).
+	restarting bool
+}
+
+// bgpSources are the objects the inputs are computed from.
+type bgpSources struct {
+	node       string
+	own        []netip.Prefix
+	conf       *v1alpha1.BGPConfiguration
+	nodes      []*corev1.Node
+	peers      []*v1alpha1.BGPPeer
+	blocks     []*v1alpha1.IPAMBlock
+	pools      []*v1alpha1.IPPool
+	secrets    map[string]string
+	secretErrs map[string]string
+	listenPort int32 // flag override; 0 = the BGPConfiguration's
+	restarting bool
+}
+
+// computeInputs is the pure part of a pass: the peer set, the policy and the global
+// settings from the cluster's objects.
+func computeInputs(src bgpSources) (bgpInputs, error) {
+	set, err := routing.ComputePeers(src.node, routing.PeerInputs{Config: src.conf, Nodes: src.nodes,
+		Peers: src.peers, Secrets: src.secrets, SecretErrors: src.secretErrs})
+	if err != nil {
+		return bgpInputs{}, err
+	}
+	g := routing.GlobalConfig{AS: set.Local.AS, RouterID: set.Local.RouterID, ListenPort: src.listenPort}
+	if g.ListenPort == 0 && src.conf != nil {
+		g.ListenPort = src.conf.Spec.ListenPort
+	}
+	return bgpInputs{own: src.own, set: set, global: g, restarting: src.restarting,
+		policy: policyFor(src.own, set, src.nodes, src.conf, src.blocks, src.pools)}, nil
+}
+
+// policyFor is the node's import/export policy: export its own blocks; accept a block
+// from a mesh or reflector neighbour only when the path's next hop is the node the block
+// is assigned to; from an external peer only its BGPPeer's import list; never export
+// disableBGPExport pools to external peers.
+func policyFor(own []netip.Prefix, set routing.PeerSet, nodes []*corev1.Node, conf *v1alpha1.BGPConfiguration,
+	blocks []*v1alpha1.IPAMBlock, pools []*v1alpha1.IPPool) routing.Policy {
+	pol := routing.Policy{OwnBlocks: slices.Clone(own), BlockOwners: map[netip.Prefix]netip.Addr{},
+		ExternalImports: map[netip.Addr][]routing.PrefixRange{}}
+	byName := map[string]routing.NodeBGP{}
+	for _, n := range nodes {
+		if nb, err := routing.NodeBGPOf(n, conf); err == nil {
+			byName[nb.Name] = nb
+		}
+	}
+	for _, blk := range blocks {
+		p, err := netip.ParsePrefix(blk.Spec.CIDR)
+		nb, ok := byName[blk.Spec.Node]
+		if err != nil || !ok {
+			continue
+		}
+		owner := nb.Address
+		if p.Addr().Is6() && nb.Address6.IsValid() {
+			owner = nb.Address6
+		}
+		pol.BlockOwners[p] = owner
+	}
+	for _, pool := range pools {
+		p, err := netip.ParsePrefix(pool.Spec.CIDR)
+		if err != nil {
+			continue
+		}
+		pol.Pools = append(pol.Pools, p)
+		if pool.Spec.DisableBGPExport {
+			pol.NoExportToExternal = append(pol.NoExportToExternal, p)
+		}
+	}
+	for _, pc := range set.Peers {
+		if pc.Kind == routing.KindExternal {
+			pol.ExternalImports[pc.Address] = pc.Import
+		}
+	}
+	for _, s := range [][]netip.Prefix{pol.OwnBlocks, pol.Pools, pol.NoExportToExternal} {
+		slices.SortFunc(s, comparePrefix)
+	}
+	return pol
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// bgpReconciler brings one concern of the speaker to its desired state. Each keeps what
+// it last applied and makes no call when that has not changed, so running one twice with
+// the same inputs changes nothing the second time.
+type bgpReconciler interface {
+	name() string
+	reconcile(ctx context.Context, in bgpInputs) error
+}
+
+// newReconcilers returns the reconcilers in the order a pass runs them: the speaker
+// first; own prefixes before any peer (End-of-RIB never goes out empty); the policy
+// before the peers (imports are filtered from the first update); BFD last.
+func newReconcilers(log *slog.Logger, sp routing.Speaker, b BFD, onStart func()) []bgpReconciler {
+	rs := []bgpReconciler{
+		&speakerStarter{sp: sp, log: log, onStart: onStart},
+		&advertiser{sp: sp, log: log, advertised: map[netip.Prefix]netip.Addr{}},
+		&policySetter{sp: sp},
+		&peerSetter{sp: sp},
+	}
+	if b != nil {
+		rs = append(rs, &bfdReconciler{bfd: b, sessions: map[netip.Addr]netip.Addr{}})
+	}
+	return rs
+}
+
+// speakerStarter starts the speaker once. GoBGP cannot change its AS or router ID while
+// running: a change is logged once and applies at the agent's next start.
+type speakerStarter struct {
+	sp      routing.Speaker
+	log     *slog.Logger
+	onStart func()
+	started bool
+	applied routing.GlobalConfig
+	warned  routing.GlobalConfig
+}
+
+func (s *speakerStarter) name() string { return "speaker" }
+
+func (s *speakerStarter) reconcile(ctx context.Context, in bgpInputs) error {
+	if s.started {
+		if !reflect.DeepEqual(in.global, s.applied) && !reflect.DeepEqual(in.global, s.warned) {
+			s.warned = in.global
+			s.log.Warn("BGP AS, router ID or port changed; restart the agent to apply it",
+				"running", fmt.Sprintf("%+v", s.applied), "configured", fmt.Sprintf("%+v", in.global))
+		}
+		return nil
+	}
+	if err := s.sp.Start(ctx, in.global); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	s.started, s.applied = true, in.global
+	s.log.Info("bgp speaker started", "as", in.global.AS, "routerID", in.global.RouterID, "port", in.global.ListenPort, "gracefulRestart", in.restarting)
+	if s.onStart != nil {
+		s.onStart()
+	}
+	return nil
+}
+
+// advertiser announces the node's own blocks (next hop: the node's address of the
+// block's family) and withdraws blocks the node no longer holds.
+type advertiser struct {
+	sp         routing.Speaker
+	log        *slog.Logger
+	advertised map[netip.Prefix]netip.Addr
+}
+
+func (a *advertiser) name() string { return "advertisements" }
+
+func (a *advertiser) reconcile(_ context.Context, in bgpInputs) error {
+	var errs []error
+	for _, p := range in.own {
+		nh := in.set.Local.Address
+		if p.Addr().Is6() && in.set.Local.Address6.IsValid() {
+			nh = in.set.Local.Address6
+		}
+		if cur, ok := a.advertised[p]; ok && cur == nh {
+			continue
+		}
+		if err := a.sp.Advertise(p, nh); err != nil {
+			errs = append(errs, fmt.Errorf("advertise %s: %w", p, err))
+			continue
+		}
+		a.advertised[p] = nh
+		a.log.Info("advertising block", "prefix", p, "nextHop", nh)
+	}
+	for p := range a.advertised {
+		if slices.Contains(in.own, p) {
+			continue
+		}
+		if err := a.sp.Withdraw(p); err != nil {
+			errs = append(errs, fmt.Errorf("withdraw %s: %w", p, err))
+			continue
+		}
+		delete(a.advertised, p)
+		a.log.Info("withdrew block", "prefix", p)
+	}
+	return errors.Join(errs...)
+}
+
+// policySetter installs the policy when it changed (installing it re-evaluates every
+// path, so an unchanged policy is not installed again).
+type policySetter struct {
+	sp      routing.Speaker
+	applied *routing.Policy
+}
+
+func (p *policySetter) name() string { return "policy" }
+
+func (p *policySetter) reconcile(_ context.Context, in bgpInputs) error {
+	if p.applied != nil && reflect.DeepEqual(*p.applied, in.policy) {
+		return nil
+	}
+	if err := p.sp.SetPolicy(in.policy); err != nil {
+		return err
+	}
+	pol := in.policy
+	p.applied = &pol
+	return nil
+}
+
+// peerSetter makes the speaker's neighbours the peer set, when the set changed.
+type peerSetter struct {
+	sp      routing.Speaker
+	applied []routing.PeerConfig
+	done    bool
+}
+
+func (p *peerSetter) name() string { return "peers" }
+
+func (p *peerSetter) reconcile(_ context.Context, in bgpInputs) error {
+	peers := slices.Clone(in.set.Peers)
+	for i := range peers {
+		peers[i].LocalRestarting = in.restarting
+	}
+	if p.done && reflect.DeepEqual(p.applied, peers) {
+		return nil
+	}
+	if err := p.sp.SetPeers(peers); err != nil {
+		return err
+	}
+	p.applied, p.done = peers, true
+	return nil
+}
+
+// bfdReconciler keeps a BFD session for every peer that wants one, from the node's address
+// of the peer's family.
+type bfdReconciler struct {
+	bfd      BFD
+	sessions map[netip.Addr]netip.Addr // peer → local address
+}
+
+func (s *bfdReconciler) name() string { return "bfd" }
+
+func (s *bfdReconciler) reconcile(_ context.Context, in bgpInputs) error {
+	want := map[netip.Addr]netip.Addr{}
+	for _, pc := range in.set.Peers {
+		if pc.BFD {
+			local := in.set.Local.Address
+			if pc.Address.Is6() {
+				local = in.set.Local.Address6
+			}
+			want[pc.Address] = local
+		}
+	}
+	var errs []error
+	for peer, local := range want {
+		if cur, ok := s.sessions[peer]; ok && cur == local {
+			continue
+		}
+		if err := s.bfd.Add(peer, local, bfd.Config{}); err != nil {
+			errs = append(errs, fmt.Errorf("bfd %s: %w", peer, err))
+			continue
+		}
+		s.sessions[peer] = local
+	}
+	for peer := range s.sessions {
+		if _, ok := want[peer]; !ok {
+			if err := s.bfd.Remove(peer); err != nil {
+				errs = append(errs, fmt.Errorf("bfd remove %s: %w", peer, err))
+				continue
+			}
+			delete(s.sessions, peer)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// problemSet reports each configuration problem once, when it appears, and keeps the
+// current list for the node's status.
+type problemSet struct {
+	mu      sync.Mutex
+	current []string
+}
+
+// update makes msgs the current problems and returns the ones that are new.
+func (p *problemSet) update(msgs []string) (fresh []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range msgs {
+		if !slices.Contains(p.current, m) {
+			fresh = append(fresh, m)
+		}
+	}
+	p.current = slices.Clone(msgs)
+	return fresh
+}
+
+func (p *problemSet) list() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.current)
+}
+
+// restartGrace says whether new sessions still carry the restart flag.
+func restartGrace(restarting bool, startedAt time.Time, grace time.Duration) bool {
+	return restarting && (startedAt.IsZero() || time.Since(startedAt) < grace)
+}
