@@ -42,7 +42,7 @@ type LabOptions struct {
 	KubeletNode bool
 }
 
-// Lab is the topology of DESIGN.md: a control plane, a BIRD ToR, nodes, pods and an
+// Lab is the topology of docs/architecture.md: a control plane, a BIRD ToR, nodes, pods and an
 // external host reachable only through the ToR.
 type Lab struct {
 	*Env
