@@ -9,7 +9,7 @@ import (
 
 // Accepts decides whether a path for prefix with nextHop, learned from neighbor (a
 // neighbour of the given kind), may enter the routing table. It is the specification
-// the GoBGP import policy is built from (see gobgp_policy.go), and it is what the hijack
+// the GoBGP import policy is built from (see routing/gobgp), and it is what the hijack
 // log uses to explain a rejection. The reason is meant for a log line or a status.
 //
 // Rules, first match wins:

@@ -5,9 +5,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	api "github.com/osrg/gobgp/v3/api"
-	"google.golang.org/protobuf/proto"
 )
 
 var (
@@ -145,63 +142,6 @@ func TestPrefixRangeMatches(t *testing.T) {
 	} {
 		if got := c.r.Matches(gbPfx(c.prefix)); got != c.want {
 			t.Errorf("%v.Matches(%s) = %v, want %v", c.r, c.prefix, got, c.want)
-		}
-	}
-}
-
-// The GoBGP policy is deterministic (installing it twice is a no-op) and has the
-// hazards of GoBGP's policy engine handled: explicit mask ranges, one family per prefix
-// set, no empty neighbour sets.
-func TestBuildPolicy(t *testing.T) {
-	kinds := map[netip.Addr]PeerKind{ptB: KindMesh, ptC: KindReflectorClient, ptToR: KindExternal}
-	a := buildPolicy(ptPolicy(), kinds)
-	for range 20 { // map iteration order must not matter
-		if b := buildPolicy(ptPolicy(), kinds); !proto.Equal(a, b) {
-			t.Fatal("buildPolicy is not deterministic")
-		}
-	}
-	names := map[string]bool{}
-	for _, s := range a.DefinedSets {
-		if names[s.Name] {
-			t.Errorf("defined set %s twice", s.Name)
-		}
-		names[s.Name] = true
-		if s.DefinedType == api.DefinedType_NEIGHBOR && len(s.List) == 0 {
-			t.Errorf("empty neighbour set %s", s.Name)
-		}
-		for i, e := range s.Prefixes {
-			q := gbPfx(e.IpPrefix)
-			if q.Addr().Is4() != gbPfx(s.Prefixes[0].IpPrefix).Addr().Is4() {
-				t.Errorf("set %s mixes families", s.Name)
-			}
-			if int(e.MaskLengthMin) != q.Bits() || e.MaskLengthMax < e.MaskLengthMin {
-				t.Errorf("set %s entry %d: %s %d..%d", s.Name, i, e.IpPrefix, e.MaskLengthMin, e.MaskLengthMax)
-			}
-		}
-	}
-	var stmts []string
-	for _, pol := range a.Policies {
-		for _, s := range pol.Statements {
-			stmts = append(stmts, s.Name)
-		}
-	}
-	got := strings.Join(stmts, " ")
-	for _, want := range []string{
-		"hr-im-local hr-im-own-v4 hr-im-owner-v4-192.0.2.12 hr-im-owner-v4-192.0.2.13 hr-im-owner-v6-192.0.2.13",
-		"hr-im-owner-v6-fd00::12 hr-im-import-v4-192.0.2.1 hr-ex-noexport-v4",
-		"hr-ex-noexport-v4 hr-ex-own-v4 hr-ex-reflect-v4 hr-ex-reflect-v6",
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("statements %q\nmissing %q", got, want)
-		}
-	}
-	// Without nodes or reflector clients the rules that need them are left out.
-	b := buildPolicy(ptPolicy(), map[netip.Addr]PeerKind{ptToR: KindExternal})
-	for _, pol := range b.Policies {
-		for _, s := range pol.Statements {
-			if strings.Contains(s.Name, "owner") || strings.Contains(s.Name, "reflect") {
-				t.Errorf("statement %s without node neighbours", s.Name)
-			}
 		}
 	}
 }

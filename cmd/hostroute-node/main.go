@@ -23,8 +23,8 @@ import (
 
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/node/agent"
-	"github.com/hostroute/hostroute/routing"
 	"github.com/hostroute/hostroute/routing/bfd"
+	"github.com/hostroute/hostroute/routing/gobgp"
 )
 
 func main() {
@@ -130,7 +130,7 @@ func runAgent(args []string) error {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	if *useBGP {
-		cfg.BGP.Speaker = routing.NewGoBGP(log)
+		cfg.BGP.Speaker = gobgp.New(log)
 		cfg.BGP.ListenPort = int32(bgpPort)
 		if *useBFD {
 			srv, err := bfd.Listen(log, netip.Addr{})

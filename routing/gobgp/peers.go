@@ -1,4 +1,4 @@
-package routing
+package gobgp
 
 import (
 	"context"
@@ -10,11 +10,13 @@ import (
 
 	api "github.com/osrg/gobgp/v3/api"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/hostroute/hostroute/routing"
 )
 
 // SetPeers makes GoBGP's neighbours equal to peers, by address:
 //   - new ones are added first, and when neighbours are also removed SetPeers waits (up
-//     to GoBGPOptions.MakeBeforeBreak) for the new sessions to come up and deliver their
+//     to Options.MakeBeforeBreak) for the new sessions to come up and deliver their
 //     routes before it deletes the old ones (make before break: a node moving from one
 //     reflector to another keeps a path meanwhile);
 //   - a neighbour whose session settings changed is deleted and re-added (GoBGP cannot
@@ -27,13 +29,13 @@ import (
 // The import/export policy follows the neighbour kinds; it is updated before the new
 // neighbours are added (their first routes must pass the right policy) and again after
 // removals.
-func (g *GoBGP) SetPeers(peers []PeerConfig) error {
+func (g *Speaker) SetPeers(peers []routing.PeerConfig) error {
 	g.op.Lock()
 	defer g.op.Unlock()
 	if !g.isStarted() {
 		return errors.New("bgp: set peers: not started")
 	}
-	want := make(map[netip.Addr]PeerConfig, len(peers))
+	want := make(map[netip.Addr]routing.PeerConfig, len(peers))
 	for _, pc := range peers {
 		pc.Address = pc.Address.Unmap()
 		if !pc.Address.IsValid() {
@@ -96,7 +98,7 @@ func (g *GoBGP) SetPeers(peers []PeerConfig) error {
 	return errors.Join(errs...)
 }
 
-func (g *GoBGP) addPeer(pc PeerConfig) error {
+func (g *Speaker) addPeer(pc routing.PeerConfig) error {
 	g.mu.Lock()
 	_, down := g.down[pc.Address]
 	p := g.apiPeer(pc, down)
@@ -112,7 +114,7 @@ func (g *GoBGP) addPeer(pc PeerConfig) error {
 
 // deletePeer sends the neighbour a Cease and forgets it; a shutdown (ShutdownPeer) is
 // forgotten too when the neighbour is gone for good rather than being re-created.
-func (g *GoBGP) deletePeer(a netip.Addr, gone bool) error {
+func (g *Speaker) deletePeer(a netip.Addr, gone bool) error {
 	if err := g.srv.DeletePeer(context.Background(), &api.DeletePeerRequest{Address: a.String()}); err != nil {
 		return fmt.Errorf("bgp: delete peer %v: %w", a, err)
 	}
@@ -131,7 +133,7 @@ func (g *GoBGP) deletePeer(a netip.Addr, gone bool) error {
 // waitUp waits until every neighbour in addrs is Established and has sent its routes
 // (End-of-RIB for each family when graceful restart is negotiated; without it BGP has no
 // such signal, so one more poll interval), or until timeout.
-func (g *GoBGP) waitUp(addrs []netip.Addr, timeout time.Duration) {
+func (g *Speaker) waitUp(addrs []netip.Addr, timeout time.Duration) {
 	const poll = 100 * time.Millisecond
 	deadline := time.Now().Add(timeout)
 	seen := map[netip.Addr]int{}
@@ -162,7 +164,7 @@ func (g *GoBGP) waitUp(addrs []netip.Addr, timeout time.Duration) {
 	g.log.Warn("bgp: new neighbours not up in time, removing the old ones anyway", "waited", timeout, "new", addrs)
 }
 
-func (g *GoBGP) listPeer(a netip.Addr) (*api.Peer, error) {
+func (g *Speaker) listPeer(a netip.Addr) (*api.Peer, error) {
 	var out *api.Peer
 	err := g.srv.ListPeer(context.Background(), &api.ListPeerRequest{Address: a.String()}, func(p *api.Peer) { out = p })
 	if err == nil && out == nil {
@@ -189,7 +191,7 @@ func grNegotiated(p *api.Peer) bool {
 }
 
 // apiPeer translates a PeerConfig. Timers are whole seconds in GoBGP (rounded up).
-func (g *GoBGP) apiPeer(pc PeerConfig, adminDown bool) *api.Peer {
+func (g *Speaker) apiPeer(pc routing.PeerConfig, adminDown bool) *api.Peer {
 	connectRetry := pc.ConnectRetry
 	if connectRetry <= 0 {
 		connectRetry = 5 * time.Second // GoBGP's 120s default leaves a failed dial idle for minutes
@@ -242,7 +244,7 @@ func (g *GoBGP) apiPeer(pc PeerConfig, adminDown bool) *api.Peer {
 
 // peerFamilies lists only the families really used: graceful restart makes a peer wait
 // for an End-of-RIB in every family listed.
-func peerFamilies(pc PeerConfig) []*api.Family {
+func peerFamilies(pc routing.PeerConfig) []*api.Family {
 	v4, v6 := pc.IPv4, pc.IPv6
 	if !v4 && !v6 {
 		v4, v6 = pc.Address.Is4(), !pc.Address.Is4()
@@ -278,7 +280,7 @@ func seconds(d time.Duration) uint64 {
 // Established and leaves out the End-of-RIB marker GoBGP counts with graceful restart. LastError is
 // the ShutdownPeer reason while shut down, else why the session last went down (or the
 // last dial error when GoBGP logs at debug level).
-func (g *GoBGP) Peers() ([]PeerState, error) {
+func (g *Speaker) Peers() ([]routing.PeerState, error) {
 	if !g.isStarted() {
 		return nil, errors.New("bgp: peers: not started")
 	}
@@ -291,7 +293,7 @@ func (g *GoBGP) Peers() ([]PeerState, error) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := make([]PeerState, 0, len(list))
+	out := make([]routing.PeerState, 0, len(list))
 	for _, p := range list {
 		a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
 		if err != nil {
@@ -300,9 +302,9 @@ func (g *GoBGP) Peers() ([]PeerState, error) {
 		a = a.Unmap()
 		cfg, ok := g.peers[a]
 		if !ok {
-			cfg = PeerConfig{Address: a, PeerAS: p.GetConf().GetPeerAsn()}
+			cfg = routing.PeerConfig{Address: a, PeerAS: p.GetConf().GetPeerAsn()}
 		}
-		st := PeerState{Config: cfg, State: stateName(p.GetState().GetSessionState()), LastError: g.lastErr[a]}
+		st := routing.PeerState{Config: cfg, State: stateName(p.GetState().GetSessionState()), LastError: g.lastErr[a]}
 		if reason, down := g.down[a]; down {
 			st.LastError = "shut down: " + reason
 		}
@@ -327,7 +329,7 @@ func (g *GoBGP) Peers() ([]PeerState, error) {
 		}
 		out = append(out, st)
 	}
-	slices.SortFunc(out, func(x, y PeerState) int { return x.Config.Address.Compare(y.Config.Address) })
+	slices.SortFunc(out, func(x, y routing.PeerState) int { return x.Config.Address.Compare(y.Config.Address) })
 	return out, nil
 }
 
@@ -353,7 +355,7 @@ func stateName(s api.PeerState_SessionState) string {
 // carrying reason as the RFC 8203 communication, truncated to 128 bytes), which drops
 // the neighbour's routes here without graceful restart, and keeps it down until
 // EnablePeer. (GoBGP's ShutdownPeer would reconnect after 5s, so DisablePeer is used.)
-func (g *GoBGP) ShutdownPeer(addr netip.Addr, reason string) error {
+func (g *Speaker) ShutdownPeer(addr netip.Addr, reason string) error {
 	g.op.Lock()
 	defer g.op.Unlock()
 	addr = addr.Unmap()
@@ -387,7 +389,7 @@ func (g *GoBGP) ShutdownPeer(addr netip.Addr, reason string) error {
 // the same GoBGP peer rewrites its shared PeerInfo while watcher goroutines may still
 // read it from the neighbour's earlier paths, a data race in GoBGP v3.37
 // (osrg/gobgp#2705); a fresh peer has a fresh PeerInfo.
-func (g *GoBGP) EnablePeer(addr netip.Addr) error {
+func (g *Speaker) EnablePeer(addr netip.Addr) error {
 	g.op.Lock()
 	defer g.op.Unlock()
 	addr = addr.Unmap()
@@ -408,14 +410,14 @@ func (g *GoBGP) EnablePeer(addr netip.Addr) error {
 }
 
 // kinds returns the neighbour kinds by address.
-func (g *GoBGP) kinds() map[netip.Addr]PeerKind {
+func (g *Speaker) kinds() map[netip.Addr]routing.PeerKind {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.kindsLocked()
 }
 
-func (g *GoBGP) kindsLocked() map[netip.Addr]PeerKind {
-	m := make(map[netip.Addr]PeerKind, len(g.peers))
+func (g *Speaker) kindsLocked() map[netip.Addr]routing.PeerKind {
+	m := make(map[netip.Addr]routing.PeerKind, len(g.peers))
 	for a, pc := range g.peers {
 		m[a] = pc.Kind
 	}

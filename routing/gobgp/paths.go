@@ -1,4 +1,4 @@
-package routing
+package gobgp
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 
 	api "github.com/osrg/gobgp/v3/api"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/hostroute/hostroute/routing"
 )
 
 // BestPaths lists the equal-cost best paths learned from neighbours, for IPv4 and IPv6
@@ -18,12 +20,12 @@ import (
 // multipath, so the equal-cost set is computed here with GoBGP's multipath rule: same
 // iBGP/eBGP kind, local preference, AS path length, origin and MED as the best path.
 // Stale is true when any path of the set is kept for a restarting neighbour.
-func (g *GoBGP) BestPaths() ([]BestPath, error) {
+func (g *Speaker) BestPaths() ([]routing.BestPath, error) {
 	if !g.isStarted() {
 		return nil, errors.New("bgp: best paths: not started")
 	}
 	ibgp := g.ibgpFunc()
-	var out []BestPath
+	var out []routing.BestPath
 	var decodeErr error
 	for _, fam := range []*api.Family{familyIPv4, familyIPv6} {
 		err := g.srv.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: fam},
@@ -43,13 +45,13 @@ func (g *GoBGP) BestPaths() ([]BestPath, error) {
 	if decodeErr != nil {
 		g.log.Warn("bgp: undecodable path skipped", "err", decodeErr)
 	}
-	slices.SortFunc(out, func(a, b BestPath) int { return a.Prefix.Compare(b.Prefix) })
+	slices.SortFunc(out, func(a, b routing.BestPath) int { return a.Prefix.Compare(b.Prefix) })
 	return out, nil
 }
 
 // ibgpFunc says whether a path from neighbour with AS sourceAS is iBGP, as GoBGP decides
 // it (the neighbour's AS equals our AS on that session).
-func (g *GoBGP) ibgpFunc() func(neighbor netip.Addr, sourceAS uint32) bool {
+func (g *Speaker) ibgpFunc() func(neighbor netip.Addr, sourceAS uint32) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	local := make(map[netip.Addr]uint32, len(g.peers))
@@ -70,9 +72,9 @@ func (g *GoBGP) ibgpFunc() func(neighbor netip.Addr, sourceAS uint32) bool {
 
 // ecmpSet turns a destination's paths (best first, as ListPath returns them) into the
 // learned equal-cost set; ok is false when there is none or our own route is best.
-func ecmpSet(paths []*api.Path, ibgp func(netip.Addr, uint32) bool) (BestPath, bool, error) {
+func ecmpSet(paths []*api.Path, ibgp func(netip.Addr, uint32) bool) (routing.BestPath, bool, error) {
 	var best *decodedPath
-	var bp BestPath
+	var bp routing.BestPath
 	var firstErr error
 	for _, p := range paths {
 		if p.GetIsWithdraw() || p.GetIsNexthopInvalid() {
@@ -87,7 +89,7 @@ func ecmpSet(paths []*api.Path, ibgp func(netip.Addr, uint32) bool) (BestPath, b
 		}
 		if best == nil {
 			if d.local {
-				return BestPath{}, false, firstErr
+				return routing.BestPath{}, false, firstErr
 			}
 			best = &d
 			bp.Prefix = d.prefix
@@ -120,8 +122,8 @@ func equalCost(a, b decodedPath, ibgp func(netip.Addr, uint32) bool) bool {
 // replaces the prefix's set. Events without paths (GoBGP sends them when it marks
 // routes stale) and End-of-RIB markers are ignored; a stale flag set that way shows in
 // BestPaths, not here.
-func (g *GoBGP) WatchBestPaths(ctx context.Context, fn func(BestPath)) error {
-	w := &bestWatch{last: map[netip.Prefix]BestPath{}, fn: fn, log: g}
+func (g *Speaker) WatchBestPaths(ctx context.Context, fn func(routing.BestPath)) error {
+	w := &bestWatch{last: map[netip.Prefix]routing.BestPath{}, fn: fn, log: g}
 	err := g.srv.WatchEvent(ctx, &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
 		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}},
 	}}, w.onEvent)
@@ -133,9 +135,9 @@ func (g *GoBGP) WatchBestPaths(ctx context.Context, fn func(BestPath)) error {
 
 // bestWatch is one WatchBestPaths; only GoBGP's watcher goroutine touches it.
 type bestWatch struct {
-	last map[netip.Prefix]BestPath
-	fn   func(BestPath)
-	log  *GoBGP
+	last map[netip.Prefix]routing.BestPath
+	fn   func(routing.BestPath)
+	log  *Speaker
 	// Scratch space of onEvent, kept between events: the sets of one event in order of
 	// first appearance, and their index by prefix (built only when an event has more
 	// than one prefix).
@@ -195,15 +197,15 @@ func (w *bestWatch) onEvent(r *api.WatchEventResponse) {
 				continue
 			}
 			delete(w.last, pfx)
-			w.fn(BestPath{Prefix: pfx})
+			w.fn(routing.BestPath{Prefix: pfx})
 			continue
 		}
 		if had && old.Stale == s.stale && slices.Equal(old.NextHops, s.hops) {
 			continue
 		}
 		hops := slices.Clone(s.hops)
-		w.last[pfx] = BestPath{Prefix: pfx, NextHops: hops, Stale: s.stale}
-		w.fn(BestPath{Prefix: pfx, NextHops: slices.Clone(hops), Stale: s.stale})
+		w.last[pfx] = routing.BestPath{Prefix: pfx, NextHops: hops, Stale: s.stale}
+		w.fn(routing.BestPath{Prefix: pfx, NextHops: slices.Clone(hops), Stale: s.stale})
 	}
 }
 

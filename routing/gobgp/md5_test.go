@@ -1,23 +1,25 @@
 //go:debug multipathtcp=0
 
-package routing
+package gobgp
 
 import (
 	"testing"
 	"time"
+
+	"github.com/hostroute/hostroute/routing"
 )
 
-// TCP-MD5 (PeerConfig.Password) works once the listener is plain TCP: with a go >= 1.24
-// main module Go listens with MPTCP, where TCP_MD5SIG fails and the session never comes
-// up (verified: without the //go:debug line above this test times out). The line does
-// for this test binary what package main must do. A wrong password keeps the session
-// down.
+// TCP-MD5 (routing.PeerConfig.Password) works once the listener is plain TCP: with a
+// go >= 1.24 main module Go listens with MPTCP, where TCP_MD5SIG fails and the session
+// never comes up (verified: without the //go:debug line above this test times out).
+// The line does for this test binary what package main must do. A wrong password keeps
+// the session down.
 func TestGoBGPPassword(t *testing.T) {
 	port := gbFreePort(t)
 	a := gbStart(t, "a", "127.0.9.11", gbAS, port, true)
 	b := gbStart(t, "b", "127.0.9.12", gbAS, port, false)
 	c := gbStart(t, "c", "127.0.9.13", gbAS, port, false)
-	pab, pac, pb, pc := a.peerOf(b, KindMesh), a.peerOf(c, KindMesh), b.peerOf(a, KindMesh), c.peerOf(a, KindMesh)
+	pab, pac, pb, pc := a.peerOf(b, routing.KindMesh), a.peerOf(c, routing.KindMesh), b.peerOf(a, routing.KindMesh), c.peerOf(a, routing.KindMesh)
 	pab.Password, pac.Password, pb.Password, pc.Password = "s3cret", "s3cret", "s3cret", "wrong"
 	a.advertise("10.244.1.0/26", a.addr)
 	a.setPeers(pab, pac)

@@ -1,4 +1,4 @@
-package routing
+package gobgp
 
 import (
 	"context"
@@ -9,14 +9,16 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
+
+	"github.com/hostroute/hostroute/routing"
 )
 
 // checkAgreement compares, for every route n received from its neighbours, GoBGP's
-// import decision (ListPath Adj-RIB-In "filtered") with Policy.Accepts.
-func checkAgreement(t *testing.T, n *gbNode, p Policy) {
+// import decision (ListPath Adj-RIB-In "filtered") with routing.Policy.Accepts.
+func checkAgreement(t *testing.T, n *gbNode, p routing.Policy) {
 	t.Helper()
 	n.s.mu.Lock()
-	peers := make(map[netip.Addr]PeerKind, len(n.s.peers))
+	peers := make(map[netip.Addr]routing.PeerKind, len(n.s.peers))
 	for a, pc := range n.s.peers {
 		peers[a] = pc.Kind
 	}
@@ -70,14 +72,14 @@ func TestGoBGPPolicy(t *testing.T) {
 	c := gbStart(t, "c", "127.0.7.13", gbAS, port, true)
 	e := gbStart(t, "e", "127.0.7.21", 65001, port, false)
 	const blockA, blockB, blockC, extra = "10.244.1.0/26", "10.244.2.0/26", "10.244.3.0/26", "10.245.0.7/32"
-	pol := Policy{
+	pol := routing.Policy{
 		OwnBlocks:    []netip.Prefix{gbPfx(blockC)},
 		ExtraExports: []netip.Prefix{gbPfx(extra)},
 		BlockOwners: map[netip.Prefix]netip.Addr{
 			gbPfx(blockA): a.addr, gbPfx(blockB): b.addr, gbPfx(blockC): c.addr,
 		},
 		Pools:              []netip.Prefix{gbPfx("10.244.0.0/16")},
-		ExternalImports:    map[netip.Addr][]PrefixRange{e.addr: {{Prefix: gbPfx("198.51.100.0/24")}}},
+		ExternalImports:    map[netip.Addr][]routing.PrefixRange{e.addr: {{Prefix: gbPfx("198.51.100.0/24")}}},
 		NoExportToExternal: []netip.Prefix{gbPfx("10.245.0.0/16")},
 	}
 	c.setPolicy(pol) // policy, then own routes, then peers
@@ -90,10 +92,10 @@ func TestGoBGPPolicy(t *testing.T) {
 	e.advertise("198.51.100.0/24", e.addr)
 	e.advertise("203.0.113.0/24", e.addr)
 
-	a.setPeers(a.peerOf(c, KindMesh))
-	b.setPeers(b.peerOf(c, KindMesh))
-	e.setPeers(e.peerOf(c, KindExternal))
-	c.setPeers(c.peerOf(a, KindMesh), c.peerOf(b, KindMesh), c.peerOf(e, KindExternal))
+	a.setPeers(a.peerOf(c, routing.KindMesh))
+	b.setPeers(b.peerOf(c, routing.KindMesh))
+	e.setPeers(e.peerOf(c, routing.KindExternal))
+	c.setPeers(c.peerOf(a, routing.KindMesh), c.peerOf(b, routing.KindMesh), c.peerOf(e, routing.KindExternal))
 
 	c.waitBest(blockB, 10*time.Second, b.addr)
 	c.waitBest("198.51.100.0/24", 10*time.Second, e.addr)
@@ -171,25 +173,25 @@ func TestGoBGPRouteReflector(t *testing.T) {
 				own = append(own, b)
 			}
 		}
-		n.setPolicy(Policy{OwnBlocks: own, BlockOwners: owners, Pools: []netip.Prefix{gbPfx("10.244.0.0/16")}})
+		n.setPolicy(routing.Policy{OwnBlocks: own, BlockOwners: owners, Pools: []netip.Prefix{gbPfx("10.244.0.0/16")}})
 		n.advertise(own[0].String(), n.addr)
 	}
 	// y hijacks x's block; its own export policy would stop that, so y exports it as
 	// an extra (a misconfigured or malicious node).
-	rogue := Policy{OwnBlocks: []netip.Prefix{gbPfx("10.244.3.0/26")}, ExtraExports: []netip.Prefix{gbPfx("10.244.2.0/26")},
+	rogue := routing.Policy{OwnBlocks: []netip.Prefix{gbPfx("10.244.3.0/26")}, ExtraExports: []netip.Prefix{gbPfx("10.244.2.0/26")},
 		BlockOwners: owners, Pools: []netip.Prefix{gbPfx("10.244.0.0/16")}}
 	y.setPolicy(rogue)
 	y.advertise("10.244.2.0/26", y.addr)
-	client := func(other *gbNode) PeerConfig {
-		pc := r.peerOf(other, KindReflectorClient)
+	client := func(other *gbNode) routing.PeerConfig {
+		pc := r.peerOf(other, routing.KindReflectorClient)
 		pc.RouteReflectorClient, pc.ClusterID = true, r.addr.String()
 		return pc
 	}
 	r.setPeers(client(x), client(y))
 	wy := y.watch()
 	start := time.Now()
-	x.setPeers(x.peerOf(r, KindReflector))
-	y.setPeers(y.peerOf(r, KindReflector))
+	x.setPeers(x.peerOf(r, routing.KindReflector))
+	y.setPeers(y.peerOf(r, routing.KindReflector))
 	x.waitBest("10.244.3.0/26", 10*time.Second, y.addr)
 	x.waitBest("10.244.1.0/26", 5*time.Second, r.addr)
 	r.waitBest("10.244.2.0/26", 5*time.Second, x.addr) // not y's claim
@@ -199,7 +201,7 @@ func TestGoBGPRouteReflector(t *testing.T) {
 	x.advertise("10.244.2.64/26", x.addr) // unassigned: the reflector drops it
 	owners[gbPfx("10.244.2.128/26")] = x.addr
 	for n, own := range map[*gbNode][]string{r: {"10.244.1.0/26"}, x: {"10.244.2.0/26", "10.244.2.128/26"}} {
-		p := Policy{BlockOwners: owners, Pools: []netip.Prefix{gbPfx("10.244.0.0/16")}}
+		p := routing.Policy{BlockOwners: owners, Pools: []netip.Prefix{gbPfx("10.244.0.0/16")}}
 		for _, o := range own {
 			p.OwnBlocks = append(p.OwnBlocks, gbPfx(o))
 		}
@@ -216,7 +218,7 @@ func TestGoBGPRouteReflector(t *testing.T) {
 	gbWaitFor(t, 2*time.Second, "the reflector logs y's hijack", func() bool {
 		return r.logs.count("route rejected", "hijack rejected", y.addr.String()) == 1
 	})
-	checkAgreement(t, r, Policy{OwnBlocks: []netip.Prefix{gbPfx("10.244.1.0/26")}, BlockOwners: owners, Pools: []netip.Prefix{gbPfx("10.244.0.0/16")}})
+	checkAgreement(t, r, routing.Policy{OwnBlocks: []netip.Prefix{gbPfx("10.244.1.0/26")}, BlockOwners: owners, Pools: []netip.Prefix{gbPfx("10.244.0.0/16")}})
 	if ps := r.peerState(y.addr); !strings.Contains(ps.State, "Established") || ps.Received != 2 || ps.Accepted != 2 {
 		t.Errorf("reflector's view of y: %+v", ps)
 	}

@@ -1,4 +1,4 @@
-package routing
+package gobgp
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hostroute/hostroute/routing"
 )
 
 // The GoBGP tests run real in-process speakers on loopback. Every "node" has its own
@@ -22,15 +24,17 @@ import (
 
 const gbAS = 64512
 
+func gbPfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
 // gbTimers keep sessions and failures quick.
-var gbTimers = PeerConfig{HoldTime: 3 * time.Second, ConnectRetry: time.Second}
+var gbTimers = routing.PeerConfig{HoldTime: 3 * time.Second, ConnectRetry: time.Second}
 
 type gbNode struct {
 	t    *testing.T
 	name string
 	addr netip.Addr
 	as   uint32
-	s    *GoBGP
+	s    *Speaker
 	logs *gbLogs
 }
 
@@ -54,8 +58,8 @@ func gbStart(t *testing.T, name, addr string, as uint32, port uint16, listen boo
 	if os.Getenv("HOSTROUTE_BGP_DEBUG") != "" {
 		h = gbTee{n.logs, slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}).WithAttrs([]slog.Attr{slog.String("node", name)})}
 	}
-	n.s = NewGoBGPWithOptions(slog.New(h), GoBGPOptions{LocalAddresses: []netip.Addr{n.addr}, PeerPort: port, RejectScanInterval: 100 * time.Millisecond})
-	g := GlobalConfig{AS: as, RouterID: n.addr, ListenPort: int32(port), ListenAddresses: []string{addr}}
+	n.s = NewWithOptions(slog.New(h), Options{LocalAddresses: []netip.Addr{n.addr}, PeerPort: port, RejectScanInterval: 100 * time.Millisecond})
+	g := routing.GlobalConfig{AS: as, RouterID: n.addr, ListenPort: int32(port), ListenAddresses: []string{addr}}
 	if !listen {
 		g.ListenPort, g.ListenAddresses = -1, nil
 	}
@@ -67,14 +71,14 @@ func gbStart(t *testing.T, name, addr string, as uint32, port uint16, listen boo
 }
 
 // peerOf is n's configuration for a session to other. The lower address is passive.
-func (n *gbNode) peerOf(other *gbNode, kind PeerKind) PeerConfig {
+func (n *gbNode) peerOf(other *gbNode, kind routing.PeerKind) routing.PeerConfig {
 	pc := gbTimers
 	pc.Address, pc.PeerAS, pc.Kind, pc.Name = other.addr, other.as, kind, other.name
 	pc.Passive = n.addr.Less(other.addr)
 	return pc
 }
 
-func (n *gbNode) setPeers(peers ...PeerConfig) {
+func (n *gbNode) setPeers(peers ...routing.PeerConfig) {
 	n.t.Helper()
 	if err := n.s.SetPeers(peers); err != nil {
 		n.t.Fatalf("%s: set peers: %v", n.name, err)
@@ -88,14 +92,14 @@ func (n *gbNode) advertise(prefix string, nextHop netip.Addr) {
 	}
 }
 
-func (n *gbNode) setPolicy(p Policy) {
+func (n *gbNode) setPolicy(p routing.Policy) {
 	n.t.Helper()
 	if err := n.s.SetPolicy(p); err != nil {
 		n.t.Fatalf("%s: set policy: %v", n.name, err)
 	}
 }
 
-func (n *gbNode) peerState(addr netip.Addr) PeerState {
+func (n *gbNode) peerState(addr netip.Addr) routing.PeerState {
 	n.t.Helper()
 	ps, err := n.s.Peers()
 	if err != nil {
@@ -106,7 +110,7 @@ func (n *gbNode) peerState(addr netip.Addr) PeerState {
 			return p
 		}
 	}
-	return PeerState{}
+	return routing.PeerState{}
 }
 
 // waitEstablished waits for the session to other and returns how long it took.
@@ -165,7 +169,7 @@ type gbWatch struct {
 
 type gbEvent struct {
 	at time.Time
-	bp BestPath
+	bp routing.BestPath
 }
 
 func (n *gbNode) watch() *gbWatch {
@@ -173,7 +177,7 @@ func (n *gbNode) watch() *gbWatch {
 	w := &gbWatch{}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.t.Cleanup(cancel)
-	err := n.s.WatchBestPaths(ctx, func(bp BestPath) {
+	err := n.s.WatchBestPaths(ctx, func(bp routing.BestPath) {
 		w.mu.Lock()
 		w.events = append(w.events, gbEvent{time.Now(), bp})
 		w.mu.Unlock()

@@ -1,4 +1,4 @@
-package routing
+package gobgp
 
 import (
 	"context"
@@ -45,9 +45,9 @@ func newSlogLogger(l *slog.Logger, onPeerError func(addr, reason string)) *slogL
 	return s
 }
 
-// NewGoBGPLogger returns GoBGP's logger interface writing to l, for embedding GoBGP
+// NewLogger returns GoBGP's logger interface writing to l, for embedding GoBGP
 // elsewhere (e.g. a test harness). Fatal and Panic log and return.
-func NewGoBGPLogger(l *slog.Logger) gobgplog.Logger { return newSlogLogger(l, nil) }
+func NewLogger(l *slog.Logger) gobgplog.Logger { return newSlogLogger(l, nil) }
 
 func (s *slogLogger) Panic(msg string, f gobgplog.Fields) {
 	s.emit(gobgplog.PanicLevel, slog.LevelError, msg, f, "panic")

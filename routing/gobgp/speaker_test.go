@@ -1,4 +1,4 @@
-package routing
+package gobgp
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hostroute/hostroute/routing"
 )
 
 // Our routes advertised before the session exists arrive with our next hop, IPv4 and
@@ -23,7 +25,7 @@ func TestGoBGPAdvertiseBeforePeer(t *testing.T) {
 	a.advertise("fd00:244:0:1::/80", v6hop)
 	w := b.watch()
 
-	pa, pb := a.peerOf(b, KindMesh), b.peerOf(a, KindMesh)
+	pa, pb := a.peerOf(b, routing.KindMesh), b.peerOf(a, routing.KindMesh)
 	pa.IPv4, pa.IPv6, pb.IPv4, pb.IPv6 = true, true, true, true
 	start := time.Now()
 	a.setPeers(pa)
@@ -76,9 +78,9 @@ func TestGoBGPECMP(t *testing.T) {
 	a.advertise(anycast, a.addr)
 	b.advertise(anycast, b.addr)
 	w := c.watch()
-	a.setPeers(a.peerOf(c, KindMesh))
-	b.setPeers(b.peerOf(c, KindMesh))
-	c.setPeers(c.peerOf(a, KindMesh), c.peerOf(b, KindMesh))
+	a.setPeers(a.peerOf(c, routing.KindMesh))
+	b.setPeers(b.peerOf(c, routing.KindMesh))
+	c.setPeers(c.peerOf(a, routing.KindMesh), c.peerOf(b, routing.KindMesh))
 	c.waitBest(anycast, 10*time.Second, a.addr, b.addr)
 	w.waitSet(t, time.Time{}, anycast, 5*time.Second, a.addr, b.addr)
 
@@ -102,8 +104,8 @@ func TestGoBGPStopSendsCease(t *testing.T) {
 	a := gbStart(t, "a", "127.0.3.11", gbAS, port, true)
 	b := gbStart(t, "b", "127.0.3.12", gbAS, port, false)
 	a.advertise("10.244.1.0/26", a.addr)
-	pa, pb := a.peerOf(b, KindMesh), b.peerOf(a, KindMesh)
-	for _, p := range []*PeerConfig{&pa, &pb} {
+	pa, pb := a.peerOf(b, routing.KindMesh), b.peerOf(a, routing.KindMesh)
+	for _, p := range []*routing.PeerConfig{&pa, &pb} {
 		p.GracefulRestart, p.RestartTime = true, 30*time.Second
 	}
 	w := b.watch()
@@ -125,10 +127,10 @@ func TestGoBGPStopSendsCease(t *testing.T) {
 	t.Logf("b's LastError for a: %q", b.peerState(a.addr).LastError)
 
 	// A stopped speaker starts again from scratch; a watch can begin before Start.
-	if err := a.s.WatchBestPaths(t.Context(), func(BestPath) {}); err != nil {
+	if err := a.s.WatchBestPaths(t.Context(), func(routing.BestPath) {}); err != nil {
 		t.Errorf("watch before Start: %v", err)
 	}
-	if err := a.s.Start(context.Background(), GlobalConfig{AS: gbAS, RouterID: a.addr, ListenPort: -1}); err != nil {
+	if err := a.s.Start(context.Background(), routing.GlobalConfig{AS: gbAS, RouterID: a.addr, ListenPort: -1}); err != nil {
 		t.Fatalf("restart: %v", err)
 	}
 	if ps, err := a.s.Peers(); err != nil || len(ps) != 0 || len(a.s.adv) != 0 {
@@ -145,8 +147,8 @@ func TestGoBGPShutdownPeer(t *testing.T) {
 	b := gbStart(t, "b", "127.0.4.12", gbAS, port, false)
 	b.advertise("10.244.2.0/26", b.addr)
 	w := a.watch()
-	a.setPeers(a.peerOf(b, KindMesh)) // passive: b dials
-	b.setPeers(b.peerOf(a, KindMesh))
+	a.setPeers(a.peerOf(b, routing.KindMesh)) // passive: b dials
+	b.setPeers(b.peerOf(a, routing.KindMesh))
 	w.waitSet(t, time.Time{}, "10.244.2.0/26", 10*time.Second, b.addr)
 
 	start := time.Now()
@@ -185,7 +187,7 @@ func TestGoBGPSetPeersIdempotent(t *testing.T) {
 	port := gbFreePort(t)
 	a := gbStart(t, "a", "127.0.5.11", gbAS, port, true)
 	b := gbStart(t, "b", "127.0.5.12", gbAS, port, false)
-	pa, pb := a.peerOf(b, KindMesh), b.peerOf(a, KindMesh)
+	pa, pb := a.peerOf(b, routing.KindMesh), b.peerOf(a, routing.KindMesh)
 	a.setPeers(pa)
 	b.setPeers(pb)
 	b.waitEstablished(a, 10*time.Second)
@@ -227,14 +229,14 @@ func TestGoBGPSetPeersMakeBeforeBreak(t *testing.T) {
 	const anycast = "10.96.0.10/32"
 	a.advertise(anycast, a.addr)
 	b.advertise(anycast, b.addr)
-	a.setPeers(a.peerOf(c, KindMesh))
-	b.setPeers(b.peerOf(c, KindMesh))
+	a.setPeers(a.peerOf(c, routing.KindMesh))
+	b.setPeers(b.peerOf(c, routing.KindMesh))
 	w := c.watch()
-	c.setPeers(c.peerOf(a, KindMesh))
+	c.setPeers(c.peerOf(a, routing.KindMesh))
 	w.waitSet(t, time.Time{}, anycast, 10*time.Second, a.addr)
 
 	start := time.Now()
-	c.setPeers(c.peerOf(b, KindMesh))
+	c.setPeers(c.peerOf(b, routing.KindMesh))
 	took := time.Since(start)
 	w.waitSet(t, start, anycast, 5*time.Second, b.addr)
 	var seen [][]netip.Addr

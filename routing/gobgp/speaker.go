@@ -1,4 +1,4 @@
-package routing
+package gobgp
 
 import (
 	"context"
@@ -12,11 +12,13 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/hostroute/hostroute/routing"
 )
 
-// GoBGPOptions are settings of the embedded speaker that the Speaker interface does not
-// carry (see NewGoBGPWithOptions).
-type GoBGPOptions struct {
+// Options are settings of the embedded speaker that the routing.Speaker interface does
+// not carry (see NewWithOptions).
+type Options struct {
 	// LocalAddresses are the source addresses of the sessions this node dials, at most
 	// one per family (the node's address, which is also its next hop). Empty = the
 	// kernel's choice, which on a multi-homed host may not be the address neighbours
@@ -33,7 +35,7 @@ type GoBGPOptions struct {
 	RejectScanInterval time.Duration
 }
 
-// GoBGP is the Speaker backed by an embedded GoBGP v3 BgpServer.
+// Speaker is the routing.Speaker backed by an embedded GoBGP v3 BgpServer.
 //
 // Order of calls: Start, SetPolicy, Advertise the own blocks, then SetPeers. Hazards:
 //   - GoBGP keeps package-level state (table.UseMultiplePaths, table.SelectionOptions)
@@ -41,13 +43,14 @@ type GoBGPOptions struct {
 //     same settings (tests). Start always enables multipath (ECMP).
 //   - Peers added before our blocks are advertised get End-of-RIB with an empty table:
 //     with graceful restart they drop everything we had, then relearn it.
-//   - TCP-MD5 (PeerConfig.Password) needs `//go:debug multipathtcp=0` in package main:
-//     with a go >= 1.24 main module the listener is MPTCP, where TCP_MD5SIG (and
+//   - TCP-MD5 (routing.PeerConfig.Password) needs `//go:debug multipathtcp=0` in package
+//     main: with a go >= 1.24 main module the listener is MPTCP, where TCP_MD5SIG (and
 //     GoBGP's listener TTL) fail and the session never comes up.
-//   - The BgpServer's Serve goroutine never returns: a GoBGP lives as long as the process.
-type GoBGP struct {
+//   - The BgpServer's Serve goroutine never returns: a Speaker lives as long as the
+//     process.
+type Speaker struct {
 	log  *slog.Logger
-	opts GoBGPOptions
+	opts Options
 	srv  *server.BgpServer
 	hj   *hijackLog
 
@@ -58,19 +61,19 @@ type GoBGP struct {
 	mu sync.Mutex
 
 	started   bool
-	global    GlobalConfig
+	global    routing.GlobalConfig
 	stopWatch context.CancelFunc
 	adv       map[netip.Prefix]advert
-	peers     map[netip.Addr]PeerConfig
+	peers     map[netip.Addr]routing.PeerConfig
 	apiPeers  map[netip.Addr]*api.Peer // session settings as last added (change detection)
 	down      map[netip.Addr]string    // shut down by ShutdownPeer: the reason
 	lastErr   map[netip.Addr]string    // why the session last failed, from GoBGP's log
 	// Guarded by op, not mu.
-	policy       Policy
+	policy       routing.Policy
 	hasPolicy    bool
-	applied      *api.SetPoliciesRequest // the GoBGP policy installed last (nil = none)
-	appliedPol   Policy                  // the Policy it was built from
-	appliedKinds map[netip.Addr]PeerKind // and the neighbour kinds
+	applied      *api.SetPoliciesRequest         // the GoBGP policy installed last (nil = none)
+	appliedPol   routing.Policy                  // the Policy it was built from
+	appliedKinds map[netip.Addr]routing.PeerKind // and the neighbour kinds
 }
 
 // advert is one of our own routes in GoBGP's RIB.
@@ -79,14 +82,14 @@ type advert struct {
 	uuid    []byte // AddPath's handle; re-adding the prefix makes a new one
 }
 
-var _ Speaker = (*GoBGP)(nil)
+var _ routing.Speaker = (*Speaker)(nil)
 
-// NewGoBGP returns a speaker with default options; call Start before anything else.
-func NewGoBGP(log *slog.Logger) *GoBGP { return NewGoBGPWithOptions(log, GoBGPOptions{}) }
+// New returns a speaker with default options; call Start before anything else.
+func New(log *slog.Logger) *Speaker { return NewWithOptions(log, Options{}) }
 
-// NewGoBGPWithOptions returns a speaker; its BgpServer is already serving (every GoBGP
+// NewWithOptions returns a speaker; its BgpServer is already serving (every GoBGP
 // API call is queued to that loop and would block forever without it).
-func NewGoBGPWithOptions(log *slog.Logger, opts GoBGPOptions) *GoBGP {
+func NewWithOptions(log *slog.Logger, opts Options) *Speaker {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -96,11 +99,11 @@ func NewGoBGPWithOptions(log *slog.Logger, opts GoBGPOptions) *GoBGP {
 	if opts.RejectScanInterval <= 0 {
 		opts.RejectScanInterval = defaultRejectScanInterval
 	}
-	g := &GoBGP{
+	g := &Speaker{
 		log:      log,
 		opts:     opts,
 		adv:      map[netip.Prefix]advert{},
-		peers:    map[netip.Addr]PeerConfig{},
+		peers:    map[netip.Addr]routing.PeerConfig{},
 		apiPeers: map[netip.Addr]*api.Peer{},
 		down:     map[netip.Addr]string{},
 		lastErr:  map[netip.Addr]string{},
@@ -113,7 +116,7 @@ func NewGoBGPWithOptions(log *slog.Logger, opts GoBGPOptions) *GoBGP {
 
 // notePeerError records why a session failed. It runs on GoBGP's FSM goroutines, so it
 // only touches g.mu, never the server.
-func (g *GoBGP) notePeerError(addr, reason string) {
+func (g *Speaker) notePeerError(addr, reason string) {
 	a, err := netip.ParseAddr(addr)
 	if err != nil || reason == "" {
 		return
@@ -125,7 +128,7 @@ func (g *GoBGP) notePeerError(addr, reason string) {
 
 // Start starts the speaker (ctx bounds the call, not the speaker's life). A policy set
 // before Start is installed before any route can arrive.
-func (g *GoBGP) Start(ctx context.Context, gc GlobalConfig) error {
+func (g *Speaker) Start(ctx context.Context, gc routing.GlobalConfig) error {
 	g.op.Lock()
 	defer g.op.Unlock()
 	if g.isStarted() {
@@ -169,7 +172,7 @@ func (g *GoBGP) Start(ctx context.Context, gc GlobalConfig) error {
 // Stop sends a Cease to every neighbour (they withdraw our routes at once, graceful
 // restart or not) and stops. GoBGP forgets peers, routes and policy: a later Start
 // begins from scratch. Exiting without Stop makes graceful-restart peers keep our routes.
-func (g *GoBGP) Stop() error {
+func (g *Speaker) Stop() error {
 	g.op.Lock()
 	defer g.op.Unlock()
 	if !g.isStarted() {
@@ -180,11 +183,11 @@ func (g *GoBGP) Stop() error {
 	g.stopWatch()
 	g.started = false
 	g.adv = map[netip.Prefix]advert{}
-	g.peers = map[netip.Addr]PeerConfig{}
+	g.peers = map[netip.Addr]routing.PeerConfig{}
 	g.apiPeers = map[netip.Addr]*api.Peer{}
 	g.down = map[netip.Addr]string{}
 	g.lastErr = map[netip.Addr]string{}
-	g.policy, g.hasPolicy, g.applied, g.appliedPol, g.appliedKinds = Policy{}, false, nil, Policy{}, nil
+	g.policy, g.hasPolicy, g.applied, g.appliedPol, g.appliedKinds = routing.Policy{}, false, nil, routing.Policy{}, nil
 	g.mu.Unlock()
 	g.hj.reset()
 	if err != nil {
@@ -193,7 +196,7 @@ func (g *GoBGP) Stop() error {
 	return nil
 }
 
-func (g *GoBGP) isStarted() bool {
+func (g *Speaker) isStarted() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.started
@@ -201,7 +204,7 @@ func (g *GoBGP) isStarted() bool {
 
 // Advertise originates prefix with nextHop. Advertising it again with the same next hop
 // does nothing; with another next hop it replaces the route (one UPDATE, no withdrawal).
-func (g *GoBGP) Advertise(prefix netip.Prefix, nextHop netip.Addr) error {
+func (g *Speaker) Advertise(prefix netip.Prefix, nextHop netip.Addr) error {
 	g.op.Lock()
 	defer g.op.Unlock()
 	if !g.isStarted() {
@@ -228,7 +231,7 @@ func (g *GoBGP) Advertise(prefix netip.Prefix, nextHop netip.Addr) error {
 }
 
 // Withdraw stops originating prefix; withdrawing a prefix never advertised does nothing.
-func (g *GoBGP) Withdraw(prefix netip.Prefix) error {
+func (g *Speaker) Withdraw(prefix netip.Prefix) error {
 	g.op.Lock()
 	defer g.op.Unlock()
 	if !g.isStarted() {
@@ -250,7 +253,7 @@ func (g *GoBGP) Withdraw(prefix netip.Prefix) error {
 	return nil
 }
 
-func (g *GoBGP) addPath(prefix netip.Prefix, nextHop netip.Addr) ([]byte, error) {
+func (g *Speaker) addPath(prefix netip.Prefix, nextHop netip.Addr) ([]byte, error) {
 	p, err := localPath(prefix, nextHop)
 	if err != nil {
 		return nil, err
@@ -265,7 +268,7 @@ func (g *GoBGP) addPath(prefix netip.Prefix, nextHop netip.Addr) ([]byte, error)
 // deletePath removes one of our routes by its UUID, falling back to a withdrawal by
 // prefix if GoBGP no longer knows the UUID. Hazard: a DeletePath with neither a UUID nor
 // a path deletes every local route, so an empty UUID is never sent.
-func (g *GoBGP) deletePath(prefix netip.Prefix, a advert) error {
+func (g *Speaker) deletePath(prefix netip.Prefix, a advert) error {
 	if len(a.uuid) > 0 {
 		err := g.srv.DeletePath(context.Background(), &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Uuid: a.uuid})
 		if err == nil {

@@ -1,4 +1,4 @@
-package routing
+package gobgp
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	api "github.com/osrg/gobgp/v3/api"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/hostroute/hostroute/routing"
 )
 
 // GoBGP policy names; the speaker owns GoBGP's whole policy configuration.
@@ -20,9 +22,9 @@ const (
 )
 
 // SetPolicy installs p as GoBGP's global import and export policy (the rules are
-// Policy.Accepts and Policy.Exports), replacing the previous one whole. Installing the
-// same policy for the same neighbour kinds again does nothing. A policy set before Start
-// is installed by Start.
+// routing.Policy.Accepts and routing.Policy.Exports), replacing the previous one whole.
+// Installing the same policy for the same neighbour kinds again does nothing. A policy
+// set before Start is installed by Start.
 //
 // Hazards handled here:
 //   - GoBGP does not re-evaluate routes already received when the policy changes: a
@@ -31,7 +33,7 @@ const (
 //   - A soft reset out sends newly allowed routes but never withdraws newly refused ones,
 //     and a withdrawal is itself filtered by the export policy. So our routes that the new
 //     policy stops exporting are withdrawn before it is installed and re-originated after.
-func (g *GoBGP) SetPolicy(p Policy) error {
+func (g *Speaker) SetPolicy(p routing.Policy) error {
 	g.op.Lock()
 	defer g.op.Unlock()
 	g.policy, g.hasPolicy = p.Clone(), true
@@ -43,7 +45,7 @@ func (g *GoBGP) SetPolicy(p Policy) error {
 
 // installPolicy builds and installs the GoBGP policy for the stored Policy and kinds.
 // The caller holds g.op.
-func (g *GoBGP) installPolicy(kinds map[netip.Addr]PeerKind) (err error) {
+func (g *Speaker) installPolicy(kinds map[netip.Addr]routing.PeerKind) (err error) {
 	if !g.hasPolicy {
 		return nil
 	}
@@ -117,12 +119,12 @@ func (g *GoBGP) installPolicy(kinds map[netip.Addr]PeerKind) (err error) {
 // stopsExporting returns our routes that the installed GoBGP policy exports (to nodes or
 // to external neighbours) and the stored Policy no longer does (with no policy installed
 // GoBGP exports everything), and a copy of our routes.
-func (g *GoBGP) stopsExporting() ([]netip.Prefix, map[netip.Prefix]advert) {
+func (g *Speaker) stopsExporting() ([]netip.Prefix, map[netip.Prefix]advert) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var out []netip.Prefix
 	for pfx := range g.adv {
-		for _, k := range []PeerKind{KindMesh, KindExternal} {
+		for _, k := range []routing.PeerKind{routing.KindMesh, routing.KindExternal} {
 			before := g.applied == nil
 			if !before {
 				before, _ = g.appliedPol.Exports(k, pfx, false, false)
@@ -156,18 +158,18 @@ func (g *GoBGP) stopsExporting() ([]netip.Prefix, map[netip.Prefix]advert) {
 // an empty neighbour set matches every neighbour (rules that need one are left out when
 // it would be empty); the per-owner rules are evaluated in order, one per node and
 // family, which is linear in the cluster size per received route.
-func buildPolicy(p Policy, kinds map[netip.Addr]PeerKind) *api.SetPoliciesRequest {
+func buildPolicy(p routing.Policy, kinds map[netip.Addr]routing.PeerKind) *api.SetPoliciesRequest {
 	b := &policyBuilder{}
 	var nodes, externals []netip.Addr
 	reflector := false
 	for a, k := range kinds {
 		switch k {
-		case KindExternal:
+		case routing.KindExternal:
 			externals = append(externals, a)
-		case KindMesh, KindReflector, KindReflectorClient:
+		case routing.KindMesh, routing.KindReflector, routing.KindReflectorClient:
 			nodes = append(nodes, a)
 		}
-		reflector = reflector || k == KindReflectorClient
+		reflector = reflector || k == routing.KindReflectorClient
 	}
 	slices.SortFunc(nodes, netip.Addr.Compare)
 	slices.SortFunc(externals, netip.Addr.Compare)
@@ -283,8 +285,8 @@ func (b *policyBuilder) prefixSet(name string, ps []netip.Prefix, ranged bool) s
 	return name
 }
 
-// rangeSet adds a prefix set for the ranges of family f (see PrefixRange.Matches).
-func (b *policyBuilder) rangeSet(name string, f family, rs []PrefixRange) string {
+// rangeSet adds a prefix set for the ranges of family f (see routing.PrefixRange.Matches).
+func (b *policyBuilder) rangeSet(name string, f family, rs []routing.PrefixRange) string {
 	var entries []*api.Prefix
 	for _, r := range rs {
 		if !r.Prefix.IsValid() || r.Prefix.Addr().Is4() != f.v4 {

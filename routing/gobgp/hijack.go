@@ -1,4 +1,4 @@
-package routing
+package gobgp
 
 import (
 	"context"
@@ -12,13 +12,15 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
+
+	"github.com/hostroute/hostroute/routing"
 )
 
 // Rejected returns, per neighbour, how many of the routes it currently sends us the
 // import policy rejects (hijack attempts, our own blocks echoed back, unlisted external
 // prefixes). Neighbours with none are left out. Counts reset when a session goes down.
-// They are as of the last scan of the Adj-RIB-In (see GoBGPOptions.RejectScanInterval).
-func (g *GoBGP) Rejected() map[netip.Addr]int { return g.hj.counts() }
+// They are as of the last scan of the Adj-RIB-In (see Options.RejectScanInterval).
+func (g *Speaker) Rejected() map[netip.Addr]int { return g.hj.counts() }
 
 // Defaults of the rejected-route scan.
 const (
@@ -29,24 +31,25 @@ const (
 )
 
 // hijackLog logs, once per path and session, each route in GoBGP's pre-policy
-// Adj-RIB-In that Policy.Accepts rejects, with its reason. GoBGP itself drops such routes
-// silently. It mirrors the decision of the GoBGP policy rather than observing it: the
-// import policy is built from the same rules (gobgp_policy.go), and a test checks both
-// agree. Nothing is judged before the first SetPolicy (GoBGP then accepts everything).
+// Adj-RIB-In that routing.Policy.Accepts rejects, with its reason. GoBGP itself drops
+// such routes silently. It mirrors the decision of the GoBGP policy rather than
+// observing it: the import policy is built from the same rules (policy.go), and a test
+// checks both agree. Nothing is judged before the first SetPolicy (GoBGP then accepts
+// everything).
 //
-// The Adj-RIB-In is scanned periodically (GoBGP.scanRejected) rather than watched: a
+// The Adj-RIB-In is scanned periodically (Speaker.scanRejected) rather than watched: a
 // watch of it converts every received path to protobuf on GoBGP's watcher goroutine,
 // which doubled the cost of learning a route.
 //
-// Its state is guarded by mu; it never calls GoBGP.
+// Its state is guarded by mu; it never calls the Speaker or GoBGP.
 type hijackLog struct {
 	log  *slog.Logger
 	kick chan struct{} // a scan is due now (the policy or the neighbour kinds changed)
 
 	mu     sync.Mutex
 	active bool
-	policy Policy
-	kinds  map[netip.Addr]PeerKind
+	policy routing.Policy
+	kinds  map[netip.Addr]routing.PeerKind
 	// gen changes with the policy, the kinds and on reset; epoch[n] each time n's session
 	// goes down. A scan whose gen or epoch changed meanwhile is thrown away.
 	gen      uint64
@@ -63,7 +66,7 @@ func newHijackLog(l *slog.Logger) *hijackLog {
 func (h *hijackLog) reset() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.active, h.policy, h.kinds = false, Policy{}, map[netip.Addr]PeerKind{}
+	h.active, h.policy, h.kinds = false, routing.Policy{}, map[netip.Addr]routing.PeerKind{}
 	h.gen++
 	h.rejected = map[netip.Addr]map[netip.Prefix]string{}
 }
@@ -78,7 +81,7 @@ func (h *hijackLog) forget(n netip.Addr) {
 
 // update sets the policy and neighbour kinds; when they changed, every known path is
 // judged again by a scan, at once.
-func (h *hijackLog) update(p Policy, kinds map[netip.Addr]PeerKind) {
+func (h *hijackLog) update(p routing.Policy, kinds map[netip.Addr]routing.PeerKind) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.active && maps.Equal(h.kinds, kinds) && reflect.DeepEqual(h.policy, p) {
@@ -107,7 +110,7 @@ func (h *hijackLog) onPeerEvent(r *api.WatchEventResponse) {
 // judgement is one scan's verdict on a neighbour's routes, before it is applied.
 type judgement struct {
 	gen, epoch uint64
-	kind       PeerKind
+	kind       routing.PeerKind
 	rejected   map[netip.Prefix]rejection
 }
 
@@ -118,12 +121,12 @@ type rejection struct {
 
 // begin snapshots what judging a neighbour needs; ok is false when nothing is judged
 // (no policy yet, or a neighbour of unknown kind).
-func (h *hijackLog) begin(n netip.Addr) (j judgement, p Policy, ok bool) {
+func (h *hijackLog) begin(n netip.Addr) (j judgement, p routing.Policy, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	kind, known := h.kinds[n]
 	if !h.active || !known {
-		return judgement{}, Policy{}, false
+		return judgement{}, routing.Policy{}, false
 	}
 	return judgement{gen: h.gen, epoch: h.epoch[n], kind: kind}, h.policy, true
 }
@@ -184,7 +187,7 @@ type scanPeer struct {
 // before its routes reach the Adj-RIB-In); otherwise only after a policy change, or
 // every rejectScanRefresh intervals to be safe. A quiet neighbour with 100,000 routes
 // costs nothing between refreshes.
-func (g *GoBGP) scanRejected(ctx context.Context, interval time.Duration) {
+func (g *Speaker) scanRejected(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	peers := map[netip.Addr]*scanPeer{}
@@ -200,7 +203,7 @@ func (g *GoBGP) scanRejected(ctx context.Context, interval time.Duration) {
 }
 
 // scanPass is one pass of scanRejected over the neighbours.
-func (g *GoBGP) scanPass(ctx context.Context, peers map[netip.Addr]*scanPeer, refresh time.Duration) {
+func (g *Speaker) scanPass(ctx context.Context, peers map[netip.Addr]*scanPeer, refresh time.Duration) {
 	var list []*api.Peer
 	if err := g.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) { list = append(list, p) }); err != nil {
 		return
@@ -249,7 +252,7 @@ func (g *GoBGP) scanPass(ctx context.Context, peers map[netip.Addr]*scanPeer, re
 
 // judgeAdjIn lists neighbour n's pre-policy Adj-RIB-In (binary: no protobuf attributes
 // to build and parse) and fills j.rejected.
-func (g *GoBGP) judgeAdjIn(ctx context.Context, n netip.Addr, pol Policy, j *judgement) error {
+func (g *Speaker) judgeAdjIn(ctx context.Context, n netip.Addr, pol routing.Policy, j *judgement) error {
 	var decodeErr error
 	for _, fam := range []*api.Family{familyIPv4, familyIPv6} {
 		err := g.srv.ListPath(ctx, &api.ListPathRequest{
