@@ -125,7 +125,7 @@ func atWatermark(b *v1alpha1.IPAMBlock, watermark float64) bool {
 	if err != nil {
 		return false
 	}
-	capacity := blockAddresses(p.Addr().BitLen(), p.Bits())
+	capacity := v1alpha1.BlockCapacity(p)
 	threshold := int(math.Ceil(watermark * float64(capacity)))
 	if threshold < 1 {
 		threshold = 1

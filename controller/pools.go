@@ -41,15 +41,6 @@ func (p *poolInfo) capacity() int64 {
 	return int64(1) << shift
 }
 
-// blockAddresses is the number of addresses in one block, capped at 2^30.
-func blockAddresses(bits, blockSize int) int {
-	shift := bits - blockSize
-	if shift > 30 {
-		shift = 30
-	}
-	return 1 << shift
-}
-
 // parsePool validates a pool's spec the way the CRD schema does; the controller re-checks
 // so that a pool stored before the schema existed (or with validation off) is never used.
 func parsePool(p *v1alpha1.IPPool) (*poolInfo, error) {

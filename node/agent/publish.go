@@ -116,7 +116,7 @@ func (p *publisher) flush(ctx context.Context) error {
 }
 
 func statusFor(block netip.Prefix, allocs []ipam.Allocation) v1alpha1.IPAMBlockStatus {
-	st := v1alpha1.IPAMBlockStatus{InUse: int32(len(allocs)), Capacity: int32(blockSize(block))}
+	st := v1alpha1.IPAMBlockStatus{InUse: int32(len(allocs)), Capacity: v1alpha1.BlockCapacity(block)}
 	for _, a := range allocs {
 		st.Allocations = append(st.Allocations, v1alpha1.Allocation{
 			Address: a.Addr.String(), PodUID: a.Owner.PodUID, Namespace: a.Owner.Namespace,

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
+	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/node/ipam"
 )
 
@@ -143,7 +144,7 @@ func (s *server) Status(context.Context, *agentv1.StatusRequest) (*agentv1.Statu
 		if !blk.IsValid() {
 			continue
 		}
-		resp.Blocks = append(resp.Blocks, &agentv1.BlockUsage{Cidr: blk.String(), InUse: int32(len(allocs)), Capacity: int32(blockSize(blk))})
+		resp.Blocks = append(resp.Blocks, &agentv1.BlockUsage{Cidr: blk.String(), InUse: int32(len(allocs)), Capacity: v1alpha1.BlockCapacity(blk)})
 	}
 	resp.Ready = len(resp.Blocks) > 0
 	if !resp.Ready {
@@ -170,13 +171,9 @@ func (s *server) readiness(ctx context.Context) (bool, string) {
 	return st.GetReady(), st.GetMessage()
 }
 
-func blockSize(p netip.Prefix) int {
-	shift := p.Addr().BitLen() - p.Bits()
-	if shift > 30 {
-		shift = 30
-	}
-	return 1 << shift
-}
+// blockSize is v1alpha1.BlockCapacity for routingState (status.go), which still calls it
+// by this name; new code calls v1alpha1.BlockCapacity.
+func blockSize(p netip.Prefix) int { return int(v1alpha1.BlockCapacity(p)) }
 
 func prefixStrings(ps []netip.Prefix) []string {
 	out := make([]string, len(ps))
