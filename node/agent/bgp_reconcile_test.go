@@ -15,6 +15,7 @@ import (
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/routing"
 	"github.com/hostroute/hostroute/routing/bfd"
+	"github.com/hostroute/hostroute/routing/routingtest"
 )
 
 func testNode(name, addr string, labels map[string]string) *corev1.Node {
@@ -94,7 +95,7 @@ func (f *fakeBFD) Events() <-chan bfd.Event { return nil }
 
 // countingSpeaker counts the calls that change the speaker's state.
 type countingSpeaker struct {
-	*routing.Fake
+	*routingtest.Fake
 	mu    sync.Mutex
 	calls map[string]int
 }
@@ -141,7 +142,7 @@ func (c *countingSpeaker) SetPeers(ps []routing.PeerConfig) error {
 // Every reconciler applied its concern on the first pass, and a second pass with the same
 // inputs makes no call at all; a changed input changes only what it concerns.
 func TestBGPReconcilersRunTwice(t *testing.T) {
-	sp := &countingSpeaker{Fake: routing.NewFake(), calls: map[string]int{}}
+	sp := &countingSpeaker{Fake: routingtest.NewFake(), calls: map[string]int{}}
 	bf := &fakeBFD{sessions: map[netip.Addr]netip.Addr{}}
 	started := 0
 	rs := newReconcilers(slog.New(slog.DiscardHandler), sp, bf, func() { started++ })

@@ -1,4 +1,7 @@
-package routing
+// Package routingtest has test doubles for code that drives a routing.Speaker (the node
+// agent's reconcilers): Fake, an in-memory speaker that records what it is told and
+// plays back what a test injects. Only tests import it.
+package routingtest
 
 import (
 	"context"
@@ -9,15 +12,17 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/hostroute/hostroute/routing"
 )
 
-// Fake is an in-memory Speaker for unit tests of code that drives a Speaker. It records
-// what it is told (Advertised, PeerConfigs, CurrentPolicy, ShutDown) and lets a test
-// inject what BGP would learn (SetBestPath, SetPeerState) and failures (FailNext).
+// Fake is an in-memory routing.Speaker for unit tests of code that drives a Speaker. It
+// records what it is told (Advertised, PeerConfigs, CurrentPolicy, ShutDown) and lets a
+// test inject what BGP would learn (SetBestPath, SetPeerState) and failures (FailNext).
 // It follows GoBGP's semantics where a caller could notice: calls other than SetPolicy
-// and WatchBestPaths fail before Start; Stop forgets peers, routes and policy and reports every best path
-// gone; WatchBestPaths returns at once and delivers the current set, then changes, in
-// order on one goroutine per watch until its context ends.
+// and WatchBestPaths fail before Start; Stop forgets peers, routes and policy and
+// reports every best path gone; WatchBestPaths returns at once and delivers the current
+// set, then changes, in order on one goroutine per watch until its context ends.
 type Fake struct {
 	// DefaultState is the session state Peers reports for a neighbour without an
 	// injected state; NewFake sets "Established".
@@ -25,28 +30,28 @@ type Fake struct {
 
 	mu         sync.Mutex
 	started    bool
-	global     GlobalConfig
+	global     routing.GlobalConfig
 	advertised map[netip.Prefix]netip.Addr
-	peers      map[netip.Addr]PeerConfig
-	policy     *Policy
-	states     map[netip.Addr]PeerState
+	peers      map[netip.Addr]routing.PeerConfig
+	policy     *routing.Policy
+	states     map[netip.Addr]routing.PeerState
 	shutdown   map[netip.Addr]string
-	best       map[netip.Prefix]BestPath
+	best       map[netip.Prefix]routing.BestPath
 	fail       map[string]error
 	watchers   map[*fakeWatch]struct{}
 }
 
-var _ Speaker = (*Fake)(nil)
+var _ routing.Speaker = (*Fake)(nil)
 
 // NewFake returns a stopped Fake whose neighbours are Established.
 func NewFake() *Fake {
 	return &Fake{
 		DefaultState: "Established",
 		advertised:   map[netip.Prefix]netip.Addr{},
-		peers:        map[netip.Addr]PeerConfig{},
-		states:       map[netip.Addr]PeerState{},
+		peers:        map[netip.Addr]routing.PeerConfig{},
+		states:       map[netip.Addr]routing.PeerState{},
 		shutdown:     map[netip.Addr]string{},
-		best:         map[netip.Prefix]BestPath{},
+		best:         map[netip.Prefix]routing.BestPath{},
 		fail:         map[string]error{},
 		watchers:     map[*fakeWatch]struct{}{},
 	}
@@ -72,7 +77,7 @@ func (f *Fake) enter(method string, needStarted bool) error {
 	return nil
 }
 
-func (f *Fake) Start(_ context.Context, g GlobalConfig) error {
+func (f *Fake) Start(_ context.Context, g routing.GlobalConfig) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("Start", false); err != nil {
@@ -93,12 +98,12 @@ func (f *Fake) Stop() error {
 	}
 	f.started = false
 	f.advertised = map[netip.Prefix]netip.Addr{}
-	f.peers = map[netip.Addr]PeerConfig{}
-	f.states = map[netip.Addr]PeerState{}
+	f.peers = map[netip.Addr]routing.PeerConfig{}
+	f.states = map[netip.Addr]routing.PeerState{}
 	f.shutdown = map[netip.Addr]string{}
 	f.policy = nil
 	for _, pfx := range slices.SortedFunc(maps.Keys(f.best), netip.Prefix.Compare) {
-		f.setBestLocked(BestPath{Prefix: pfx})
+		f.setBestLocked(routing.BestPath{Prefix: pfx})
 	}
 	return nil
 }
@@ -126,13 +131,13 @@ func (f *Fake) Withdraw(prefix netip.Prefix) error {
 	return nil
 }
 
-func (f *Fake) SetPeers(peers []PeerConfig) error {
+func (f *Fake) SetPeers(peers []routing.PeerConfig) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("SetPeers", true); err != nil {
 		return err
 	}
-	want := map[netip.Addr]PeerConfig{}
+	want := map[netip.Addr]routing.PeerConfig{}
 	for _, pc := range peers {
 		if !pc.Address.IsValid() {
 			return fmt.Errorf("fake bgp: set peers: peer %q has no address", pc.Name)
@@ -152,7 +157,7 @@ func (f *Fake) SetPeers(peers []PeerConfig) error {
 	return nil
 }
 
-func (f *Fake) SetPolicy(p Policy) error {
+func (f *Fake) SetPolicy(p routing.Policy) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("SetPolicy", false); err != nil {
@@ -163,17 +168,17 @@ func (f *Fake) SetPolicy(p Policy) error {
 	return nil
 }
 
-func (f *Fake) Peers() ([]PeerState, error) {
+func (f *Fake) Peers() ([]routing.PeerState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("Peers", true); err != nil {
 		return nil, err
 	}
-	out := make([]PeerState, 0, len(f.peers))
+	out := make([]routing.PeerState, 0, len(f.peers))
 	for _, a := range slices.SortedFunc(maps.Keys(f.peers), netip.Addr.Compare) {
 		st, ok := f.states[a]
 		if !ok {
-			st = PeerState{State: f.DefaultState}
+			st = routing.PeerState{State: f.DefaultState}
 		}
 		st.Config = f.peers[a]
 		if reason, down := f.shutdown[a]; down {
@@ -184,13 +189,13 @@ func (f *Fake) Peers() ([]PeerState, error) {
 	return out, nil
 }
 
-func (f *Fake) BestPaths() ([]BestPath, error) {
+func (f *Fake) BestPaths() ([]routing.BestPath, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("BestPaths", true); err != nil {
 		return nil, err
 	}
-	out := make([]BestPath, 0, len(f.best))
+	out := make([]routing.BestPath, 0, len(f.best))
 	for _, pfx := range slices.SortedFunc(maps.Keys(f.best), netip.Prefix.Compare) {
 		out = append(out, cloneBest(f.best[pfx]))
 	}
@@ -231,10 +236,10 @@ func (f *Fake) Advertised() map[netip.Prefix]netip.Addr {
 }
 
 // PeerConfigs returns the neighbours as last set, sorted by address.
-func (f *Fake) PeerConfigs() []PeerConfig {
+func (f *Fake) PeerConfigs() []routing.PeerConfig {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]PeerConfig, 0, len(f.peers))
+	out := make([]routing.PeerConfig, 0, len(f.peers))
 	for _, a := range slices.SortedFunc(maps.Keys(f.peers), netip.Addr.Compare) {
 		out = append(out, f.peers[a])
 	}
@@ -242,11 +247,11 @@ func (f *Fake) PeerConfigs() []PeerConfig {
 }
 
 // CurrentPolicy returns the policy last set; ok is false if none was.
-func (f *Fake) CurrentPolicy() (p Policy, ok bool) {
+func (f *Fake) CurrentPolicy() (p routing.Policy, ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.policy == nil {
-		return Policy{}, false
+		return routing.Policy{}, false
 	}
 	return f.policy.Clone(), true
 }
@@ -266,7 +271,7 @@ func (f *Fake) Started() bool {
 }
 
 // SetPeerState injects what Peers reports for addr (Config is filled in by Peers).
-func (f *Fake) SetPeerState(addr netip.Addr, st PeerState) {
+func (f *Fake) SetPeerState(addr netip.Addr, st routing.PeerState) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.states[addr] = st
@@ -274,13 +279,13 @@ func (f *Fake) SetPeerState(addr netip.Addr, st PeerState) {
 
 // SetBestPath injects a learned best-path set (empty NextHops = the prefix is gone) and
 // queues it to every watcher, unless nothing changed.
-func (f *Fake) SetBestPath(bp BestPath) {
+func (f *Fake) SetBestPath(bp routing.BestPath) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.setBestLocked(bp)
 }
 
-func (f *Fake) setBestLocked(bp BestPath) {
+func (f *Fake) setBestLocked(bp routing.BestPath) {
 	bp = cloneBest(bp)
 	bp.Prefix = bp.Prefix.Masked()
 	slices.SortFunc(bp.NextHops, netip.Addr.Compare)
@@ -303,7 +308,7 @@ func (f *Fake) setBestLocked(bp BestPath) {
 }
 
 // WatchBestPaths delivers the current best paths, then every change, to fn.
-func (f *Fake) WatchBestPaths(ctx context.Context, fn func(BestPath)) error {
+func (f *Fake) WatchBestPaths(ctx context.Context, fn func(routing.BestPath)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("WatchBestPaths", false); err != nil {
@@ -342,12 +347,12 @@ func (f *Fake) Sync(ctx context.Context) error {
 // callback.
 type fakeWatch struct {
 	mu    sync.Mutex
-	queue []BestPath
+	queue []routing.BestPath
 	busy  bool
 	wake  chan struct{}
 }
 
-func (w *fakeWatch) push(bp BestPath) {
+func (w *fakeWatch) push(bp routing.BestPath) {
 	w.mu.Lock()
 	w.queue = append(w.queue, bp)
 	w.mu.Unlock()
@@ -357,7 +362,7 @@ func (w *fakeWatch) push(bp BestPath) {
 	}
 }
 
-func (w *fakeWatch) run(ctx context.Context, fn func(BestPath)) {
+func (w *fakeWatch) run(ctx context.Context, fn func(routing.BestPath)) {
 	for {
 		w.mu.Lock()
 		if len(w.queue) == 0 {
@@ -399,7 +404,7 @@ func (w *fakeWatch) drained(ctx context.Context) error {
 	}
 }
 
-func cloneBest(bp BestPath) BestPath {
+func cloneBest(bp routing.BestPath) routing.BestPath {
 	bp.NextHops = slices.Clone(bp.NextHops)
 	return bp
 }
