@@ -253,6 +253,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			srv.GracefulStop()
 			a.pub.flush(context.Background())
+			a.sayBFDGoodbye()
 			a.stopBGP()
 			return nil
 		case err := <-serveErr:
@@ -374,6 +375,25 @@ func (a *Agent) poolPrefixes() (natPools, allPools []netip.Prefix) {
 func (a *Agent) nodeEvent(reason, msg string) {
 	ref := &corev1.ObjectReference{Kind: "Node", Name: a.cfg.NodeName, UID: types.UID(a.cfg.NodeName)}
 	a.recorder.Event(ref, corev1.EventTypeWarning, reason, msg)
+}
+
+// bfdGoodbye is implemented by routing/bfd's Server.
+type bfdGoodbye interface{ Shutdown(timeout time.Duration) error }
+
+// sayBFDGoodbye sends AdminDown on every BFD session before a clean exit: peers then do not
+// take the agent's going away for a dead node (RFC 5882 3.2) and keep its routes through
+// the graceful restart, instead of dropping them 300 ms after the process stopped. A
+// killed agent cannot say it; its peers' BFD then removes its routes at once.
+func (a *Agent) sayBFDGoodbye() {
+	g, ok := a.cfg.BGP.BFD.(bfdGoodbye)
+	if !ok || a.bgp == nil {
+		return
+	}
+	if err := g.Shutdown(2 * time.Second); err != nil {
+		a.log.Warn("bfd goodbye", "err", err)
+		return
+	}
+	a.log.Info("bfd: sent AdminDown to every peer")
 }
 
 // stopBGP leaves the speaker running into the process exit (peers keep our routes:

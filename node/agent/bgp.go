@@ -101,6 +101,11 @@ func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interf
 		b.mu.Lock()
 		b.started, b.startedAt = true, time.Now()
 		b.mu.Unlock()
+	}, func(peer netip.Addr) {
+		b.table.SetDead(peer, false)
+		if err := b.cfg.Speaker.EnablePeer(peer); err != nil {
+			b.log.Warn("enable bgp neighbour after its bfd session was removed", "peer", peer, "err", err)
+		}
 	})
 	return b
 }
@@ -264,7 +269,9 @@ func (b *bgp) secrets(ctx context.Context, peers []*v1alpha1.BGPPeer) (out, errs
 
 // watchBFD shuts a BGP neighbour the moment BFD declares it down (its routes are withdrawn
 // at once) and lets it back when BFD is up again. An AdminDown from the peer is a
-// deliberate shutdown, not a failure (RFC 5882): BGP handles it.
+// deliberate shutdown, not a failure (RFC 5882 3.2): a restarting agent sends it while
+// its node keeps forwarding, and BGP's graceful restart keeps its routes meanwhile; if
+// the node does not come back, the graceful-restart timer removes them.
 func (b *bgp) watchBFD(ctx context.Context) {
 	if b.cfg.BFD == nil {
 		return

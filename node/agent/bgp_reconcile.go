@@ -126,7 +126,11 @@ type bgpReconciler interface {
 // newReconcilers returns the reconcilers in the order a pass runs them: the speaker
 // first; own prefixes before any peer (End-of-RIB never goes out empty); the policy
 // before the peers (imports are filtered from the first update); BFD last.
-func newReconcilers(log *slog.Logger, sp routing.Speaker, b BFD, onStart func()) []bgpReconciler {
+//
+// onStart runs once the speaker started; onBFDRemoved when a peer's BFD session goes
+// because BFD was turned off for it (its next hop is no longer dead, its session no
+// longer shut: BFD no longer has a say).
+func newReconcilers(log *slog.Logger, sp routing.Speaker, b BFD, onStart func(), onBFDRemoved func(netip.Addr)) []bgpReconciler {
 	rs := []bgpReconciler{
 		&speakerStarter{sp: sp, log: log, onStart: onStart},
 		&advertiser{sp: sp, log: log, advertised: map[netip.Prefix]netip.Addr{}},
@@ -134,7 +138,7 @@ func newReconcilers(log *slog.Logger, sp routing.Speaker, b BFD, onStart func())
 		&peerSetter{sp: sp},
 	}
 	if b != nil {
-		rs = append(rs, &bfdReconciler{bfd: b, sessions: map[netip.Addr]netip.Addr{}})
+		rs = append(rs, &bfdReconciler{bfd: b, sessions: map[netip.Addr]netip.Addr{}, onRemoved: onBFDRemoved})
 	}
 	return rs
 }
@@ -261,8 +265,9 @@ func (p *peerSetter) reconcile(_ context.Context, in bgpInputs) error {
 // bfdReconciler keeps a BFD session for every peer that wants one, from the node's address
 // of the peer's family.
 type bfdReconciler struct {
-	bfd      BFD
-	sessions map[netip.Addr]netip.Addr // peer → local address
+	bfd       BFD
+	sessions  map[netip.Addr]netip.Addr // peer → local address
+	onRemoved func(netip.Addr)
 }
 
 func (s *bfdReconciler) name() string { return "bfd" }
@@ -296,6 +301,9 @@ func (s *bfdReconciler) reconcile(_ context.Context, in bgpInputs) error {
 				continue
 			}
 			delete(s.sessions, peer)
+			if s.onRemoved != nil {
+				s.onRemoved(peer)
+			}
 		}
 	}
 	return errors.Join(errs...)

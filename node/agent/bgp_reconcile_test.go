@@ -145,7 +145,7 @@ func TestBGPReconcilersRunTwice(t *testing.T) {
 	sp := &countingSpeaker{Fake: routingtest.NewFake(), calls: map[string]int{}}
 	bf := &fakeBFD{sessions: map[netip.Addr]netip.Addr{}}
 	started := 0
-	rs := newReconcilers(slog.New(slog.DiscardHandler), sp, bf, func() { started++ })
+	rs := newReconcilers(slog.New(slog.DiscardHandler), sp, bf, func() { started++ }, nil)
 	src := sources()
 	in, err := computeInputs(src)
 	if err != nil {

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,11 +11,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
+	"github.com/hostroute/hostroute/internal/ops"
 	nodestatus "github.com/hostroute/hostroute/node/status"
 )
 
@@ -145,42 +144,22 @@ func b2f(b bool) float64 {
 // listens before returning so that a taken port fails the agent's start, not silently.
 func (o *observer) serveOps(ctx context.Context, addr string) (net.Addr, error) {
 	o.metrics.reg.MustRegister(prometheus.CollectorFunc(o.collect))
-	lis, err := net.Listen("tcp", addr)
+	bound, err := ops.Serve(ctx, o.log, addr, o.metrics.reg, ops.Probes{
+		Healthy: func(*http.Request) error { return o.alive() },
+		Ready: func(r *http.Request) error {
+			ready, msg := false, "agent starting"
+			if o.ready != nil {
+				ready, msg = o.ready(r.Context())
+			}
+			if !ready {
+				return errors.New(msg)
+			}
+			return nil
+		},
+	})
 	if err != nil {
-		return nil, fmt.Errorf("metrics listener on %s: %w", addr, err)
+		return nil, err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(o.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := o.alive(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		ready, msg := false, "agent starting"
-		if o.ready != nil {
-			ready, msg = o.ready(r.Context())
-		}
-		if !ready {
-			http.Error(w, msg, http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			o.log.Error("metrics server stopped", "err", err)
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		shut, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shut)
-	}()
-	o.log.Info("serving metrics and health", slog.String("address", lis.Addr().String()))
-	return lis.Addr(), nil
+	o.log.Info("serving metrics and health", slog.String("address", bound.String()))
+	return bound, nil
 }

@@ -28,8 +28,8 @@
 //   - AdminDown from the peer is not a path failure (RFC 5882 3.2), yet it arrives as
 //     Down with DiagNeighborDown; Event.PeerAdminDown tells it apart. BIRD 2.0.12 itself
 //     drops BGP on AdminDown, so Remove (which sends AdminDown) tears down BIRD's BGP too.
-//   - Close sends nothing: the peer notices after its detection time. Remove first for a
-//     clean goodbye.
+//   - Close sends nothing: the peer notices after its detection time. Remove (one peer)
+//     or Shutdown (every peer) first for a clean goodbye.
 //   - Sockets belong to the network namespace of the thread that created them: call
 //     Listen from a goroutine locked into the target namespace. Add creates no sockets,
 //     so it may be called from anywhere.

@@ -207,6 +207,28 @@ func (s *Server) Sessions() []SessionState {
 	return out
 }
 
+// Shutdown tells every peer the sessions are going down administratively (AdminDown,
+// goodbyes times at the negotiated interval), waits for that to be sent or for timeout,
+// then closes. A peer that follows RFC 5882 3.2 then does not treat our going away as a
+// forwarding failure: the way for a restarting agent whose node keeps forwarding.
+func (s *Server) Shutdown(timeout time.Duration) error {
+	now := time.Now()
+	if err := s.do(func() {
+		for key := range s.byPeer {
+			s.remove(key, now)
+		}
+	}); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		left := 0
+		if err := s.do(func() { left = len(s.byPeer) }); err != nil || left == 0 {
+			break
+		}
+	}
+	return s.Close()
+}
+
 // Close stops the protocol without telling peers (see the package doc), closes the
 // sockets and then the Events channel. It is safe to call more than once.
 func (s *Server) Close() error {
