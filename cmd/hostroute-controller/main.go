@@ -19,6 +19,7 @@ import (
 
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/controller"
+	"github.com/hostroute/hostroute/internal/ops"
 )
 
 func main() {
@@ -79,7 +80,9 @@ func run() error {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		// Not fatal: with host networking two replicas can land on one node, and the
 		// second must still be able to take over the lease; its probes then fail loudly.
-		if _, err := controller.ServeOps(ctx, log, *metricsAddr, reg, lc.WatchDog.Check); err != nil {
+		// /healthz fails when this replica leads but cannot renew its Lease; /readyz has no
+		// check: a follower is ready to take over, so both replicas are ready.
+		if _, err := ops.Serve(ctx, log, *metricsAddr, reg, ops.Probes{Healthy: lc.WatchDog.Check}); err != nil {
 			log.Error("metrics and health endpoints not served", "err", err)
 		}
 	}
