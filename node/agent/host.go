@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -63,14 +64,6 @@ func enableForwarding() error {
 	return err
 }
 
-func samePrefixes(a, b []netip.Prefix) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
+// samePrefixes compares two block lists from ipam.Allocator.Blocks, which sorts them, so
+// the order-sensitive comparison is a set comparison here.
+func samePrefixes(a, b []netip.Prefix) bool { return slices.Equal(a, b) }

@@ -54,7 +54,8 @@ func cmdCheck(args *skel.CmdArgs) (retErr error) {
 	}
 
 	var problems []string
-	if prev != nil && !samePrefixes(prev, addrs) {
+	// The same addresses in any order: a runtime may hand prevResult back reordered.
+	if prev != nil && !slices.Equal(sortedPrefixes(prev), sortedPrefixes(addrs)) {
 		problems = append(problems, fmt.Sprintf("the node agent holds %v but the runtime's result has %v", addrs, prev))
 	}
 	hostName := HostVethName(args.ContainerID, args.IfName)
@@ -157,16 +158,8 @@ func netipPrefix(n net.IPNet) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a.Unmap(), ones), true
 }
 
-func samePrefixes(a, b []netip.Prefix) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for _, p := range a {
-		if !slices.Contains(b, p) {
-			return false
-		}
-	}
-	return true
+func sortedPrefixes(ps []netip.Prefix) []netip.Prefix {
+	return slices.SortedFunc(slices.Values(ps), netip.Prefix.Compare)
 }
 
 // cmdStatus reports whether an ADD could be served now: the agent answers and says it

@@ -11,11 +11,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-)
 
-// RouteProtocol marks the host routes this plugin installs (the agent's own are 196), so
-// `ip route show proto 197` lists exactly the pod routes and the agent can tell them apart.
-const RouteProtocol netlink.RouteProtocol = 197
+	"github.com/hostroute/hostroute/node/routes"
+)
 
 // The pod's next hops. Neither exists as an address on the host: IPv4 169.254.1.1 is
 // answered by the host veth (proxy ARP, plus a permanent neighbour entry in the pod),
@@ -218,8 +216,11 @@ func podRoutes(idx, family int) []*netlink.Route {
 	}
 }
 
+// hostRoute is the node's route to a pod address. It carries routes.CNIProtocol, not the
+// agent's routes.Protocol, so the pod routes can be listed on their own and the agent's
+// route table never touches them.
 func hostRoute(idx int, a netip.Prefix) *netlink.Route {
-	return &netlink.Route{LinkIndex: idx, Dst: prefixNet(a), Scope: netlink.SCOPE_LINK, Protocol: RouteProtocol}
+	return &netlink.Route{LinkIndex: idx, Dst: prefixNet(a), Scope: netlink.SCOPE_LINK, Protocol: routes.CNIProtocol}
 }
 
 // removeStaleHostVeth deletes a leftover host veth of this same attachment (a previous
