@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,47 +153,61 @@ func TestPlanNode(t *testing.T) {
 	v4 := pool("v4", "10.1.0.0/24", 26, time.Hour)
 	v6 := pool("v6", "fd00::/120", 122, time.Hour)
 	tiny := pool("tiny", "10.2.0.0/25", 26, time.Hour)
+	tiny2 := pool("tiny2", "10.3.0.0/25", 26, time.Minute)
 
+	const noBlock, atMark = "node has no block", "all 1 block(s) at or above the 90% watermark"
 	for _, tc := range []struct {
 		name      string
 		node      *corev1.Node
 		pools     []*v1alpha1.IPPool
 		blocks    []*v1alpha1.IPAMBlock
-		want      []string // assigned prefixes
-		wantShort []int
+		want      []string // assignments: "prefix from pool: reason"
+		wantShort []string // shortages, as logged and put in Events
 	}{
-		{"new node gets one", node("n1", nil), []*v1alpha1.IPPool{v4}, nil, []string{"10.1.0.0/26"}, nil},
+		{"new node gets one", node("n1", nil), []*v1alpha1.IPPool{v4}, nil, []string{"10.1.0.0/26 from v4: " + noBlock}, nil},
 		{"has one, below watermark", node("n1", nil), []*v1alpha1.IPPool{v4},
 			[]*v1alpha1.IPAMBlock{block("10.1.0.0/26", "v4", "n1", 57)}, nil, nil},
 		{"at watermark gets another", node("n1", nil), []*v1alpha1.IPPool{v4},
-			[]*v1alpha1.IPAMBlock{block("10.1.0.0/26", "v4", "n1", 58)}, []string{"10.1.0.64/26"}, nil},
+			[]*v1alpha1.IPAMBlock{block("10.1.0.0/26", "v4", "n1", 58)}, []string{"10.1.0.64/26 from v4: " + atMark}, nil},
 		{"one full one not", node("n1", nil), []*v1alpha1.IPPool{v4},
 			[]*v1alpha1.IPAMBlock{block("10.1.0.0/26", "v4", "n1", 64), block("10.1.0.64/26", "v4", "n1", 1)}, nil, nil},
-		{"dual stack", node("n1", nil), []*v1alpha1.IPPool{v4, v6}, nil, []string{"10.1.0.0/26", "fd00::/122"}, nil},
+		{"both full", node("n1", nil), []*v1alpha1.IPPool{v4},
+			[]*v1alpha1.IPAMBlock{block("10.1.0.0/26", "v4", "n1", 64), block("10.1.0.64/26", "v4", "n1", 60)},
+			[]string{"10.1.0.128/26 from v4: all 2 block(s) at or above the 90% watermark"}, nil},
+		{"dual stack", node("n1", nil), []*v1alpha1.IPPool{v4, v6}, nil,
+			[]string{"10.1.0.0/26 from v4: " + noBlock, "fd00::/122 from v6: " + noBlock}, nil},
 		{"selector excludes", node("n1", map[string]string{"rack": "b"}), []*v1alpha1.IPPool{rackA}, nil, nil, nil},
-		{"selector includes", node("n1", map[string]string{"rack": "a"}), []*v1alpha1.IPPool{rackA}, nil, []string{"10.0.0.0/26"}, nil},
+		{"selector includes", node("n1", map[string]string{"rack": "a"}), []*v1alpha1.IPPool{rackA}, nil, []string{"10.0.0.0/26 from rack-a: " + noBlock}, nil},
 		{"skips other nodes' blocks", node("n3", nil), []*v1alpha1.IPPool{v4},
-			[]*v1alpha1.IPAMBlock{block("10.1.0.0/26", "v4", "n1", 0), block("10.1.0.64/26", "v4", "n2", 0)}, []string{"10.1.0.128/26"}, nil},
+			[]*v1alpha1.IPAMBlock{block("10.1.0.0/26", "v4", "n1", 0), block("10.1.0.64/26", "v4", "n2", 0)}, []string{"10.1.0.128/26 from v4: " + noBlock}, nil},
 		{"exhausted", node("n3", nil), []*v1alpha1.IPPool{tiny},
-			[]*v1alpha1.IPAMBlock{block("10.2.0.0/26", "tiny", "n1", 0), block("10.2.0.64/26", "tiny", "n2", 0)}, nil, []int{4}},
+			[]*v1alpha1.IPAMBlock{block("10.2.0.0/26", "tiny", "n1", 0), block("10.2.0.64/26", "tiny", "n2", 0)}, nil,
+			[]string{"no free IPv4 block in IPPool tiny"}},
+		{"exhausted v4, v6 still served", node("n3", nil), []*v1alpha1.IPPool{tiny, v6},
+			[]*v1alpha1.IPAMBlock{block("10.2.0.0/26", "tiny", "n1", 0), block("10.2.0.64/26", "tiny", "n2", 0)},
+			[]string{"fd00::/122 from v6: " + noBlock}, []string{"no free IPv4 block in IPPool tiny"}},
+		{"exhausted names every candidate pool", node("n3", nil), []*v1alpha1.IPPool{tiny, tiny2},
+			[]*v1alpha1.IPAMBlock{block("10.2.0.0/26", "tiny", "n1", 0), block("10.2.0.64/26", "tiny", "n2", 0),
+				block("10.3.0.0/26", "tiny2", "n1", 0), block("10.3.0.64/26", "tiny2", "n2", 0)}, nil,
+			[]string{"no free IPv4 block in IPPool tiny, tiny2"}},
 		{"falls over to the next pool", node("n3", nil), []*v1alpha1.IPPool{tiny, v4},
-			[]*v1alpha1.IPAMBlock{block("10.2.0.0/26", "tiny", "n1", 0), block("10.2.0.64/26", "tiny", "n2", 0)}, []string{"10.1.0.0/26"}, nil},
+			[]*v1alpha1.IPAMBlock{block("10.2.0.0/26", "tiny", "n1", 0), block("10.2.0.64/26", "tiny", "n2", 0)}, []string{"10.1.0.0/26 from v4: " + noBlock}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			plan := planNode(tc.node, analysePools(tc.pools), tc.blocks, 0.9)
 			var got []string
 			for _, a := range plan.assign {
-				got = append(got, a.prefix.String())
+				got = append(got, fmt.Sprintf("%s from %s: %s", a.prefix, a.pool.pool.Name, a.reason))
 			}
-			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
-				t.Fatalf("assigned %v, want %v", got, tc.want)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("assigned\n  %q\nwant\n  %q", got, tc.want)
 			}
-			var short []int
+			var short []string
 			for _, s := range plan.short {
-				short = append(short, s.family)
+				short = append(short, s.String())
 			}
-			if len(short) != len(tc.wantShort) {
-				t.Fatalf("shortages %v, want %v", short, tc.wantShort)
+			if !slices.Equal(short, tc.wantShort) {
+				t.Errorf("shortages\n  %q\nwant\n  %q", short, tc.wantShort)
 			}
 		})
 	}
