@@ -1,6 +1,6 @@
 package controller_test
 
-// These tests run the controller against a real kube-apiserver and etcd (e2e/cluster).
+// These tests run the controller against a real kube-apiserver and etcd (internal/testenv/cluster).
 
 import (
 	"context"
@@ -22,8 +22,8 @@ import (
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/controller"
-	"github.com/hostroute/hostroute/e2e/cluster"
 	"github.com/hostroute/hostroute/e2e/harness"
+	"github.com/hostroute/hostroute/internal/testenv/cluster"
 )
 
 type env struct {

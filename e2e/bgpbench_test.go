@@ -21,7 +21,8 @@ import (
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/controller"
 	"github.com/hostroute/hostroute/e2e/harness"
-	"github.com/hostroute/hostroute/e2e/netns"
+	"github.com/hostroute/hostroute/internal/testenv/bird"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // Names in this file start with bb (BGP bench) so they never collide with helpers that
@@ -45,7 +46,7 @@ const (
 
 type bbLab struct {
 	e    *harness.Env
-	bird *harness.BIRD
+	bird *bird.BIRD
 	node *harness.Node
 }
 

@@ -15,7 +15,7 @@ import (
 
 	"github.com/hostroute/hostroute/controller"
 	"github.com/hostroute/hostroute/e2e/harness"
-	"github.com/hostroute/hostroute/e2e/netns"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 func newNode(t *testing.T, cidr string, blockSize int32) (*harness.Env, *harness.Node) {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostroute/hostroute/internal/kubenode"
+	"github.com/hostroute/hostroute/internal/testenv/kubenode"
 )
 
 // stream sends sequence-numbered UDP datagrams from a socket in ns to an echo server

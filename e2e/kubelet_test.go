@@ -20,7 +20,7 @@ import (
 
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/e2e/harness"
-	"github.com/hostroute/hostroute/e2e/netns"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 	"github.com/hostroute/hostroute/node/install"
 	"github.com/hostroute/hostroute/node/routes"
 )

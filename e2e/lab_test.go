@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hostroute/hostroute/e2e/harness"
-	"github.com/hostroute/hostroute/e2e/netns"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 func newTestLab(t *testing.T, o harness.LabOptions) *harness.Lab {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/hostroute/hostroute/e2e/harness"
-	"github.com/hostroute/hostroute/e2e/netns"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // bin holds the commands built once for the whole package.

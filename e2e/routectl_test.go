@@ -17,7 +17,7 @@ import (
 
 	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
 	"github.com/hostroute/hostroute/e2e/harness"
-	"github.com/hostroute/hostroute/e2e/netns"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // routectl runs routectl inside the node's namespace, as an operator on the node would,

@@ -16,14 +16,15 @@ import (
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/controller"
 	"github.com/hostroute/hostroute/e2e/harness"
-	"github.com/hostroute/hostroute/e2e/netns"
+	"github.com/hostroute/hostroute/internal/testenv/bird"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 const extNet = "198.51.100.0/24" // what the ToR originates
 
 type lab struct {
 	e     *harness.Env
-	bird  *harness.BIRD
+	bird  *bird.BIRD
 	nodes []*harness.Node
 }
 

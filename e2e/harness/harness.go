@@ -1,5 +1,5 @@
 // Package harness builds hostroute's binaries and runs them the way a cluster does, inside
-// network namespaces the test owns: a real control plane (e2e/cluster), the controller,
+// network namespaces the test owns: a real control plane (internal/testenv/cluster), the controller,
 // node agents as their own processes in node namespaces, and pods wired by invoking the
 // real CNI binary with the runtime's environment and stdin.
 package harness
@@ -24,8 +24,8 @@ import (
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/controller"
-	"github.com/hostroute/hostroute/e2e/cluster"
-	"github.com/hostroute/hostroute/e2e/netns"
+	"github.com/hostroute/hostroute/internal/testenv/cluster"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // NSPrefix starts the name of every namespace the tests create; LabPrefix those of

@@ -18,10 +18,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/hostroute/hostroute/e2e/cluster"
-	"github.com/hostroute/hostroute/e2e/netns"
 	"github.com/hostroute/hostroute/internal/image"
-	"github.com/hostroute/hostroute/internal/kubenode"
+	"github.com/hostroute/hostroute/internal/testenv/cluster"
+	"github.com/hostroute/hostroute/internal/testenv/kubenode"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 	"github.com/hostroute/hostroute/node/install"
 )
 

@@ -12,7 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/hostroute/hostroute/e2e/cluster"
+	"github.com/hostroute/hostroute/internal/testenv/cluster"
 	"github.com/hostroute/hostroute/node/install"
 )
 

@@ -13,7 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hostroute/hostroute/api/v1alpha1"
-	"github.com/hostroute/hostroute/e2e/netns"
+	"github.com/hostroute/hostroute/internal/testenv/bird"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // Lab addresses: nodes on 192.0.2.0/24 behind the ToR, the external host on
@@ -46,7 +47,7 @@ type LabOptions struct {
 // external host reachable only through the ToR.
 type Lab struct {
 	*Env
-	Tor         *BIRD
+	Tor         *bird.BIRD
 	TorNS       string
 	ExtNS       string
 	Nodes       []*Node

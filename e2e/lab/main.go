@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/hostroute/hostroute/e2e/harness"
-	"github.com/hostroute/hostroute/e2e/netns"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // stateDir holds the running lab's PID and output.

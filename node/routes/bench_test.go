@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostroute/hostroute/e2e/netns"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // BenchmarkKernelRoutes measures how fast hostroute's Netlink kernel writes and reads

@@ -10,7 +10,7 @@ import (
 
 	vnetns "github.com/vishvananda/netns"
 
-	"github.com/hostroute/hostroute/e2e/netns"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // fakeRoot builds a sysctl tree in a temporary directory: key → value.

@@ -27,21 +27,21 @@ func StartForTest(t TB, o Options) *Cluster {
 	start := time.Now()
 	c, err := Start(t.Context(), o)
 	if errors.Is(err, ErrToolsMissing) {
-		t.Fatalf("e2e/cluster: %v\nrun `make tools` to build kube-apiserver %s and etcd into ~/.cache/hostroute, or point HOSTROUTE_TOOLS_DIR at them",
+		t.Fatalf("cluster: %v\nrun `make tools` to build kube-apiserver %s and etcd into ~/.cache/hostroute, or point HOSTROUTE_TOOLS_DIR at them",
 			err, KubernetesVersion)
 	}
 	if err != nil {
-		t.Fatalf("e2e/cluster: starting control plane: %v", err)
+		t.Fatalf("cluster: starting control plane: %v", err)
 	}
-	t.Logf("e2e/cluster: control plane at %s ready in %v (dir %s)", c.URL, time.Since(start).Round(time.Millisecond), c.Dir)
+	t.Logf("cluster: control plane at %s ready in %v (dir %s)", c.URL, time.Since(start).Round(time.Millisecond), c.Dir)
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, p := range c.procs {
-				t.Logf("e2e/cluster: last output of %s:\n%s", p.name, p.out.tail())
+				t.Logf("cluster: last output of %s:\n%s", p.name, p.out.tail())
 			}
 		}
 		if err := c.Stop(); err != nil {
-			t.Errorf("e2e/cluster: stopping control plane: %v", err)
+			t.Errorf("cluster: stopping control plane: %v", err)
 		}
 	})
 	return c

@@ -16,9 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/hostroute/hostroute/e2e/cluster"
-	"github.com/hostroute/hostroute/e2e/netns"
-	"github.com/hostroute/hostroute/internal/kubenode"
+	"github.com/hostroute/hostroute/internal/testenv/cluster"
+	"github.com/hostroute/hostroute/internal/testenv/kubenode"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // TestKubeletRunsPod runs a real kubelet with containerd in a node namespace, with a

@@ -23,7 +23,7 @@ const (
 // can be built from any package's tests.
 func moduleRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(filepath.Dir(filepath.Dir(file)))
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
 
 // BuildStatic compiles the package pkg (an import path of this module) as a
@@ -62,11 +62,11 @@ func BuildBinaryImage(dir, pkg, ref string) (string, error) {
 // BuildPause writes the sandbox image PauseImage into dir and returns the
 // tarball's path.
 func BuildPause(dir string) (string, error) {
-	return BuildBinaryImage(dir, "github.com/hostroute/hostroute/internal/kubenode/pause", PauseImage)
+	return BuildBinaryImage(dir, "github.com/hostroute/hostroute/internal/testenv/kubenode/pause", PauseImage)
 }
 
 // BuildTestApp writes the test workload image TestAppImage into dir and returns
 // the tarball's path.
 func BuildTestApp(dir string) (string, error) {
-	return BuildBinaryImage(dir, "github.com/hostroute/hostroute/internal/kubenode/testapp", TestAppImage)
+	return BuildBinaryImage(dir, "github.com/hostroute/hostroute/internal/testenv/kubenode/testapp", TestAppImage)
 }

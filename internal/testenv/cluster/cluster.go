@@ -463,7 +463,7 @@ func defaultCRDDir() (string, error) {
 	if !ok {
 		return "", errors.New("locating default CRD dir: no caller information; set Options.CRDDir")
 	}
-	dir := filepath.Join(filepath.Dir(file), "..", "..", "manifests", "crds")
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "manifests", "crds")
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return "", fmt.Errorf("default CRD dir %s not found (built with -trimpath?); set Options.CRDDir", dir)
 	}
