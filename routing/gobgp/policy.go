@@ -83,18 +83,9 @@ func (g *Speaker) installPolicy(kinds map[netip.Addr]routing.PeerKind) (err erro
 	if err := g.srv.SetPolicies(ctx, req); err != nil {
 		return fmt.Errorf("bgp: set policies: %w", err)
 	}
-	for _, a := range []struct {
-		dir  api.PolicyDirection
-		name string
-	}{{api.PolicyDirection_IMPORT, importPolicyName}, {api.PolicyDirection_EXPORT, exportPolicyName}} {
-		err := g.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-			Name:          "global",
-			Direction:     a.dir,
-			Policies:      []*api.Policy{{Name: a.name}},
-			DefaultAction: api.RouteAction_REJECT,
-		}})
-		if err != nil {
-			return fmt.Errorf("bgp: assign %s: %w", a.name, err)
+	for _, a := range assignments() {
+		if err := g.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: a}); err != nil {
+			return fmt.Errorf("bgp: assign %s: %w", a.GetPolicies()[0].GetName(), err)
 		}
 	}
 	// Routes already received or sent need judging again only when the rules changed,
@@ -244,6 +235,25 @@ func buildPolicy(p routing.Policy, kinds map[netip.Addr]routing.PeerKind) *api.S
 		DefinedSets: b.sets,
 		Policies:    []*api.Policy{{Name: importPolicyName, Statements: imp}, {Name: exportPolicyName, Statements: exp}},
 	}
+}
+
+// assignments are the global import and export assignments of the policies buildPolicy
+// makes, both default REJECT. They never change; SetPolicies ignores assignments, so
+// they are set after it.
+func assignments() []*api.PolicyAssignment {
+	var out []*api.PolicyAssignment
+	for _, a := range []struct {
+		dir  api.PolicyDirection
+		name string
+	}{{api.PolicyDirection_IMPORT, importPolicyName}, {api.PolicyDirection_EXPORT, exportPolicyName}} {
+		out = append(out, &api.PolicyAssignment{
+			Name:          "global",
+			Direction:     a.dir,
+			Policies:      []*api.Policy{{Name: a.name}},
+			DefaultAction: api.RouteAction_REJECT,
+		})
+	}
+	return out
 }
 
 type family struct {
