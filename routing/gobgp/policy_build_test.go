@@ -129,7 +129,7 @@ func edgePolicy() routing.Policy {
 		Pools: []netip.Prefix{gbPfx("10.244.0.0/16"), gbPfx("fd00:244::/48")},
 		ExternalImports: map[netip.Addr][]routing.PrefixRange{ptToR: {
 			{Prefix: gbPfx("0.0.0.0/0")}, {Prefix: gbPfx("198.51.100.0/24"), MaxLen: 28},
-			{Prefix: gbPfx("192.0.2.0/24"), MaxLen: 16}, // shorter than the prefix: matches nothing
+			{Prefix: gbPfx("192.0.2.0/24"), MaxLen: 16},   // shorter than the prefix: matches nothing
 			{Prefix: gbPfx("203.0.113.0/24"), MaxLen: 64}, // longer than a host route: capped
 			{Prefix: gbPfx("2001:db8::/32"), MaxLen: 48},  // IPv6 from an IPv4 neighbour
 		}},
