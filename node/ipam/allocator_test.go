@@ -140,42 +140,87 @@ func TestBoltStoreSurvivesReopen(t *testing.T) {
 	}
 }
 
-// FuzzAllocator drives random allocate/release/GC sequences and checks the invariant:
-// an address never has two owners, and an attachment never holds two addresses of a family.
+// FuzzAllocator drives random allocate/release/GC sequences against a model of who holds
+// what, built only from the allocator's answers, and checks after every step that:
+//   - no address is handed to an attachment while the model says another one holds it
+//     (the allocator's own map cannot show this: a second owner overwrites the first);
+//   - Release and GC free only addresses the model has, and only of the attachments
+//     they were asked to free;
+//   - Snapshot agrees with the model, address by address and owner by owner;
+//   - an attachment never holds two addresses of one family.
 func FuzzAllocator(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 0x81, 4, 0x40})
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x82, 13, 14})
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		a := mustNew(t, &MemStore{}, "10.0.0.0/29", "10.0.1.0/30")
-		for _, op := range ops {
+		a := mustNew(t, &MemStore{}, "10.0.0.0/29", "10.0.1.0/30", "fd00::/126")
+		held := map[netip.Addr]Attachment{}
+		for step, op := range ops {
 			id := int(op & 0x0f)
+			at := Attachment{fmt.Sprintf("c%d", id), "eth0"}
 			switch op >> 6 {
 			case 0, 1:
-				_, _ = a.Allocate(owner(id))
+				got, err := a.Allocate(owner(id))
+				if err != nil {
+					break
+				}
+				for _, p := range got {
+					if h, ok := held[p.Addr()]; ok && h != at {
+						t.Fatalf("step %d: %s handed to %v while %v holds it", step, p.Addr(), at, h)
+					}
+					held[p.Addr()] = at
+				}
 			case 2:
-				_, _ = a.Release(Attachment{fmt.Sprintf("c%d", id), "eth0"})
+				freed, err := a.Release(at)
+				if err != nil {
+					t.Fatalf("step %d: release %v: %v", step, at, err)
+				}
+				for _, addr := range freed {
+					if h, ok := held[addr]; !ok || h != at {
+						t.Fatalf("step %d: releasing %v freed %s, held by %v (held: %v)", step, at, addr, h, ok)
+					}
+					delete(held, addr)
+				}
 			case 3:
-				_, _ = a.GC([]Attachment{{fmt.Sprintf("c%d", id), "eth0"}})
-			}
-			seen := map[Attachment]int{}
-			for _, l := range a.Snapshot() {
-				for _, al := range l {
-					seen[al.Owner.attachment()]++
+				freed, err := a.GC([]Attachment{at})
+				if err != nil {
+					t.Fatalf("step %d: gc keeping %v: %v", step, at, err)
+				}
+				for _, addr := range freed {
+					if h, ok := held[addr]; !ok || h == at {
+						t.Fatalf("step %d: gc keeping %v freed %s, held by %v (held: %v)", step, at, addr, h, ok)
+					}
+					delete(held, addr)
 				}
 			}
-			if len(a.byAddr) != func() int {
-				n := 0
-				for _, l := range a.Snapshot() {
-					n += len(l)
-				}
-				return n
-			}() {
-				t.Fatal("snapshot lost an allocation")
-			}
-			for at, n := range seen {
-				if n > 1 {
-					t.Fatalf("attachment %v holds %d IPv4 addresses", at, n)
-				}
-			}
+			checkAgainstModel(t, step, a, held)
 		}
 	})
+}
+
+// checkAgainstModel compares the allocator's Snapshot with the model.
+func checkAgainstModel(t *testing.T, step int, a *Allocator, held map[netip.Addr]Attachment) {
+	t.Helper()
+	perFamily := map[Attachment]map[bool]int{}
+	n := 0
+	for blk, l := range a.Snapshot() {
+		for _, al := range l {
+			n++
+			if blk.IsValid() && !blk.Contains(al.Addr) {
+				t.Fatalf("step %d: %s listed under block %s", step, al.Addr, blk)
+			}
+			at := al.Owner.attachment()
+			if h, ok := held[al.Addr]; !ok || h != at {
+				t.Fatalf("step %d: snapshot has %s owned by %v, the model %v (held: %v)", step, al.Addr, at, h, ok)
+			}
+			if perFamily[at] == nil {
+				perFamily[at] = map[bool]int{}
+			}
+			if perFamily[at][al.Addr.Is4()]++; perFamily[at][al.Addr.Is4()] > 1 {
+				t.Fatalf("step %d: attachment %v holds two addresses of one family", step, at)
+			}
+		}
+	}
+	if n != len(held) {
+		t.Fatalf("step %d: snapshot lists %d allocations, the model %d: %v", step, n, len(held), held)
+	}
 }
