@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/hostroute/hostroute/internal/testenv/netns"
 	"github.com/hostroute/hostroute/node/nat"
+	"github.com/hostroute/hostroute/node/routes"
 )
 
 // The kernel test works only inside a network namespace it creates ("hrtest-uninst-…",
@@ -79,26 +81,27 @@ func nftTables(t *testing.T, fd int) []string {
 	return out
 }
 
-// TestUninstallRealKernel: hostroute's routes (protocols 196 and 197, several tables,
-// both families, ECMP, one sharing its destination with a foreign route) and its nftables
-// table go; foreign routes and tables stay; a second run finds nothing.
+// TestUninstallRealKernel: hostroute's routes (routes.Protocol and routes.CNIProtocol,
+// several tables, both families, ECMP, one sharing its destination with a foreign route)
+// and its nftables table go; foreign routes and tables stay; a second run finds nothing.
 func TestUninstallRealKernel(t *testing.T) {
 	ns := netns.ForTest(t, "hrtest-uninst-")
+	protocols := strings.NewReplacer("{agent}", strconv.Itoa(routes.Protocol), "{cni}", strconv.Itoa(routes.CNIProtocol))
 	for _, c := range []string{
 		"ip link add v0 type veth peer name v1",
 		"ip link set v0 up", "ip link set v1 up",
 		"ip addr add 192.0.2.1/24 dev v0",
 		"ip -6 addr add 2001:db8::1/64 dev v0 nodad",
 		// ours
-		"ip route add blackhole 10.9.0.0/26 proto 196",
-		"ip route add 10.9.1.0/26 via 192.0.2.2 proto 196",
-		"ip route add 10.9.2.0/26 via 192.0.2.2 proto 196 table 100",
-		"ip -6 route add blackhole fd00:9::/120 proto 196",
-		"ip route add 10.9.4.0/26 proto 196 nexthop via 192.0.2.2 nexthop via 192.0.2.4",
-		"ip -6 route add fd00:9:2::/120 proto 196 nexthop via 2001:db8::2 nexthop via 2001:db8::4",
-		"ip route add 10.9.3.7/32 dev v0 proto 197 scope link",
-		"ip -6 route add fd00:9:1::7/128 dev v0 proto 197",
-		"ip -6 route add fd00:9:1::8/128 dev v0 proto 197 table 200",
+		"ip route add blackhole 10.9.0.0/26 proto {agent}",
+		"ip route add 10.9.1.0/26 via 192.0.2.2 proto {agent}",
+		"ip route add 10.9.2.0/26 via 192.0.2.2 proto {agent} table 100",
+		"ip -6 route add blackhole fd00:9::/120 proto {agent}",
+		"ip route add 10.9.4.0/26 proto {agent} nexthop via 192.0.2.2 nexthop via 192.0.2.4",
+		"ip -6 route add fd00:9:2::/120 proto {agent} nexthop via 2001:db8::2 nexthop via 2001:db8::4",
+		"ip route add 10.9.3.7/32 dev v0 proto {cni} scope link",
+		"ip -6 route add fd00:9:1::7/128 dev v0 proto {cni}",
+		"ip -6 route add fd00:9:1::8/128 dev v0 proto {cni} table 200",
 		// someone else's, one with the same destination as ours
 		"ip route add 10.9.1.0/26 via 192.0.2.3 proto static metric 50",
 		"ip route add 10.8.0.0/24 via 192.0.2.8 proto static",
@@ -107,7 +110,7 @@ func TestUninstallRealKernel(t *testing.T) {
 		"ip -6 route add fd00:8::/64 via 2001:db8::8 proto static",
 		"ip -6 route add fd00:9:1::9/128 dev v0 proto 198",
 	} {
-		if err := netns.Exec(ns, strings.Fields(c)...); err != nil {
+		if err := netns.Exec(ns, strings.Fields(protocols.Replace(c))...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -157,7 +160,7 @@ func TestUninstallRealKernel(t *testing.T) {
 		t.Log(a)
 	}
 	wantVerbs(t, acts, "removed 10-hostroute.conflist", "removed hostroute-cni", "removed 9 kernel routes", "removed nftables table inet hostroute")
-	if got, want := acts[2].Detail, "protocol 196 (agent): 4 IPv4, 2 IPv6; protocol 197 (CNI plugin): 1 IPv4, 2 IPv6"; got != want {
+	if got, want := acts[2].Detail, fmt.Sprintf("protocol %d (agent): 4 IPv4, 2 IPv6; protocol %d (CNI plugin): 1 IPv4, 2 IPv6", routes.Protocol, routes.CNIProtocol); got != want {
 		t.Errorf("routes %q, want %q", got, want)
 	}
 	if got := dumpAll(t, h); !slices.Equal(got, foreign) {

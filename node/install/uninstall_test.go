@@ -2,6 +2,7 @@ package install
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,12 +17,12 @@ func TestOwnProtocolAndSummary(t *testing.T) {
 			t.Errorf("OwnProtocol(%d) = %v", p, !want)
 		}
 	}
-	rs := []KernelRoute{{Family: 4, Protocol: 196}, {Family: 6, Protocol: 196}, {Family: 4, Protocol: 196},
-		{Family: 4, Protocol: 197}}
-	if got, want := RouteSummary(rs), "protocol 196 (agent): 2 IPv4, 1 IPv6; protocol 197 (CNI plugin): 1 IPv4, 0 IPv6"; got != want {
+	rs := []KernelRoute{{Family: 4, Protocol: routes.Protocol}, {Family: 6, Protocol: routes.Protocol}, {Family: 4, Protocol: routes.Protocol},
+		{Family: 4, Protocol: routes.CNIProtocol}}
+	if got, want := RouteSummary(rs), fmt.Sprintf("protocol %d (agent): 2 IPv4, 1 IPv6; protocol %d (CNI plugin): 1 IPv4, 0 IPv6", routes.Protocol, routes.CNIProtocol); got != want {
 		t.Errorf("RouteSummary = %q, want %q", got, want)
 	}
-	if got, want := RouteSummary(rs[3:]), "protocol 197 (CNI plugin): 1 IPv4, 0 IPv6"; got != want {
+	if got, want := RouteSummary(rs[3:]), fmt.Sprintf("protocol %d (CNI plugin): 1 IPv4, 0 IPv6", routes.CNIProtocol); got != want {
 		t.Errorf("RouteSummary = %q, want %q", got, want)
 	}
 }
@@ -67,8 +68,8 @@ func TestUninstallFake(t *testing.T) {
 	n.write(n.bin, "portmap", "the host's", 0o755)
 	k := &fakeKernel{
 		routes: []KernelRoute{
-			{Family: 4, Protocol: 196, Dst: "10.0.0.0/26"}, {Family: 6, Protocol: 196, Dst: "fd00::/120"},
-			{Family: 4, Protocol: 197, Dst: "10.0.0.7/32"}, {Family: 4, Protocol: 197, Dst: "10.0.0.8/32"},
+			{Family: 4, Protocol: routes.Protocol, Dst: "10.0.0.0/26"}, {Family: 6, Protocol: routes.Protocol, Dst: "fd00::/120"},
+			{Family: 4, Protocol: routes.CNIProtocol, Dst: "10.0.0.7/32"}, {Family: 4, Protocol: routes.CNIProtocol, Dst: "10.0.0.8/32"},
 		},
 		gone: map[string]bool{"10.0.0.8/32": true},
 	}
@@ -81,7 +82,7 @@ func TestUninstallFake(t *testing.T) {
 	}
 	wantVerbs(t, acts, "removed 10-hostroute.conflist", "kept 10-calico.conflist.hostroute-disabled",
 		"removed hostroute-cni", "removed .hostroute-cni.tmp-9", "removed 3 kernel routes", "removed nftables table inet hostroute")
-	if got, want := acts[4].String(), "removed 3 kernel routes (protocol 196 (agent): 1 IPv4, 1 IPv6; protocol 197 (CNI plugin): 1 IPv4, 0 IPv6)"; got != want {
+	if got, want := acts[4].String(), fmt.Sprintf("removed 3 kernel routes (protocol %d (agent): 1 IPv4, 1 IPv6; protocol %d (CNI plugin): 1 IPv4, 0 IPv6)", routes.Protocol, routes.CNIProtocol); got != want {
 		t.Errorf("routes line %q, want %q", got, want)
 	}
 	if got, want := n.listing(n.conf), []string{"10-calico.conflist.hostroute-disabled -rw-r--r--", "99-loopback.conf -rw-r--r--"}; !slices.Equal(got, want) {
@@ -107,7 +108,7 @@ func TestUninstallKeepsForeignAndGoesOn(t *testing.T) {
 	foreign := `{"cniVersion":"1.0.0","name":"k8s-pod-network","plugins":[{"type":"calico"}]}`
 	n.write(n.conf, ConflistName, foreign, 0o644)
 	k := &fakeKernel{
-		routes:  []KernelRoute{{Family: 4, Protocol: 196, Dst: "10.0.0.0/26"}, {Family: 4, Protocol: 196, Dst: "10.0.1.0/26"}},
+		routes:  []KernelRoute{{Family: 4, Protocol: routes.Protocol, Dst: "10.0.0.0/26"}, {Family: 4, Protocol: routes.Protocol, Dst: "10.0.1.0/26"}},
 		failing: map[string]error{"10.0.0.0/26": errors.New("operation not permitted")},
 	}
 	acts, err := Uninstall(UninstallOptions{BinDir: n.bin, ConfDir: n.conf}, k, &fakeNAT{present: true})
