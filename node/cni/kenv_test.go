@@ -163,10 +163,11 @@ func (e *kenv) ip(ns string, args ...string) string {
 	return string(out)
 }
 
-// ipJSON runs `ip -n ns -j args...` and decodes the array.
+// ipJSON runs `ip -n ns -N -j args...` and decodes the array. -N: protocols, scopes and
+// tables come as numbers, never as names from the host's /etc/iproute2 files.
 func (e *kenv) ipJSON(ns string, args ...string) []map[string]any {
 	e.t.Helper()
-	out := e.ip(ns, append([]string{"-j"}, args...)...)
+	out := e.ip(ns, append([]string{"-N", "-j"}, args...)...)
 	var v []map[string]any
 	if strings.TrimSpace(out) == "" {
 		return nil

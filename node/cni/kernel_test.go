@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
 
 	"github.com/hostroute/hostroute/internal/testenv/netns"
+	"github.com/hostroute/hostroute/node/routes"
 )
 
 // TestPluginKernel runs the built binary against real namespaces and a fake agent.
@@ -27,6 +30,10 @@ func TestPluginKernel(t *testing.T) {
 	t.Run("cni-0.4.0", func(t *testing.T) { testVersion040(t, newKEnv(t, bin)) })
 	t.Run("latency", func(t *testing.T) { testLatency(t, newKEnv(t, bin)) })
 }
+
+// cniProto and scopeLink are the pod route's protocol and scope as `ip -N -j` prints them.
+func cniProto() string  { return strconv.Itoa(routes.CNIProtocol) }
+func scopeLink() string { return strconv.Itoa(int(netlink.SCOPE_LINK)) }
 
 func testLifecycle(t *testing.T, e *kenv) {
 	const id = "c0ffee01"
@@ -64,10 +71,10 @@ func testLifecycle(t *testing.T, e *kenv) {
 	}) {
 		t.Fatalf("pod eth0 lacks 10.99.0.1/32: %v", addrs)
 	}
-	routes := e.ipJSON(e.pod, "route", "show")
-	if !has(routes, map[string]string{"dst": "default", "gateway": "169.254.1.1", "dev": "eth0", "flags": "[onlink]"}) ||
-		!has(routes, map[string]string{"dst": "169.254.1.1", "dev": "eth0", "scope": "link"}) {
-		t.Fatalf("pod routes: %v", routes)
+	podRoutes := e.ipJSON(e.pod, "route", "show")
+	if !has(podRoutes, map[string]string{"dst": "default", "gateway": "169.254.1.1", "dev": "eth0", "flags": "[onlink]"}) ||
+		!has(podRoutes, map[string]string{"dst": "169.254.1.1", "dev": "eth0", "scope": scopeLink()}) {
+		t.Fatalf("pod routes: %v", podRoutes)
 	}
 
 	// The host side.
@@ -88,7 +95,7 @@ func testLifecycle(t *testing.T, e *kenv) {
 			t.Errorf("%s = %s, want %s", path, got, want)
 		}
 	}
-	hostRoute := map[string]string{"dst": "10.99.0.1", "dev": host, "protocol": "197", "scope": "link"}
+	hostRoute := map[string]string{"dst": "10.99.0.1", "dev": host, "protocol": cniProto(), "scope": scopeLink()}
 	if r := e.ipJSON(e.node, "route", "show", "10.99.0.1/32"); !has(r, hostRoute) {
 		t.Fatalf("host route: %v", r)
 	}
@@ -133,8 +140,8 @@ func testLifecycle(t *testing.T, e *kenv) {
 	if l := e.ipJSON(e.pod, "link", "show"); len(l) != 1 {
 		t.Errorf("pod namespace still has %d links (want only lo): %v", len(l), l)
 	}
-	if r := e.ipJSON(e.node, "route", "show", "proto", "197"); len(r) != 0 {
-		t.Errorf("routes with proto 197 left: %v", r)
+	if r := e.ipJSON(e.node, "route", "show", "proto", cniProto()); len(r) != 0 {
+		t.Errorf("routes with protocol %s left: %v", cniProto(), r)
 	}
 	e.mustSucceed("second DEL", e.run("DEL", id, conf, nil))
 
@@ -170,7 +177,7 @@ func testDualStack(t *testing.T, e *kenv) {
 	if len(a) != 1 || !strings.Contains(fmt.Sprint(a[0]["addr_info"]), "local:fd99::1") || strings.Contains(fmt.Sprint(a[0]["addr_info"]), "tentative") {
 		t.Fatalf("pod v6 address (want fd99::1, not tentative): %v", a)
 	}
-	if r := e.ipJSON(e.node, "-6", "route", "show", "fd99::1/128"); !has(r, map[string]string{"dev": host, "protocol": "197"}) {
+	if r := e.ipJSON(e.node, "-6", "route", "show", "fd99::1/128"); !has(r, map[string]string{"dev": host, "protocol": cniProto()}) {
 		t.Fatalf("host v6 route: %v", r)
 	}
 	if got := e.sysctl(e.node, "net/ipv6/conf/"+host+"/forwarding"); got != "1" {
@@ -185,8 +192,8 @@ func testDualStack(t *testing.T, e *kenv) {
 	e.mustSucceed("CHECK", e.run("CHECK", id, withPrev(conf, run.stdout), nil))
 	e.mustSucceed("DEL", e.run("DEL", id, withPrev(conf, run.stdout), nil))
 	e.assertClean("after DEL")
-	if r := e.ipJSON(e.node, "-6", "route", "show", "proto", "197"); len(r) != 0 {
-		t.Errorf("v6 routes with proto 197 left: %v", r)
+	if r := e.ipJSON(e.node, "-6", "route", "show", "proto", cniProto()); len(r) != 0 {
+		t.Errorf("v6 routes with protocol %s left: %v", cniProto(), r)
 	}
 }
 
@@ -323,19 +330,19 @@ func testVersion040(t *testing.T, e *kenv) {
 	e.assertClean("after DEL")
 }
 
-// testLatency times ADD and DEL of the binary (including `ip netns exec`, measured
-// separately) against the in-process fake agent.
+// latencyBudget is how far the median ADD and DEL may stay above `ip netns exec true`
+// against an agent that answers at once. The path has no sleep, poll or retry; a wait
+// for IPv6 DAD, a gRPC reconnect backoff (1 s) or a settle loop would show as hundreds
+// of milliseconds. Typical here: 5–25 ms above the baseline, so the budget holds on a
+// loaded 2-core machine. The measurement against the real agent is BenchmarkCNIAdd (e2e).
+const latencyBudget = 400 * time.Millisecond
+
+// testLatency times ADD and DEL of the binary against the in-process fake agent, single
+// and dual stack, and fails when a median exceeds the `ip netns exec true` median (which
+// both include) by more than latencyBudget.
 func testLatency(t *testing.T, e *kenv) {
 	conf := e.conf("1.0.0", map[string]any{"logFile": nil})
-	var adds, dels []time.Duration
-	for i := range 10 {
-		id := fmt.Sprintf("lat%02d", i)
-		_, r := e.add(id, conf, nil)
-		adds = append(adds, r.took)
-		d := e.run("DEL", id, conf, nil)
-		e.mustSucceed("DEL", d)
-		dels = append(dels, d.took)
-	}
+	median := func(ds []time.Duration) time.Duration { slices.Sort(ds); return ds[len(ds)/2] }
 	var base []time.Duration
 	for range 10 {
 		start := time.Now()
@@ -344,10 +351,25 @@ func testLatency(t *testing.T, e *kenv) {
 		}
 		base = append(base, time.Since(start))
 	}
-	slices.Sort(adds)
-	slices.Sort(dels)
-	slices.Sort(base)
-	t.Logf("ADD min %s median %s max %s; DEL median %s; `ip netns exec true` median %s (included in both)",
-		adds[0], adds[len(adds)/2], adds[len(adds)-1], dels[len(dels)/2], base[len(base)/2])
+	b := median(base)
+	for _, dual := range []bool{false, true} {
+		e.agent.set(func(a *fakeAgent) { a.dual = dual })
+		var adds, dels []time.Duration
+		for i := range 10 {
+			id := fmt.Sprintf("lat%t%02d", dual, i)
+			_, r := e.add(id, conf, nil)
+			adds = append(adds, r.took)
+			d := e.run("DEL", id, conf, nil)
+			e.mustSucceed("DEL", d)
+			dels = append(dels, d.took)
+		}
+		a, d := median(adds), median(dels)
+		t.Logf("dual stack %t: ADD median %s (max %s), DEL median %s (max %s); `ip netns exec true` median %s (included in both)",
+			dual, a, adds[len(adds)-1], d, dels[len(dels)-1], b)
+		if a-b > latencyBudget || d-b > latencyBudget {
+			t.Errorf("dual stack %t: ADD median %s, DEL median %s: more than %s above `ip netns exec true` (%s); something on the path waits",
+				dual, a, d, latencyBudget, b)
+		}
+	}
 	e.assertClean("after the latency runs")
 }
