@@ -2,6 +2,7 @@ package routes
 
 import (
 	"net/netip"
+	"strconv"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -64,8 +65,8 @@ func TestReconcileRealKernel(t *testing.T) {
 		{"ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"},
 		{"ip", "link", "set", "v0", "up"}, {"ip", "link", "set", "v1", "up"},
 		{"ip", "addr", "add", "192.0.2.1/24", "dev", "v0"},
-		{"ip", "route", "add", "10.9.0.0/24", "via", "192.0.2.9"},                 // someone else's
-		{"ip", "route", "add", "10.8.0.0/24", "via", "192.0.2.8", "proto", "196"}, // ours, stale
+		{"ip", "route", "add", "10.9.0.0/24", "via", "192.0.2.9"},                                  // someone else's
+		{"ip", "route", "add", "10.8.0.0/24", "via", "192.0.2.8", "proto", strconv.Itoa(Protocol)}, // ours, stale
 	} {
 		if err := netns.Exec(ns, c...); err != nil {
 			t.Fatal(err)

@@ -266,8 +266,12 @@ func (t *Table) Desired() []Route {
 func (t *Table) Keeping() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.clock().Before(t.keepUntil)
+	return t.keepingLocked()
 }
+
+// keepingLocked is the one test of the restart grace that KeepUntil set: status and the
+// writer must never disagree on whether a route of ours nobody wants is kept or stale.
+func (t *Table) keepingLocked() bool { return t.clock().Before(t.keepUntil) }
 
 // Conflicts lists the destinations held by routes hostroute does not own.
 func (t *Table) Conflicts() []Conflict {
@@ -384,7 +388,7 @@ func (t *Table) fullPass() error {
 func (t *Table) sync(p netip.Prefix, full bool) error {
 	t.mu.Lock()
 	want, ok := t.desiredLocked(p)
-	keep := full && t.clock().Before(t.keepUntil)
+	keep := full && t.keepingLocked()
 	t.mu.Unlock()
 	have, ours := t.inKernel[p]
 	if !ok {
