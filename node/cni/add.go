@@ -20,15 +20,8 @@ import (
 // allocation. The reverse order would let the agent hand the address to another pod
 // while a route to it still points at this veth. retErr is the named result the
 // deferred rollback inspects; nothing below may shadow it.
-func cmdAdd(args *skel.CmdArgs) (retErr error) {
-	start := time.Now()
-	conf, err := ParseConfig(args.StdinData)
-	if err != nil {
-		return toCNI(err)
-	}
-	log, closeLog := openLog(conf.LogFile, "ADD", args)
-	defer closeLog()
-	defer func() { logDone(log, start, retErr) }()
+func cmdAdd(c *call) (retErr error) {
+	args, conf, log := c.args, c.conf, c.log
 
 	pod, err := ParsePodArgs(args.Args)
 	if err != nil {
@@ -84,7 +77,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	if alloc.err != nil {
 		return toCNI(alloc.err)
 	}
-	log.Info("allocated", "addresses", alloc.addrs, "pod", pod.Namespace+"/"+pod.Name, "took", time.Since(start))
+	log.Info("allocated", "addresses", alloc.addrs, "pod", pod.Namespace+"/"+pod.Name, "took", time.Since(c.start))
 	if prepErr != nil {
 		return toCNI(prepErr)
 	}
@@ -131,15 +124,8 @@ func buildResult(conf *Config, args *skel.CmdArgs, hostName string, w *wired, ad
 // be removed the addresses stay allocated and the error makes the runtime retry. If the
 // agent cannot be reached the veth is gone but DEL still fails (code 11): a success
 // would make the runtime forget the pod and leak the addresses until GC.
-func cmdDel(args *skel.CmdArgs) (retErr error) {
-	start := time.Now()
-	conf, err := ParseConfig(args.StdinData)
-	if err != nil {
-		return toCNI(err)
-	}
-	log, closeLog := openLog(conf.LogFile, "DEL", args)
-	defer closeLog()
-	defer func() { logDone(log, start, retErr) }()
+func cmdDel(c *call) error {
+	args, conf, log := c.args, c.conf, c.log
 
 	hostName := HostVethName(args.ContainerID, args.IfName)
 	deleted, err := deleteHostVeth(hostName)

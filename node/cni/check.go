@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
@@ -22,18 +21,11 @@ import (
 // addresses (and they match prevResult), the host veth and its routes exist, and the
 // pod's interface has the addresses and default routes. Every problem found is named
 // in one error (code 101), so one CHECK tells the whole story.
-func cmdCheck(args *skel.CmdArgs) (retErr error) {
-	start := time.Now()
-	conf, err := ParseConfig(args.StdinData)
-	if err != nil {
-		return toCNI(err)
-	}
-	log, closeLog := openLog(conf.LogFile, "CHECK", args)
-	defer closeLog()
-	defer func() { logDone(log, start, retErr) }()
-
+func cmdCheck(c *call) error {
+	args, conf := c.args, c.conf
 	var prev []netip.Prefix
 	if conf.Std.RawPrevResult != nil {
+		var err error
 		if prev, err = prevAddresses(&conf.Std); err != nil {
 			return toCNI(err)
 		}
@@ -164,16 +156,8 @@ func sortedPrefixes(ps []netip.Prefix) []netip.Prefix {
 
 // cmdStatus reports whether an ADD could be served now: the agent answers and says it
 // is ready (it has a block). Both failures are the spec's code 50.
-func cmdStatus(args *skel.CmdArgs) (retErr error) {
-	start := time.Now()
-	conf, err := ParseConfig(args.StdinData)
-	if err != nil {
-		return toCNI(err)
-	}
-	log, closeLog := openLog(conf.LogFile, "STATUS", nil)
-	defer closeLog()
-	defer func() { logDone(log, start, retErr) }()
-
+func cmdStatus(c *call) error {
+	conf := c.conf
 	// STATUS is polled; a hung agent must not hold the runtime for the full ADD timeout.
 	ag, err := newAgent(conf.AgentSocket, min(conf.Timeout, 5*time.Second))
 	if err != nil {
@@ -197,15 +181,8 @@ func cmdStatus(args *skel.CmdArgs) (retErr error) {
 // on the network — a veth of an ADD in flight would otherwise look stale — and because
 // a node has one hostroute network (the "hr" names and the agent are per node, not per
 // network). It keeps going after errors and reports them all.
-func cmdGC(args *skel.CmdArgs) (retErr error) {
-	start := time.Now()
-	conf, err := ParseConfig(args.StdinData)
-	if err != nil {
-		return toCNI(err)
-	}
-	log, closeLog := openLog(conf.LogFile, "GC", nil)
-	defer closeLog()
-	defer func() { logDone(log, start, retErr) }()
+func cmdGC(c *call) error {
+	conf, log := c.conf, c.log
 
 	valid := map[string]bool{}
 	for _, a := range conf.Std.ValidAttachments {

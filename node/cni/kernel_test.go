@@ -3,6 +3,7 @@ package cni
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -144,6 +145,21 @@ func testLifecycle(t *testing.T, e *kenv) {
 		t.Errorf("routes with protocol %s left: %v", cniProto(), r)
 	}
 	e.mustSucceed("second DEL", e.run("DEL", id, conf, nil))
+
+	// Every command logs its name, the attachment and how it ended.
+	logged, err := os.ReadFile(e.logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"ADD", "CHECK", "DEL"} {
+		want := "msg=done cmd=" + cmd
+		if !strings.Contains(string(logged), want) || !strings.Contains(string(logged), "cmd="+cmd+" pid=") {
+			t.Errorf("plugin log has no %q line for %s:\n%s", want, cmd, logged)
+		}
+	}
+	if !strings.Contains(string(logged), "containerID="+id) {
+		t.Errorf("plugin log does not name container %s:\n%s", id, logged)
+	}
 
 	// DEL after the pod namespace is gone (and without CNI_NETNS, as runtimes may).
 	res2, _ := e.add("c0ffee02", conf, nil)

@@ -33,7 +33,10 @@ func Main(about string) {
 	// One command lives a few milliseconds and allocates little: a collection would only
 	// add latency to pod start-up.
 	debug.SetGCPercent(-1)
-	funcs := skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus}
+	funcs := skel.CNIFuncs{
+		Add: command("ADD", true, cmdAdd), Del: command("DEL", true, cmdDel), Check: command("CHECK", true, cmdCheck),
+		GC: command("GC", false, cmdGC), Status: command("STATUS", false, cmdStatus),
+	}
 	e := skel.PluginMainFuncsWithError(funcs, version.PluginSupports(supportedVersions()...), about)
 	if e == nil {
 		return
@@ -42,6 +45,36 @@ func Main(about string) {
 		fmt.Fprintf(os.Stderr, "hostroute-cni: writing the error JSON to stdout: %v\n", err)
 	}
 	os.Exit(1)
+}
+
+// call is one invocation of a CNI command: its arguments, its parsed config and its log.
+type call struct {
+	args  *skel.CmdArgs
+	conf  *Config
+	log   *slog.Logger
+	start time.Time
+}
+
+// command makes a skel handler of a command body: it parses the config, opens logFile
+// (with the attachment's IDs for the commands that have one) and logs how the command
+// ended and how long it took, after the body's own deferred rollbacks have run, so the
+// logged error is the one the runtime gets.
+func command(name string, attachment bool, body func(*call) error) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) (retErr error) {
+		start := time.Now()
+		conf, err := ParseConfig(args.StdinData)
+		if err != nil {
+			return toCNI(err)
+		}
+		logArgs := args
+		if !attachment {
+			logArgs = nil
+		}
+		log, closeLog := openLog(conf.LogFile, name, logArgs)
+		defer closeLog()
+		defer func() { logDone(log, start, retErr) }()
+		return body(&call{args: args, conf: conf, log: log, start: start})
+	}
 }
 
 // openLog returns a logger writing to path, or a discarding one. A log file that cannot
