@@ -101,6 +101,21 @@ func table() *nftables.Table {
 	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 }
 
+// dropTableBatch opens a connection and queues the deletion of `table inet hostroute`,
+// valid whether the table exists or not: the batch adds it first (a no-op if present),
+// so the kernel never answers ENOENT and no existence check can race with the delete.
+// Nothing reaches the kernel until the caller's Flush.
+func (m *Manager) dropTableBatch() (*nftables.Conn, *nftables.Table, error) {
+	c, err := m.conn()
+	if err != nil {
+		return nil, nil, err
+	}
+	t := table()
+	c.AddTable(t)
+	c.DelTable(t)
+	return c, t, nil
+}
+
 // Apply makes `table inet hostroute` exactly match cfg.
 //
 // It is atomic and idempotent because it replaces the whole table in a single
@@ -130,13 +145,10 @@ func (m *Manager) Apply(cfg Config) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 
-	c, err := m.conn()
+	c, t, err := m.dropTableBatch()
 	if err != nil {
 		return err
 	}
-	t := table()
-	c.AddTable(t)
-	c.DelTable(t)
 	c.AddTable(t)
 
 	sets := map[string]*nftables.Set{}
@@ -213,20 +225,16 @@ func masqueradeExprs(nfproto byte, natPools, allPools *nftables.Set) []expr.Any 
 }
 
 // Delete removes `table inet hostroute` with everything in it; for an agent that is
-// leaving the node for good. Deleting a table that does not exist is not an error:
-// the batch first adds the table (a no-op if present) and then deletes it, so the
-// kernel never answers ENOENT and no existence check can race with the delete.
+// leaving the node for good. Deleting a table that does not exist is not an error (see
+// dropTableBatch).
 func (m *Manager) Delete() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 
-	c, err := m.conn()
+	c, _, err := m.dropTableBatch()
 	if err != nil {
 		return err
 	}
-	t := table()
-	c.AddTable(t)
-	c.DelTable(t)
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("delete nftables table inet %s: %w", TableName, err)
 	}
