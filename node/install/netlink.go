@@ -6,6 +6,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/hostroute/hostroute/node/routes"
 )
 
 // NetlinkRoutes is the real RouteKernel, on a netlink handle of the current or of a given
@@ -14,10 +16,6 @@ type NetlinkRoutes struct {
 	H *netlink.Handle
 }
 
-// dumpRetries bounds the retries of a dump the kernel marked interrupted (the tables
-// changed while it was being read: on a busy node pods come and go).
-const dumpRetries = 5
-
 // OwnRoutes dumps every table of both families and keeps hostroute's protocols. The
 // RT_FILTER_TABLE filter with table 0 (RT_TABLE_UNSPEC) is what makes the netlink library
 // return routes of tables other than main; the protocol is filtered here because the
@@ -25,16 +23,9 @@ const dumpRetries = 5
 func (n NetlinkRoutes) OwnRoutes() ([]KernelRoute, error) {
 	var out []KernelRoute
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		var rs []netlink.Route
-		var err error
-		for range dumpRetries {
-			rs, err = n.H.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-			if !errors.Is(err, netlink.ErrDumpInterrupted) {
-				break
-			}
-		}
+		rs, err := routes.Dump(n.H, fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 		if err != nil {
-			return nil, fmt.Errorf("route dump: %w", err)
+			return nil, err
 		}
 		for _, r := range rs {
 			if !OwnProtocol(int(r.Protocol)) {

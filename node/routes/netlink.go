@@ -15,23 +15,36 @@ type Netlink struct {
 	H *netlink.Handle
 }
 
+// dumpRetries bounds the retries of a dump the kernel marked interrupted (the tables
+// changed while it was being read: on a busy node pods come and go).
 const dumpRetries = 5
+
+// Dump is h.RouteListFiltered, retried while the kernel marks the dump interrupted. An
+// interrupted dump comes with a partial list: acting on it would delete routes that are
+// there or re-add routes that are not missing. Every reader of kernel routes uses it.
+func Dump(h *netlink.Handle, family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
+	var rs []netlink.Route
+	var err error
+	for range dumpRetries {
+		rs, err = h.RouteListFiltered(family, filter, mask)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("route dump: %w", err)
+	}
+	return rs, nil
+}
 
 // List lists hostroute's routes, retrying a dump interrupted by concurrent changes.
 func (n Netlink) List() ([]Route, error) {
 	var out []Route
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		var rs []netlink.Route
-		var err error
-		for range dumpRetries {
-			rs, err = n.H.RouteListFiltered(fam, &netlink.Route{Protocol: Protocol, Table: unix.RT_TABLE_MAIN},
-				netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-			if !errors.Is(err, netlink.ErrDumpInterrupted) {
-				break
-			}
-		}
+		rs, err := Dump(n.H, fam, &netlink.Route{Protocol: Protocol, Table: unix.RT_TABLE_MAIN},
+			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 		if err != nil {
-			return nil, fmt.Errorf("route dump: %w", err)
+			return nil, err
 		}
 		for _, r := range rs {
 			out = append(out, fromNetlink(r))
@@ -102,16 +115,9 @@ func (n Netlink) Occupant(dst netip.Prefix) (int, bool, error) {
 		fam = netlink.FAMILY_V6
 	}
 	filter := &netlink.Route{Dst: prefixNet(dst), Table: unix.RT_TABLE_MAIN}
-	var rs []netlink.Route
-	var err error
-	for range dumpRetries {
-		rs, err = n.H.RouteListFiltered(fam, filter, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	rs, err := Dump(n.H, fam, filter, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return 0, false, fmt.Errorf("route dump: %w", err)
+		return 0, false, err
 	}
 	for _, r := range rs {
 		if r.Priority == 0 {
