@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // BenchmarkKernelRoutes measures how fast hostroute's Netlink kernel writes and reads
@@ -35,22 +33,7 @@ func benchPrefix(i int) netip.Prefix {
 }
 
 func benchKernelRoutes(b *testing.B, n int) {
-	ns := netns.ForTest(b, "hrtest-rtb-")
-	for _, c := range [][]string{
-		{"ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"},
-		{"ip", "link", "set", "v0", "up"}, {"ip", "link", "set", "v1", "up"},
-		{"ip", "addr", "add", "192.0.2.1/24", "dev", "v0"},
-	} {
-		if err := netns.Exec(ns, c...); err != nil {
-			b.Fatal(err)
-		}
-	}
-	h, err := netns.Handle(ns)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(h.Close)
-	k := Netlink{H: h}
+	k, ns := kernelNS(b)
 	gw := netip.MustParseAddr("192.0.2.2")
 	want := make([]Route, n)
 	var add, del strings.Builder

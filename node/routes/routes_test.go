@@ -60,24 +60,11 @@ func TestCompute(t *testing.T) {
 // installs blackholes and an ECMP route, leaves a foreign route alone, removes a stale
 // route of its own, and does nothing on the second pass.
 func TestReconcileRealKernel(t *testing.T) {
-	ns := netns.ForTest(t, "hrtest-rt-")
-	for _, c := range [][]string{
-		{"ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"},
-		{"ip", "link", "set", "v0", "up"}, {"ip", "link", "set", "v1", "up"},
-		{"ip", "addr", "add", "192.0.2.1/24", "dev", "v0"},
-		{"ip", "route", "add", "10.9.0.0/24", "via", "192.0.2.9"},                                  // someone else's
-		{"ip", "route", "add", "10.8.0.0/24", "via", "192.0.2.8", "proto", strconv.Itoa(Protocol)}, // ours, stale
-	} {
-		if err := netns.Exec(ns, c...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	h, err := netns.Handle(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	k := Netlink{H: h}
+	k, ns := kernelNS(t,
+		[]string{"ip", "route", "add", "10.9.0.0/24", "via", "192.0.2.9"},                                  // someone else's
+		[]string{"ip", "route", "add", "10.8.0.0/24", "via", "192.0.2.8", "proto", strconv.Itoa(Protocol)}, // ours, stale
+	)
+	h := k.H
 	desired := []Route{r("10.0.0.0/26"), r("10.0.1.0/26", "192.0.2.2", "192.0.2.3"), r("10.0.2.0/26", "192.0.2.2")}
 	d, err := Reconcile(k, desired)
 	if err != nil {

@@ -14,8 +14,9 @@ import (
 	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
-// kernelNS makes a namespace with an uplink on 192.0.2.1/24 and returns its kernel.
-func kernelNS(t *testing.T, extra ...[]string) (Netlink, string) {
+// kernelNS makes a namespace with an uplink on 192.0.2.1/24, runs the extra commands in
+// it and returns its kernel (the handle closes at the end of the test) and its name.
+func kernelNS(t testing.TB, extra ...[]string) (Netlink, string) {
 	t.Helper()
 	ns := netns.ForTest(t, "hrtest-rtab-")
 	cmds := [][]string{
