@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/hostroute/hostroute/controller"
 	"github.com/hostroute/hostroute/e2e/harness"
 	"github.com/hostroute/hostroute/internal/testenv/netns"
+	"github.com/hostroute/hostroute/node/routes"
 )
 
 func newNode(t *testing.T, cidr string, blockSize int32) (*harness.Env, *harness.Node) {
@@ -77,7 +79,7 @@ func tcpSeen(t *testing.T, serverNS, listen, clientNS, dial string) string {
 }
 
 func hostRoutes(t *testing.T, n *harness.Node) string {
-	out, err := netns.Output(n.NS, "ip", "route", "show", "proto", "197")
+	out, err := netns.Output(n.NS, "ip", "route", "show", "proto", strconv.Itoa(routes.CNIProtocol))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +176,7 @@ func TestHundredPodsOnOneNode(t *testing.T) {
 	}
 
 	// The block's blackhole route is in the kernel with hostroute's protocol.
-	if out, _ := netns.Output(n.NS, "ip", "route", "show", "proto", "196"); !strings.Contains(out, "blackhole 10.100.0.0/24") {
+	if out, _ := netns.Output(n.NS, "ip", "route", "show", "proto", strconv.Itoa(routes.Protocol)); !strings.Contains(out, "blackhole 10.100.0.0/24") {
 		t.Errorf("no blackhole for the block: %q", out)
 	}
 
@@ -214,10 +216,13 @@ func TestHundredPodsOnOneNode(t *testing.T) {
 
 // TestCrashDuringBurst kills the agent with SIGKILL during 200 concurrent ADDs, restarts
 // it, retries the failed ADDs as the kubelet would, and checks that no address was handed
-// out twice, none was lost, and nothing leaks once the pods are gone.
+// out twice, none was lost, and nothing leaks once the pods are gone. It fails if the
+// kill did not land inside the burst (every ADD had returned by then): the rest would
+// then only test a clean restart.
 func TestCrashDuringBurst(t *testing.T) {
 	_, n := newNode(t, "10.101.0.0/16", 24)
 	pods := make([]*harness.Pod, 200)
+	total := int32(len(pods))
 	for i := range pods {
 		pods[i] = n.NewPod(fmt.Sprintf("burst-%03d", i))
 	}
@@ -235,9 +240,21 @@ func TestCrashDuringBurst(t *testing.T) {
 		}()
 	}
 	close(started)
-	// Kill it mid-burst: some addresses handed out, many ADDs in flight or queued.
+	// Kill it mid-burst: some addresses handed out, many ADDs in flight or queued. The
+	// poll is as tight as it can be, so that the kill lands early in the burst.
+	const killAt = 40
+	deadline := time.Now().Add(time.Minute)
 	allocated := 0
-	for allocated < 40 {
+	for allocated < killAt {
+		if d := done.Load(); d == total {
+			wg.Wait()
+			t.Fatalf("all %d ADDs returned before the agent was seen holding %d addresses (last seen %d): the kill cannot land in the burst", d, killAt, allocated)
+		}
+		if time.Now().After(deadline) {
+			n.Kill()
+			wg.Wait()
+			t.Fatalf("the agent did not hold %d addresses within a minute of the burst's start (last seen %d, %d of %d ADDs returned)", killAt, allocated, done.Load(), total)
+		}
 		if st, err := n.Status(); err == nil {
 			allocated = 0
 			for _, b := range st.GetBlocks() {
@@ -246,15 +263,24 @@ func TestCrashDuringBurst(t *testing.T) {
 		}
 	}
 	n.Kill()
-	t.Logf("agent killed with SIGKILL during the burst: %d addresses allocated, %d of 200 ADDs returned", allocated, done.Load())
+	// Read after the agent is gone: an upper bound of the ADDs that had returned when the
+	// kill landed.
+	returned := done.Load()
+	t.Logf("agent killed with SIGKILL during the burst: %d addresses allocated, at most %d of %d ADDs returned", allocated, returned, total)
 	wg.Wait()
+	if returned >= total {
+		t.Fatalf("every ADD (%d) had returned when the agent was killed: the kill landed after the burst", returned)
+	}
 	failed := 0
 	for _, e := range errs {
 		if e != nil {
 			failed++
 		}
 	}
-	t.Logf("%d of 200 ADDs failed while the agent was down", failed)
+	t.Logf("%d of %d ADDs failed while the agent was down", failed, total)
+	if failed == 0 {
+		t.Fatalf("no ADD failed although %d of %d were still out when the agent was killed", total-returned, total)
+	}
 	n.Start()
 	n.WaitReady(20 * time.Second)
 	// The kubelet retries a failed sandbox: DEL (cleanup) then ADD.
