@@ -22,7 +22,7 @@ import (
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/controller"
-	"github.com/hostroute/hostroute/e2e/harness"
+	"github.com/hostroute/hostroute/internal/testenv"
 	"github.com/hostroute/hostroute/internal/testenv/cluster"
 )
 
@@ -117,10 +117,10 @@ func (e *env) blocksOf(node string) []v1alpha1.IPAMBlock {
 	return l.Items
 }
 
-// eventually polls cond (harness.Eventually) until it returns "" or the timeout passes.
+// eventually polls cond (testenv.Eventually) until it returns "" or the timeout passes.
 func (e *env) eventually(timeout time.Duration, what string, cond func() string) {
 	e.t.Helper()
-	harness.Eventually(e.t, timeout, what, cond)
+	testenv.Eventually(e.t, timeout, what, cond)
 }
 
 // checkNoOverlap fails if two blocks overlap or a node holds more than max blocks.

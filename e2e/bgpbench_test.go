@@ -23,6 +23,7 @@ import (
 	"github.com/hostroute/hostroute/e2e/harness"
 	"github.com/hostroute/hostroute/internal/testenv/bird"
 	"github.com/hostroute/hostroute/internal/testenv/netns"
+	"github.com/hostroute/hostroute/node/routes"
 )
 
 // Names in this file start with bb (BGP bench) so they never collide with helpers that
@@ -40,7 +41,7 @@ const (
 	bbBirdNode = "192.0.2.200"
 	// bbProtoBIRD is the route protocol BIRD's kernel protocol writes (RTPROT_BIRD).
 	bbProtoBIRD = 12
-	bbProtoHR   = 196
+	bbProtoHR   = routes.Protocol
 	bbPoll      = 20 * time.Millisecond
 )
 
@@ -304,9 +305,9 @@ protocol bgp tor { local %s as 64512; neighbor %s as 65000; error wait time 1, 5
 		pid       int // the node's daemon, for its CPU time
 	}{
 		{name: "hostroute", set: "hr", c: bbNewCounter(b, l.node.NS, bbProtoHR, bbBenchNet), pid: bbPID(b, "hostroute-node", l.node.Socket)},
-		{name: "bird", set: "bd", c: bbNewCounter(b, bdNS, bbProtoBIRD, bbBenchNet), pid: bbPID(b, "bird", bdBIRD.Ctl)},
+		{name: "bird", set: "bd", c: bbNewCounter(b, bdNS, bbProtoBIRD, bbBenchNet), pid: bdBIRD.PID()},
 	}
-	torPID := bbPID(b, "bird", l.bird.Ctl)
+	torPID := l.bird.PID()
 	ext := []*bbCounter{bbNewCounter(b, l.node.NS, bbProtoHR, bbExtNet), bbNewCounter(b, bdNS, bbProtoBIRD, bbExtNet)}
 	for _, c := range ext {
 		c.wait(b, time.Now(), -1, 1, 30*time.Second) // both sessions up, the ToR's prefix installed

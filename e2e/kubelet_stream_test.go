@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostroute/hostroute/internal/testenv/kubenode"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // stream sends sequence-numbered UDP datagrams from a socket in ns to an echo server
@@ -32,7 +32,7 @@ type streamResult struct {
 
 func startStream(t *testing.T, ns string, dst netip.AddrPort, interval time.Duration) *stream {
 	t.Helper()
-	c, err := kubenode.ListenPacketIn("/run/netns/"+ns, "udp", ":0")
+	c, err := netns.ListenPacketIn(ns, "udp", ":0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -256,7 +255,7 @@ func echo(t *testing.T, ns, addr string) {
 // dialSeen connects from ns to addr (a test app) and returns the address it saw.
 func dialSeen(t *testing.T, ns, addr string) string {
 	t.Helper()
-	c, err := netns.DialIn(ns, "tcp", addr)
+	c, err := netns.DialIn(t.Context(), ns, "tcp", addr)
 	if err != nil {
 		t.Fatalf("dial %s from %s: %v", addr, ns, err)
 	}
@@ -275,16 +274,7 @@ func dialSeen(t *testing.T, ns, addr string) string {
 func routectlAdmin(t *testing.T, l *harness.Lab, args ...string) (string, int) {
 	t.Helper()
 	full := append([]string{"--kubeconfig", l.Cluster.Kubeconfig, "--socket", l.Kubelet.Socket}, args...)
-	out, err := exec.Command(filepath.Join(bin, "routectl"), full...).CombinedOutput()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return string(out), 0
-	case errors.As(err, &ee):
-		return string(out), ee.ExitCode()
-	}
-	t.Fatalf("routectl %v: %v", args, err)
-	return "", -1
+	return outputAndCode(t, exec.Command(filepath.Join(bin, "routectl"), full...))
 }
 
 func readSysctl(t *testing.T, path string) string {

@@ -24,8 +24,15 @@ import (
 // and returns its output and exit code.
 func routectl(t *testing.T, n *harness.Node, args ...string) (string, int) {
 	t.Helper()
-	full := append([]string{"netns", "exec", n.NS, filepath.Join(bin, "routectl"), "--socket", n.Socket, "--kubeconfig", n.Kubeconfig}, args...)
-	out, err := exec.Command("ip", full...).CombinedOutput()
+	full := append([]string{filepath.Join(bin, "routectl"), "--socket", n.Socket, "--kubeconfig", n.Kubeconfig}, args...)
+	return outputAndCode(t, netns.Command(n.NS, full...))
+}
+
+// outputAndCode runs cmd and returns its combined output and exit code; a command that
+// cannot run at all fails the test.
+func outputAndCode(t *testing.T, cmd *exec.Cmd) (string, int) {
+	t.Helper()
+	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -33,7 +40,7 @@ func routectl(t *testing.T, n *harness.Node, args ...string) (string, int) {
 	case errors.As(err, &ee):
 		return string(out), ee.ExitCode()
 	}
-	t.Fatalf("routectl %v: %v", args, err)
+	t.Fatalf("%v: %v", cmd.Args, err)
 	return "", -1
 }
 
@@ -161,8 +168,8 @@ func TestRoutectl(t *testing.T) {
 func scrape(t *testing.T, n *harness.Node, path string) (string, int) {
 	t.Helper()
 	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
-		DialContext: func(context.Context, string, string) (net.Conn, error) {
-			return netns.DialIn(n.NS, "tcp", "127.0.0.1:9402")
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return netns.DialIn(ctx, n.NS, "tcp", "127.0.0.1:9402")
 		}}}
 	resp, err := c.Get("http://agent" + path)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/hostroute/hostroute/e2e/harness"
 	"github.com/hostroute/hostroute/internal/testenv/bird"
 	"github.com/hostroute/hostroute/internal/testenv/netns"
+	"github.com/hostroute/hostroute/node/routes"
 )
 
 const extNet = "198.51.100.0/24" // what the ToR originates
@@ -102,7 +103,7 @@ func kernelRoute(t *testing.T, ns, dst string) []string {
 	defer h.Close()
 	p := netip.MustParsePrefix(dst)
 	rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{
-		Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}, Protocol: 196,
+		Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}, Protocol: routes.Protocol,
 	}, netlink.RT_FILTER_DST|netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		t.Fatal(err)
@@ -322,14 +323,14 @@ func TestBGPBadInput(t *testing.T) {
 	})
 
 	// Garbage, then a reset, on node-1's BGP port from the ToR's namespace.
-	c, err := netns.DialIn(l.bird.NS, "tcp", n1.Addr+":179")
+	c, err := netns.DialIn(t.Context(), l.bird.NS, "tcp", n1.Addr+":179")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, _ = c.Write([]byte("GET / HTTP/1.1\r\n\r\nthis is not BGP\xff\xff\xff\xff"))
 	time.Sleep(200 * time.Millisecond)
 	c.Close()
-	c, err = netns.DialIn(l.bird.NS, "tcp", n1.Addr+":179")
+	c, err = netns.DialIn(t.Context(), l.bird.NS, "tcp", n1.Addr+":179")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/controller"
+	"github.com/hostroute/hostroute/internal/testenv"
 	"github.com/hostroute/hostroute/internal/testenv/cluster"
 	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
@@ -36,10 +36,7 @@ const (
 )
 
 // RepoRoot is the repository's root directory.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(filepath.Dir(filepath.Dir(file)))
-}
+func RepoRoot() string { return testenv.RepoRoot() }
 
 // Build compiles every command into dir.
 func Build(dir string) error {
@@ -55,15 +52,8 @@ func Build(dir string) error {
 // TB is what the harness needs of a test; *testing.T and *testing.B have it, and so does
 // the lab's own implementation for `make lab`.
 type TB interface {
-	Helper()
-	Context() context.Context
+	testenv.TB
 	Fatal(args ...any)
-	Fatalf(format string, args ...any)
-	Errorf(format string, args ...any)
-	Logf(format string, args ...any)
-	Cleanup(func())
-	Failed() bool
-	TempDir() string
 }
 
 // Env is one test's cluster.
@@ -165,25 +155,7 @@ func (e *Env) Pool(name, cidr string, blockSize int32, nat bool) {
 // Eventually polls cond until it returns "" or timeout passes.
 func (e *Env) Eventually(timeout time.Duration, what string, cond func() string) {
 	e.T.Helper()
-	Eventually(e.T, timeout, what, cond)
-}
-
-// Eventually polls cond every 50 ms until it returns "" and fails t with cond's last
-// answer when timeout passes first.
-func Eventually(t interface {
-	Helper()
-	Fatalf(string, ...any)
-}, timeout time.Duration, what string, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for time.Now().Before(deadline) {
-		if last = cond(); last == "" {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: not true after %s: %s", what, timeout, last)
+	testenv.Eventually(e.T, timeout, what, cond)
 }
 
 // Node is a node namespace running hostroute-node.
@@ -208,9 +180,31 @@ func (e *Env) AddNode(name, addr string) *Node {
 	ns := netns.ForTest(e.T, e.Prefix+"n-")
 	dir := e.T.TempDir()
 	n := &Node{env: e, Name: name, NS: ns, Addr: addr, Dir: dir, Socket: filepath.Join(dir, "agent.sock")}
-	// An uplink with the node's address and a default route: the host side of every pod
-	// veth answers ARP for 169.254.1.1 by proxy only when the node has a route to it
-	// through another interface, as on a real host.
+	e.plumbNode(ns, name, addr)
+	node := &corev1.Node{}
+	node.Name = name
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}}
+	node.Annotations = e.NodeAnnotations[name]
+	if _, err := e.Kube.CoreV1().Nodes().Create(e.Ctx, node, metav1.CreateOptions{}); err != nil {
+		e.T.Fatalf("create node %s: %v", name, err)
+	}
+	n.proxyAPI()
+	n.Start()
+	e.T.Cleanup(n.Kill)
+	return n
+}
+
+func gateway(addr string) string {
+	i := strings.LastIndex(addr, ".")
+	return addr[:i] + ".254"
+}
+
+// plumbNode gives a node namespace its uplink into the fabric (or a stub without one),
+// its address and default route. The host side of every pod veth answers ARP for
+// 169.254.1.1 by proxy only when the node has a route to it through another interface,
+// as on a real host, hence the uplink even without a fabric.
+func (e *Env) plumbNode(ns, name, addr string) {
+	e.T.Helper()
 	setup := [][]string{
 		{"ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1"},
 		{"ip", "link", "set", "up0", "up"}, {"ip", "link", "set", "up1", "up"},
@@ -243,37 +237,24 @@ func (e *Env) AddNode(name, addr string) *Node {
 			e.T.Fatal(err)
 		}
 	}
-	node := &corev1.Node{}
-	node.Name = name
-	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}}
-	node.Annotations = e.NodeAnnotations[name]
-	if _, err := e.Kube.CoreV1().Nodes().Create(e.Ctx, node, metav1.CreateOptions{}); err != nil {
-		e.T.Fatalf("create node %s: %v", name, err)
-	}
-	n.proxyAPI()
-	n.Start()
-	e.T.Cleanup(n.Kill)
-	return n
 }
 
-func gateway(addr string) string {
-	i := strings.LastIndex(addr, ".")
-	return addr[:i] + ".254"
+// forwardAPI makes https://127.0.0.1:6443 inside the node namespace ns lead to the API
+// server: a listener in there, served from the test process, so no route or forwarding
+// in the root namespace is needed.
+func (e *Env) forwardAPI(ns string) {
+	e.T.Helper()
+	u, err := url.Parse(e.Cluster.URL)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	netns.ForwardForTest(e.T, ns, "127.0.0.1:6443", u.Host)
 }
 
 // proxyAPI makes https://127.0.0.1:6443 inside the node's namespace lead to the API server.
 func (n *Node) proxyAPI() {
 	e := n.env
-	u, err := url.Parse(e.Cluster.URL)
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	l, err := netns.ListenIn(n.NS, "tcp", "127.0.0.1:6443")
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	go netns.Forward(l, u.Host)
-	e.T.Cleanup(func() { l.Close() })
+	e.forwardAPI(n.NS)
 	// The agent's own identity: a token bound to its Pod object on this node, with the
 	// shipped RBAC and admission policy, as on a cluster.
 	tok, err := e.AgentToken(n.Name)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/hostroute/hostroute/internal/image"
+	"github.com/hostroute/hostroute/internal/testenv"
 	"github.com/hostroute/hostroute/internal/testenv/cluster"
 	"github.com/hostroute/hostroute/internal/testenv/kubenode"
 	"github.com/hostroute/hostroute/internal/testenv/netns"
@@ -70,16 +70,7 @@ func (l *Lab) addKubeletNode(name, addr string) *KubeletNode {
 	ns := netns.ForTest(t, e.Prefix+"n-")
 	dir := t.TempDir()
 	e.plumbNode(ns, name, addr)
-	u, err := url.Parse(e.Cluster.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lst, err := netns.ListenIn(ns, "tcp", "127.0.0.1:6443")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go netns.Forward(lst, u.Host)
-	t.Cleanup(func() { lst.Close() })
+	e.forwardAPI(ns)
 	kubeconfig := filepath.Join(dir, "kubelet.kubeconfig")
 	if err := e.Cluster.WriteKubeconfig(kubeconfig, "https://127.0.0.1:6443", cluster.NodeUser(name)); err != nil {
 		t.Fatal(err)
@@ -107,7 +98,7 @@ func (l *Lab) addKubeletNode(name, addr string) *KubeletNode {
 	// default ServiceAccount.
 	e.Eventually(30*time.Second, "ServiceAccount default/default", func() string {
 		_, err := e.Kube.CoreV1().ServiceAccounts("default").Get(e.Ctx, "default", metav1.GetOptions{})
-		return errText(err)
+		return testenv.ErrText(err)
 	})
 	kn := kubenode.StartForTest(t, kubenode.Config{
 		Name: name, NetNS: ns, NodeIP: addr, Kubeconfig: kubeconfig,
@@ -128,44 +119,12 @@ func (l *Lab) addKubeletNode(name, addr string) *KubeletNode {
 	return k
 }
 
-// plumbNode gives a node namespace its uplink into the fabric (or a stub without
-// one), its address and default route, as AddNode does for process nodes.
-func (e *Env) plumbNode(ns, name, addr string) {
-	e.T.Helper()
-	setup := [][]string{
-		{"ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1"},
-		{"ip", "link", "set", "up0", "up"}, {"ip", "link", "set", "up1", "up"},
-	}
-	var torSide [][]string
-	if e.Fabric != "" {
-		port := "p-" + name
-		setup = [][]string{
-			{"ip", "link", "add", "up0", "type", "veth", "peer", "name", port, "netns", e.Fabric},
-			{"ip", "link", "set", "up0", "up"},
-		}
-		torSide = [][]string{{"ip", "link", "set", port, "master", "br0"}, {"ip", "link", "set", port, "up"}}
-	}
-	setup = append(setup,
-		[]string{"ip", "addr", "add", addr + "/24", "dev", "up0"},
-		[]string{"ip", "route", "add", "default", "via", gateway(addr), "dev", "up0"})
-	for _, c := range setup {
-		if err := netns.Exec(ns, c...); err != nil {
-			e.T.Fatal(err)
-		}
-	}
-	for _, c := range torSide {
-		if err := netns.Exec(e.Fabric, c...); err != nil {
-			e.T.Fatal(err)
-		}
-	}
-}
-
 // annotate sets annotations on the Node once the kubelet has registered it.
 func (k *KubeletNode) annotate(ann map[string]string) {
 	e := k.env
 	e.Eventually(30*time.Second, "Node "+k.Name+" registered", func() string {
 		_, err := e.Kube.CoreV1().Nodes().Get(e.Ctx, k.Name, metav1.GetOptions{})
-		return errText(err)
+		return testenv.ErrText(err)
 	})
 	patch := map[string]any{"metadata": map[string]any{"annotations": ann}}
 	b, _ := json.Marshal(patch)
@@ -411,13 +370,6 @@ func ExecIn(nsPath string, args ...string) (string, error) {
 		return string(out), fmt.Errorf("in %s: %s: %w: %s", nsPath, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return string(out), nil
-}
-
-func errText(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -5,17 +5,24 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // The kernel tests run only inside throwaway named network namespaces they create
-// themselves ("hrtest-nat-…", see `ip netns add`), and program nftables there
+// themselves ("hrtest-nat-…", internal/testenv/netns), and program nftables there
 // through an fd of that namespace. Nothing is ever changed in the root network
 // namespace: no link, route, rule, sysctl or nftables object.
+
+// nsPrefix starts the name of every namespace these tests create.
+const nsPrefix = "hrtest-nat-"
+
+// TestMain sweeps the namespaces of an earlier run that was killed before its cleanups.
+func TestMain(m *testing.M) { netns.TestMain(m, nsPrefix) }
 
 // requireRoot fails (rather than skips) the test when it cannot create network
 // namespaces, so a run without privileges is not mistaken for a passing one.
@@ -36,21 +43,13 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// newNetns creates the named network namespace "hrtest-nat-<role>-<random>",
-// deletes it when the test ends (also on failure), and returns its name and an fd
-// referring to it that stays open until then.
+// newNetns creates the named network namespace "hrtest-nat-<pid>-<role>-<random>"
+// (netns.ForTest: deleted when the test ends, also on failure; a crashed run's are swept
+// by TestMain), and returns its name and an fd referring to it that stays open until then.
 func newNetns(t *testing.T, role string) (string, int) {
 	t.Helper()
-	name := fmt.Sprintf("hrtest-nat-%s-%08x", role, rand.Uint32())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	f, err := os.Open("/run/netns/" + name)
+	name := netns.ForTest(t, netns.OwnedPrefix(nsPrefix)+role+"-")
+	f, err := os.Open(netns.File(name))
 	if err != nil {
 		t.Fatalf("open netns %s: %v", name, err)
 	}
@@ -60,9 +59,9 @@ func newNetns(t *testing.T, role string) (string, int) {
 }
 
 // nsExec runs a command inside the namespace and returns its stdout and error;
-// stderr is folded into the error.
+// stderr is folded into the error (nft -j output must not be mixed with warnings).
 func nsExec(ns string, stdin string, args ...string) (string, error) {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	cmd := netns.Command(ns, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

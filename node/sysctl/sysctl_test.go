@@ -3,12 +3,9 @@ package sysctl
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
-
-	vnetns "github.com/vishvananda/netns"
 
 	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
@@ -117,50 +114,34 @@ func TestIgnoredRA(t *testing.T) {
 }
 
 // TestApplyRealKernel applies the node settings in a network namespace of the test's own
-// (a thread locked into it: /proc/sys/net is per namespace), reading them back as
+// (netns.Do, a thread switched into it: /proc/sys/net is per namespace), reading them back as
 // numbers. The root namespace is never written.
 func TestApplyRealKernel(t *testing.T) {
 	name := netns.ForTest(t, "hrtest-sysctl-")
 	rootBefore := read(t, ProcSys, "net.ipv4.ip_forward")
-	type outcome struct {
+	var o struct {
 		first, second []Result
 		after         [2]string
-		err           error
 	}
-	done := make(chan outcome)
-	go func() {
-		var o outcome
-		defer func() { done <- o }()
-		// Never unlocked: the thread ends with the goroutine, so it cannot go back to the
-		// pool in the test namespace.
-		runtime.LockOSThread()
-		h, err := vnetns.GetFromName(name)
-		if err != nil {
-			o.err = err
-			return
+	err := netns.Do(name, func() error {
+		var err error
+		if o.first, err = Apply(ProcSys, Node()); err != nil {
+			return err
 		}
-		defer h.Close()
-		if o.err = vnetns.Set(h); o.err != nil {
-			return
-		}
-		if o.first, o.err = Apply(ProcSys, Node()); o.err != nil {
-			return
-		}
-		if o.second, o.err = Apply(ProcSys, Node()); o.err != nil {
-			return
+		if o.second, err = Apply(ProcSys, Node()); err != nil {
+			return err
 		}
 		for i, k := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
 			b, err := os.ReadFile(path(ProcSys, k))
 			if err != nil {
-				o.err = err
-				return
+				return err
 			}
 			o.after[i] = strings.TrimSpace(string(b))
 		}
-	}()
-	o := <-done
-	if o.err != nil {
-		t.Fatal(o.err)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("first run: %q", lines(o.first))
 	if got := read(t, ProcSys, "net.ipv4.ip_forward"); got != rootBefore {

@@ -3,19 +3,14 @@
 package bfd
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
 // lab is two network namespaces joined by a veth: a has 192.0.2.1/24 and 2001:db8::1/64
@@ -30,53 +25,31 @@ var (
 	addrB6 = netip.MustParseAddr("2001:db8::2")
 )
 
+// nsPrefix starts the name of every namespace these tests create.
+const nsPrefix = "hrtest-bfd-"
+
+// TestMain sweeps the namespaces of an earlier run that was killed before its cleanups.
+func TestMain(m *testing.M) { netns.TestMain(m, nsPrefix) }
+
 func newLab(t *testing.T) *lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatalf("this test creates network namespaces and must run as root (uid %d)", os.Geteuid())
-	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatalf("iproute2 is needed (e2e/tools/deps.sh installs it): %v", err)
 	}
-	sweepStale(t)
-	r := make([]byte, 3)
-	_, _ = rand.Read(r)
-	base := "hrtest-bfd-" + hex.EncodeToString(r)
-	l := &lab{a: base + "-a", b: base + "-b", ifA: "hrbfd-a", ifB: "hrbfd-b"}
-	for _, ns := range []string{l.a, l.b} {
-		ipCmd(t, "netns", "add", ns)
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "delete", ns).CombinedOutput(); err != nil {
-				t.Errorf("cleanup: ip netns delete %s: %v: %s", ns, err, out)
-			}
-		})
-		ipCmd(t, "-n", ns, "link", "set", "lo", "up")
-	}
+	prefix := netns.OwnedPrefix(nsPrefix)
+	l := &lab{a: netns.ForTest(t, prefix+"a-"), b: netns.ForTest(t, prefix+"b-"), ifA: "hrbfd-a", ifB: "hrbfd-b"}
 	ipCmd(t, "-n", l.a, "link", "add", l.ifA, "type", "veth", "peer", "name", l.ifB, "netns", l.b)
 	for _, e := range []struct{ ns, dev, v4, v6 string }{{l.a, l.ifA, "192.0.2.1/24", "2001:db8::1/64"}, {l.b, l.ifB, "192.0.2.2/24", "2001:db8::2/64"}} {
 		ipCmd(t, "-n", e.ns, "addr", "add", e.v4, "dev", e.dev)
 		ipCmd(t, "-n", e.ns, "addr", "add", e.v6, "dev", e.dev, "nodad")
 		// Keep the IPv6 address across link down/up (the default flushes it), in the
 		// lab's own namespace only.
-		ipCmd(t, "netns", "exec", e.ns, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/"+e.dev+"/keep_addr_on_down")
+		if err := netns.Exec(e.ns, "sysctl", "-qw", "net.ipv6.conf."+e.dev+".keep_addr_on_down=1"); err != nil {
+			t.Fatal(err)
+		}
 		ipCmd(t, "-n", e.ns, "link", "set", e.dev, "up")
 	}
 	return l
-}
-
-// sweepStale deletes this test's namespaces left behind by a run that was killed before
-// its cleanups ran (e.g. by the test timeout). Only old ones: a parallel run's are fresh.
-func sweepStale(t *testing.T) {
-	entries, _ := os.ReadDir("/run/netns")
-	for _, e := range entries {
-		info, err := e.Info()
-		if err != nil || !strings.HasPrefix(e.Name(), "hrtest-bfd-") || time.Since(info.ModTime()) < time.Hour {
-			continue
-		}
-		if out, err := exec.Command("ip", "netns", "delete", e.Name()).CombinedOutput(); err != nil {
-			t.Logf("sweep %s: %v: %s", e.Name(), err, out)
-		}
-	}
 }
 
 // ipCmd runs ip(8) and fails the test on error.
@@ -87,67 +60,25 @@ func ipCmd(t *testing.T, args ...string) {
 	}
 }
 
-// listenIn creates a Server inside the named namespace: the thread is locked, moved into
-// the namespace for the socket calls only, and moved back. The sockets stay in the
-// namespace; the Server's goroutines may run on any thread.
+// listenIn creates a Server inside the named namespace (netns.Do: a locked thread moved
+// into the namespace for the socket calls only). The sockets stay in the namespace; the
+// Server's goroutines may run on any thread.
 func listenIn(t *testing.T, ns string, local netip.Addr) *Server {
 	t.Helper()
-	s, err := listenInNS(ns, local, testLogger(t, ns))
+	var s *Server
+	err := netns.Do(ns, func() error {
+		var err error
+		s, err = Listen(testLogger(t, ns), local)
+		return err
+	})
 	if err != nil {
+		if s != nil {
+			s.Close()
+		}
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// listenInNS does the namespace switch on a goroutine of its own, so that if the switch
-// back fails, the thread stays locked and the runtime retires it when that goroutine
-// ends: no other goroutine ever runs in the wrong namespace.
-func listenInNS(ns string, local netip.Addr, log *slog.Logger) (*Server, error) {
-	type result struct {
-		s   *Server
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		s, err := listenLocked(ns, local, log)
-		ch <- result{s, err}
-	}()
-	r := <-ch
-	return r.s, r.err
-}
-
-func listenLocked(ns string, local netip.Addr, log *slog.Logger) (*Server, error) {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("current netns: %w", err)
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("open netns %s: %w", ns, err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("enter netns %s: %w", ns, err)
-	}
-	s, lerr := Listen(log, local)
-	if err := netns.Set(orig); err != nil {
-		// Leave the thread locked (see listenInNS).
-		if s != nil {
-			s.Close()
-		}
-		return nil, fmt.Errorf("return from netns %s: %w", ns, err)
-	}
-	runtime.UnlockOSThread()
-	if lerr != nil {
-		return nil, fmt.Errorf("listen in %s: %w", ns, lerr)
-	}
-	return s, nil
 }
 
 func testLogger(t *testing.T, name string) *slog.Logger {

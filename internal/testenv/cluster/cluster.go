@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/hostroute/hostroute/internal/testenv/proc"
 )
 
 // KubernetesVersion is the kube-apiserver version e2e/tools/ensure.sh builds; it
@@ -45,7 +47,6 @@ const (
 	// dirPrefix marks directories created by Start; the sweep of leftovers only
 	// ever looks at directories carrying it.
 	dirPrefix = "hostroute-cluster-"
-	ownerFile = "owner.pid"
 
 	// readyTimeout bounds one start attempt. kube-apiserver is usually ready
 	// 2–3 s after exec, but on a loaded 2-core machine (e.g. while the tools are
@@ -134,8 +135,8 @@ type Cluster struct {
 	ToolsDir string
 
 	logFile   *os.File // non-nil when Log defaulted to a file in Dir
-	spawner   *spawner
-	procs     []*proc // in start order: etcd, kube-apiserver, then the components
+	spawner   *proc.Spawner
+	procs     []*member // in start order: etcd, kube-apiserver, then the components
 	caPEM     []byte
 	saKeyFile string
 
@@ -172,10 +173,9 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 
 	// Leftovers from killed test binaries hold ports and memory; clearing
 	// them here keeps a developer's machine from filling up over time.
-	sweepLeftovers(os.TempDir(), map[string]bool{etcdName: true, apiserverName: true,
-		controllerManagerName: true, schedulerName: true})
+	sweepLeftovers([]string{etcdName, apiserverName, controllerManagerName, schedulerName})
 
-	dir, err := os.MkdirTemp("", dirPrefix)
+	dir, err := proc.MakeDir(dirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("creating cluster dir: %w", err)
 	}
@@ -184,7 +184,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		Kubeconfig: filepath.Join(dir, "kubeconfig"),
 		Users:      map[string]Credential{},
 		ToolsDir:   o.ToolsDir,
-		spawner:    newSpawner(),
+		spawner:    proc.NewSpawner(),
 	}
 	ok := false
 	defer func() {
@@ -192,10 +192,6 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 			_ = c.Stop()
 		}
 	}()
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		return nil, fmt.Errorf("writing owner PID: %w", err)
-	}
-
 	logw := o.Log
 	if logw == nil {
 		f, err := os.Create(filepath.Join(dir, "cluster.log"))
@@ -390,12 +386,12 @@ func (c *Cluster) Stop() error {
 func (c *Cluster) stop() error {
 	var errs []error
 	for i := len(c.procs) - 1; i >= 0; i-- {
-		if err := c.procs[i].stop(stopTimeout); err != nil {
+		if err := c.procs[i].Stop(stopTimeout); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	// Only now may the spawning thread go: its exit would SIGKILL the children.
-	c.spawner.close()
+	c.spawner.Close()
 	if c.logFile != nil {
 		if err := c.logFile.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing log: %w", err))
@@ -411,7 +407,7 @@ func (c *Cluster) stop() error {
 // become ready has nothing worth shutting down gracefully.
 func (c *Cluster) killAll() {
 	for i := len(c.procs) - 1; i >= 0; i-- {
-		_ = c.procs[i].stop(0)
+		_ = c.procs[i].Stop(0)
 	}
 }
 

@@ -81,7 +81,7 @@ func TestControlPlane(t *testing.T) {
 
 	pids := make(map[string]int)
 	for _, p := range c.procs {
-		pids[p.name] = p.cmd.Process.Pid
+		pids[p.Name] = p.PID()
 	}
 	if len(pids) != 2 {
 		t.Fatalf("got processes %v, want etcd and kube-apiserver", pids)

@@ -216,7 +216,7 @@ func (c *Cluster) startComponent(ctx context.Context, o Options, sink io.Writer,
 		if err == nil {
 			return nil
 		}
-		_ = p.stop(0)
+		_ = p.Stop(0)
 		c.procs = c.procs[:len(c.procs)-1]
 		if attempt >= 2 || o.NetNS != "" || !errors.Is(err, errAddrInUse) {
 			return err

@@ -17,6 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/hostroute/hostroute/internal/testenv"
 )
 
 func TestTokenLine(t *testing.T) {
@@ -79,7 +81,7 @@ func TestComponents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(ctx, t, "kube-root-ca.crt in default holding the cluster CA", func() string {
+	testenv.Eventually(t, 60*time.Second, "kube-root-ca.crt in default holding the cluster CA", func() string {
 		cm, err := kube.CoreV1().ConfigMaps("default").Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
 		if err != nil {
 			return err.Error()
@@ -89,9 +91,9 @@ func TestComponents(t *testing.T) {
 		}
 		return ""
 	})
-	waitFor(ctx, t, "ServiceAccount default/default", func() string {
+	testenv.Eventually(t, 60*time.Second, "ServiceAccount default/default", func() string {
 		_, err := kube.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
-		return errString(err)
+		return testenv.ErrText(err)
 	})
 
 	// The node user's kubeconfig verifies the serving certificate (no
@@ -135,7 +137,7 @@ func TestComponents(t *testing.T) {
 	if _, err := kube.AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(ctx, t, "DaemonSet pod bound to "+node+" with a projected token volume", func() string {
+	testenv.Eventually(t, 60*time.Second, "DaemonSet pod bound to "+node+" with a projected token volume", func() string {
 		pods, err := kube.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=probe"})
 		if err != nil {
 			return err.Error()
@@ -157,7 +159,7 @@ func TestComponents(t *testing.T) {
 
 	pids := map[string]int{}
 	for _, p := range c.procs {
-		pids[p.name] = p.cmd.Process.Pid
+		pids[p.Name] = p.PID()
 	}
 	if len(pids) != 4 {
 		t.Fatalf("processes %v, want etcd, kube-apiserver, kube-controller-manager, kube-scheduler", pids)
@@ -170,26 +172,4 @@ func TestComponents(t *testing.T) {
 			t.Errorf("%s (PID %d) still exists after Stop (kill -0: %v)", name, pid, err)
 		}
 	}
-}
-
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() string) {
-	t.Helper()
-	last := ""
-	for {
-		if last = cond(); last == "" {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not true in time: %s", what, last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }

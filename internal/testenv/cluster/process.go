@@ -9,114 +9,54 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/hostroute/hostroute/internal/testenv/proc"
 )
 
 // errAddrInUse marks a start attempt that failed because a port was taken
 // between picking it and binding it; Start retries those once.
 var errAddrInUse = errors.New("address already in use")
 
-// proc is one child process and what is known about its exit.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *lineWriter
-	done chan struct{} // closed once cmd.Wait has returned
-	err  error         // cmd.Wait's result; read only after done is closed
+// member is one process of the control plane, with its output.
+type member struct {
+	*proc.Proc
+	out *lineWriter
 }
 
-// spawn starts bin (inside netns, if set) with its output going to sink, and
-// records its PID in Dir so that a later Start can clean up after a test
-// binary that died without calling Stop.
-func (c *Cluster) spawn(netns string, sink io.Writer, name, bin string, args ...string) (*proc, error) {
-	path, argv := bin, args
-	if netns != "" {
-		// nsenter execs bin in place (no fork is needed to enter a network
-		// namespace), so the PID recorded below is the server's own.
-		path = "nsenter"
-		argv = append([]string{"--net=" + netnsPath(netns), "--", bin}, args...)
-	}
-	cmd := exec.Command(path, argv...)
+// spawn starts bin (inside netns, if set) with its output going to sink, prefixed with
+// its name, and records its PID in Dir.
+func (c *Cluster) spawn(netns string, sink io.Writer, name, bin string, args ...string) (*member, error) {
 	out := &lineWriter{prefix: name + ": ", sink: sink}
-	cmd.Stdout = out
-	cmd.Stderr = out
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Own process group, so a ^C in the terminal goes to the test binary
-		// only; the children then end through Stop, or through Pdeathsig if
-		// the binary just dies, rather than each acting on the signal alone.
-		Setpgid: true,
-		// If the test binary dies without Stop, the kernel ends the children.
-		Pdeathsig: syscall.SIGKILL,
+	p, err := c.spawner.Spawn(proc.Spec{Name: name, NetNS: netns, Dir: c.Dir, Out: out, Notes: sink, Bin: bin, Args: args})
+	if err != nil {
+		return nil, err
 	}
-	if err := c.spawner.start(cmd); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, out: out, done: make(chan struct{})}
-	c.procs = append(c.procs, p)
-	go func() {
-		p.err = cmd.Wait()
-		out.flush()
-		close(p.done)
-	}()
-	pidFile := filepath.Join(c.Dir, name+".pid")
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
-		return nil, fmt.Errorf("recording %s PID: %w", name, err)
-	}
-	return p, nil
+	m := &member{Proc: p, out: out}
+	c.procs = append(c.procs, m)
+	return m, nil
 }
 
 // exitError describes a process that exited while it should have been
 // running, with the end of its output, which is nearly always where the reason
 // is.
-func (p *proc) exitError() error {
+func (p *member) exitError() error {
 	tail := p.out.tail()
-	err := fmt.Errorf("%s exited early (%v); last output:\n%s", p.name, p.err, tail)
+	_, exitErr := p.Exited()
+	err := fmt.Errorf("%s exited early (%v); last output:\n%s", p.Name, exitErr, tail)
 	if strings.Contains(tail, "address already in use") {
 		return fmt.Errorf("%w: %w", errAddrInUse, err)
 	}
 	return err
 }
 
-// stop sends SIGTERM, waits up to grace for the exit, then sends SIGKILL and
-// waits for good. A grace of zero kills at once. Exit statuses are not
-// errors: a signalled server exits non-zero by design.
-func (p *proc) stop(grace time.Duration) error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	if grace > 0 {
-		// os.Process.Signal uses a pidfd, so this cannot hit a recycled PID.
-		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			return fmt.Errorf("terminating %s: %w", p.name, err)
-		}
-		select {
-		case <-p.done:
-			return nil
-		case <-time.After(grace):
-			fmt.Fprintf(p.out.sink, "%s: still running %v after SIGTERM; sending SIGKILL\n", p.name, grace)
-		}
-	}
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("killing %s: %w", p.name, err)
-	}
-	<-p.done
-	return nil
-}
-
 // waitHTTP polls url, served by p, until it answers 200, ctx ends, or any of
 // procs exits, so that a process dying at start-up fails Start at once with
 // its own last words instead of as a timeout.
-func waitHTTP(ctx context.Context, p *proc, url, token string, procs []*proc) error {
-	what := p.name
+func waitHTTP(ctx context.Context, p *member, url, token string, procs []*member) error {
+	what := p.Name
 	client := &http.Client{
 		Timeout: 2 * time.Second,
 		Transport: &http.Transport{
@@ -133,7 +73,7 @@ func waitHTTP(ctx context.Context, p *proc, url, token string, procs []*proc) er
 	for {
 		for _, q := range procs {
 			select {
-			case <-q.done:
+			case <-q.Done():
 				return q.exitError()
 			default:
 			}
@@ -164,55 +104,6 @@ func waitHTTP(ctx context.Context, p *proc, url, token string, procs []*proc) er
 		}
 	}
 }
-
-// spawner starts processes from one goroutine locked to its OS thread for the
-// cluster's whole life. Pdeathsig fires when the *thread* that forked the
-// child exits, not the process, and Go retires threads whenever a goroutine
-// exits while locked to one — which network-namespace code in this project
-// does on purpose. Forking from an ordinary goroutine would let unrelated code
-// SIGKILL the control plane at random; a thread that nothing else can run on
-// only goes away when Stop says so.
-type spawner struct {
-	reqs chan spawnReq
-	quit chan struct{}
-	once sync.Once
-}
-
-type spawnReq struct {
-	cmd   *exec.Cmd
-	reply chan error
-}
-
-func newSpawner() *spawner {
-	s := &spawner{reqs: make(chan spawnReq), quit: make(chan struct{})}
-	go func() {
-		runtime.LockOSThread()
-		for {
-			select {
-			case r := <-s.reqs:
-				r.reply <- r.cmd.Start()
-			case <-s.quit:
-				// The thread returns to the pool rather than exiting; the
-				// children are gone by now either way.
-				runtime.UnlockOSThread()
-				return
-			}
-		}
-	}()
-	return s
-}
-
-func (s *spawner) start(cmd *exec.Cmd) error {
-	r := spawnReq{cmd: cmd, reply: make(chan error, 1)}
-	select {
-	case s.reqs <- r:
-		return <-r.reply
-	case <-s.quit:
-		return errors.New("cluster stopped")
-	}
-}
-
-func (s *spawner) close() { s.once.Do(func() { close(s.quit) }) }
 
 // lockedWriter serialises writes from the output copiers of both processes,
 // since a caller's io.Writer need not be safe for concurrent use.
@@ -263,8 +154,8 @@ func (w *lineWriter) emit(line string) {
 	}
 }
 
-// flush emits a final line that had no newline.
-func (w *lineWriter) flush() {
+// Flush emits a final line that had no newline; proc calls it once the process exited.
+func (w *lineWriter) Flush() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.partial) > 0 {
@@ -279,90 +170,15 @@ func (w *lineWriter) tail() string {
 	return strings.Join(w.lines, "\n")
 }
 
-// sweepLeftovers removes cluster directories under tmp whose owning process is
-// gone, killing the children recorded there first. A child is killed only if
-// /proc/PID/cmdline still shows one of our binaries working in that very
-// directory, so a recycled PID is never hit. Errors are ignored: the sweep is
+// sweepLeftovers removes the cluster directories of test binaries that are gone, killing
+// the processes still working in them first. Only our own binaries count, so nothing
+// else that happens to name such a directory is hit. Errors are ignored: the sweep is
 // housekeeping and must not fail a test that would otherwise pass.
-func sweepLeftovers(tmp string, binaries map[string]bool) {
-	dirs, _ := filepath.Glob(filepath.Join(tmp, dirPrefix+"*"))
-	for _, dir := range dirs {
-		st, err := os.Lstat(dir)
-		if err != nil || !st.IsDir() {
-			continue
-		}
-		owner, err := readPID(filepath.Join(dir, ownerFile))
-		if err != nil {
-			// Start writes owner.pid right after creating the directory, so a
-			// young one without it is probably being set up right now.
-			if time.Since(st.ModTime()) < time.Minute {
-				continue
-			}
-		} else if owner == os.Getpid() || alive(owner) {
-			continue
-		}
-		var killed []int
-		pidFiles, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
-		for _, f := range pidFiles {
-			name := strings.TrimSuffix(filepath.Base(f), ".pid")
-			if !binaries[name] {
-				continue
-			}
-			pid, err := readPID(f)
-			if err != nil || !isOurs(pid, name, dir) {
-				continue
-			}
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				killed = append(killed, pid)
-			}
-		}
-		// They are not our children, so they cannot be waited for; give the
-		// kernel a moment to release their ports before the new cluster binds.
-		deadline := time.Now().Add(2 * time.Second)
-		for _, pid := range killed {
-			for alive(pid) && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
+func sweepLeftovers(binaries []string) {
+	proc.SweepDirs(dirPrefix, func(dir string) {
+		// They are not our children, so they cannot be waited for; KillAndWait gives
+		// the kernel a moment to release their ports before the new cluster binds.
+		proc.KillAndWait(proc.PIDsUsing(dir, binaries...), 2*time.Second)
 		_ = os.RemoveAll(dir)
-	}
-}
-
-func readPID(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("%s: bad PID %q", path, b)
-	}
-	return pid, nil
-}
-
-// alive reports whether pid exists. EPERM means it exists but belongs to
-// someone else. A zombie counts as alive, which only delays its sweep.
-func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// isOurs reports whether pid is binary `name` started for cluster dir `dir`:
-// argv[0] names the binary and some argument (--data-dir, --cert-dir, ...)
-// lies inside dir.
-func isOurs(pid int, name, dir string) bool {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-	if err != nil || len(b) == 0 {
-		return false
-	}
-	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	if filepath.Base(args[0]) != name {
-		return false
-	}
-	for _, a := range args[1:] {
-		if strings.HasPrefix(a, dir+string(filepath.Separator)) {
-			return true
-		}
-	}
-	return false
+	})
 }

@@ -1,28 +1,18 @@
 package cluster
 
 import (
-	"context"
 	"errors"
 	"time"
-)
 
-// TB is the part of testing.TB StartForTest uses; the lab implements it too.
-type TB interface {
-	Helper()
-	Context() context.Context
-	Fatalf(format string, args ...any)
-	Errorf(format string, args ...any)
-	Logf(format string, args ...any)
-	Cleanup(func())
-	Failed() bool
-}
+	"github.com/hostroute/hostroute/internal/testenv"
+)
 
 // StartForTest starts a cluster for t and stops it when t and its subtests
 // finish. A missing binary fails the test, not skips it: a skipped
 // integration test looks like a passing one, and `make test` builds the
 // binaries first. If t failed, the end of each process's output is logged
 // before the cluster goes away, since Stop removes the default log file.
-func StartForTest(t TB, o Options) *Cluster {
+func StartForTest(t testenv.TB, o Options) *Cluster {
 	t.Helper()
 	start := time.Now()
 	c, err := Start(t.Context(), o)
@@ -37,7 +27,7 @@ func StartForTest(t TB, o Options) *Cluster {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, p := range c.procs {
-				t.Logf("cluster: last output of %s:\n%s", p.name, p.out.tail())
+				t.Logf("cluster: last output of %s:\n%s", p.Name, p.out.tail())
 			}
 		}
 		if err := c.Stop(); err != nil {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hostroute/hostroute/internal/testenv/proc"
 )
 
 // mountEntry is one line of /proc/self/mountinfo, the parts used here.
@@ -168,7 +170,7 @@ func cgroupPIDs(name string) []int {
 // the retries.
 func removeCgroupRoot(name string) error {
 	if pids := cgroupPIDs(name); len(pids) > 0 {
-		killAndWait(pids, 5*time.Second)
+		proc.KillAndWait(pids, 5*time.Second)
 	}
 	mounts, err := readMounts()
 	if err != nil {

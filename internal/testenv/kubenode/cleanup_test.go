@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hostroute/hostroute/internal/testenv/proc"
 )
 
 const mountinfo = `22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
@@ -46,25 +48,6 @@ func TestMountsUnder(t *testing.T) {
 	}
 	if cg := cgroupMounts(ms); !slices.Equal(cg, []string{"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/unified"}) {
 		t.Errorf("cgroupMounts: %q", cg)
-	}
-}
-
-func TestUsesDir(t *testing.T) {
-	const dir = "/tmp/hostroute-kubenode-1"
-	for _, tc := range []struct {
-		args []string
-		want bool
-	}{
-		{[]string{"containerd", "--config", dir + "/containerd.toml"}, true},
-		{[]string{"containerd-shim-runc-v2", "-namespace", "k8s.io", "-address", dir + "/containerd.sock"}, true},
-		{[]string{"kubelet", "--root-dir=" + dir + "/kubelet"}, true},
-		{[]string{"kubelet", "--root-dir", dir + "0/kubelet"}, false},
-		{[]string{"sleep", "100"}, false},
-		{nil, false},
-	} {
-		if got := usesDir(tc.args, dir); got != tc.want {
-			t.Errorf("usesDir(%q) = %v, want %v", tc.args, got, tc.want)
-		}
 	}
 }
 
@@ -147,7 +130,7 @@ func TestSweep(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cleanDir(dir); _ = cleanDir(live) })
 	for d, pid := range map[string]int{dir: dead.Process.Pid, live: os.Getpid()} {
-		if err := os.WriteFile(filepath.Join(d, ownerFile), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(d, proc.OwnerFile), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

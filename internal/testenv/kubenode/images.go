@@ -5,10 +5,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/hostroute/hostroute/internal/image"
+	"github.com/hostroute/hostroute/internal/testenv"
 )
 
 // Image references of the lab's own images. They name no registry anyone could
@@ -19,18 +19,11 @@ const (
 	TestAppImage = "hostroute.test/testapp:1"
 )
 
-// moduleRoot is the repository root, found from this source file, so the images
-// can be built from any package's tests.
-func moduleRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..")
-}
-
 // BuildStatic compiles the package pkg (an import path of this module) as a
 // static binary (no cgo, so the image needs no libc) into out.
 func BuildStatic(pkg, out string) error {
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
-	cmd.Dir = moduleRoot()
+	cmd.Dir = testenv.RepoRoot() // the images are built from any package's tests
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, strings.TrimSpace(string(b)))

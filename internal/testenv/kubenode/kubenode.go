@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +17,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/hostroute/hostroute/internal/testenv/netns"
+	"github.com/hostroute/hostroute/internal/testenv/proc"
 )
 
 // ErrToolMissing is returned (wrapped) by Start when containerd, runc, ctr,
@@ -27,8 +29,6 @@ var ErrToolMissing = errors.New("kubelet node tool missing")
 // DirPrefix marks node directories in the temp dir; the sweep only ever looks at
 // directories carrying it, and the node's cgroup is named after its directory.
 const DirPrefix = "hostroute-kubenode-"
-
-const ownerFile = "owner.pid"
 
 // Config describes one kubelet node.
 type Config struct {
@@ -68,9 +68,9 @@ type Node struct {
 
 	l          layout
 	netns      string
-	spawner    *spawner
-	containerd *proc
-	kubelet    *proc
+	spawner    *proc.Spawner
+	containerd *proc.Proc
+	kubelet    *proc.Proc
 	logFile    *os.File
 	conn       *grpc.ClientConn
 	rt         cri.RuntimeServiceClient
@@ -127,21 +127,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, errors.New("kubenode: Name, NetNS, NodeIP and Kubeconfig are required")
 	}
 	Sweep()
-	dir, err := os.MkdirTemp("", DirPrefix)
+	dir, err := proc.MakeDir(DirPrefix)
 	if err != nil {
 		return nil, err
 	}
 	l := newLayout(dir)
-	n := &Node{Name: cfg.Name, Dir: dir, HostRoot: filepath.Join(dir, "host"), Socket: l.Socket, l: l, netns: cfg.NetNS, spawner: newSpawner()}
+	n := &Node{Name: cfg.Name, Dir: dir, HostRoot: filepath.Join(dir, "host"), Socket: l.Socket, l: l, netns: cfg.NetNS, spawner: proc.NewSpawner()}
 	ok := false
 	defer func() {
 		if !ok {
 			_ = n.Stop()
 		}
 	}()
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		return nil, err
-	}
 	if err := n.prepare(cfg); err != nil {
 		return nil, err
 	}
@@ -156,7 +153,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	if n.kubelet, err = n.spawn("kubelet", cfg.NetNS, n.logFile, cfg.KubeletBin,
+	if n.kubelet, err = n.spawn("kubelet", cfg.KubeletBin,
 		kubeletArgs(l, cfg.Name, cfg.NodeIP, cfg.Kubeconfig, cfg.Labels)...); err != nil {
 		return nil, err
 	}
@@ -199,7 +196,7 @@ func (n *Node) prepare(cfg Config) error {
 
 func (n *Node) startContainerd(ctx context.Context) error {
 	var err error
-	n.containerd, err = n.spawn("containerd", n.netns, n.logFile, "containerd", "--config", filepath.Join(n.Dir, "containerd.toml"))
+	n.containerd, err = n.spawn("containerd", "containerd", "--config", filepath.Join(n.Dir, "containerd.toml"))
 	if err != nil {
 		return err
 	}
@@ -222,7 +219,7 @@ func (n *Node) waitKubelet(ctx context.Context) error {
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return DialIn(ctx, "/run/netns/"+n.netns, network, addr)
+			return netns.DialIn(ctx, n.netns, network, addr)
 		},
 	}}
 	return n.poll(ctx, 60*time.Second, n.kubelet, "kubelet /healthz", func() error {
@@ -239,13 +236,19 @@ func (n *Node) waitKubelet(ctx context.Context) error {
 	})
 }
 
+// spawn starts a daemon of the node in its namespace, logging to the node's log, with
+// its PID file in Dir.
+func (n *Node) spawn(name, bin string, args ...string) (*proc.Proc, error) {
+	return n.spawner.Spawn(proc.Spec{Name: name, NetNS: n.netns, Dir: n.Dir, Out: n.logFile, Bin: bin, Args: args})
+}
+
 // poll calls f until it succeeds, p exits, or timeout passes.
-func (n *Node) poll(ctx context.Context, timeout time.Duration, p *proc, what string, f func() error) error {
+func (n *Node) poll(ctx context.Context, timeout time.Duration, p *proc.Proc, what string, f func() error) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for {
-		if done, err := p.exited(); done {
-			return fmt.Errorf("%s exited while waiting for %s (%v); log %s:\n%s", p.name, what, err, n.LogPath(), n.LogTail(30))
+		if done, err := p.Exited(); done {
+			return fmt.Errorf("%s exited while waiting for %s (%v); log %s:\n%s", p.Name, what, err, n.LogPath(), n.LogTail(30))
 		}
 		if last = f(); last == nil {
 			return nil

@@ -16,9 +16,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/hostroute/hostroute/internal/testenv"
 	"github.com/hostroute/hostroute/internal/testenv/cluster"
 	"github.com/hostroute/hostroute/internal/testenv/kubenode"
 	"github.com/hostroute/hostroute/internal/testenv/netns"
+	"github.com/hostroute/hostroute/internal/testenv/proc"
 )
 
 // TestKubeletRunsPod runs a real kubelet with containerd in a node namespace, with a
@@ -55,12 +57,7 @@ func TestKubeletRunsPod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := netns.ListenIn(ns, "tcp", "127.0.0.1:6443")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go netns.Forward(l, u.Host)
-	t.Cleanup(func() { l.Close() })
+	netns.ForwardForTest(t, ns, "127.0.0.1:6443", u.Host)
 
 	dir := t.TempDir()
 	kubeconfig := filepath.Join(dir, "kubelet.kubeconfig")
@@ -92,7 +89,7 @@ func TestKubeletRunsPod(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	waitFor(ctx, t, "Node "+name+" Ready with InternalIP 192.0.2.77", func() string {
+	testenv.Eventually(t, time.Minute, "Node "+name+" Ready with InternalIP 192.0.2.77", func() string {
 		node, err := kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err.Error()
@@ -110,9 +107,9 @@ func TestKubeletRunsPod(t *testing.T) {
 		}
 		return "not Ready"
 	})
-	waitFor(ctx, t, "ServiceAccount default/default", func() string {
+	testenv.Eventually(t, time.Minute, "ServiceAccount default/default", func() string {
 		_, err := kube.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
-		return errString(err)
+		return testenv.ErrText(err)
 	})
 
 	pod := &corev1.Pod{
@@ -130,7 +127,7 @@ func TestKubeletRunsPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got *corev1.Pod
-	waitFor(ctx, t, "pod running with an address from the handmade network", func() string {
+	testenv.Eventually(t, time.Minute, "pod running with an address from the handmade network", func() string {
 		got, err = kube.CoreV1().Pods("default").Get(ctx, "app", metav1.GetOptions{})
 		if err != nil {
 			return err.Error()
@@ -144,7 +141,7 @@ func TestKubeletRunsPod(t *testing.T) {
 
 	// From the node namespace to the pod: TCP to the test app, whose first answer is
 	// the caller's address as it saw it.
-	conn, err := kubenode.DialIn(ctx, "/run/netns/"+ns, "tcp", got.Status.PodIP+":8080")
+	conn, err := netns.DialIn(ctx, ns, "tcp", got.Status.PodIP+":8080")
 	if err != nil {
 		t.Fatalf("TCP from the node to the pod: %v", err)
 	}
@@ -168,11 +165,11 @@ func TestKubeletRunsPod(t *testing.T) {
 	}
 	if len(got.Status.ContainerStatuses) == 1 {
 		pid, err := n.ContainerPID(ctx, got.Status.ContainerStatuses[0].ContainerID)
-		if err != nil || !strings.HasSuffix(strings.Join(cmdlineOf(pid), " "), "-listen :8080") {
-			t.Errorf("container PID %d (%v): cmdline %q", pid, err, cmdlineOf(pid))
+		if err != nil || !strings.HasSuffix(strings.Join(proc.Cmdline(pid), " "), "-listen :8080") {
+			t.Errorf("container PID %d (%v): cmdline %q", pid, err, proc.Cmdline(pid))
 		}
 	}
-	waitFor(ctx, t, "container log", func() string {
+	testenv.Eventually(t, time.Minute, "container log", func() string {
 		log, err := n.ContainerLog("default", "app", string(got.UID), "app")
 		if err != nil {
 			return err.Error()
@@ -217,36 +214,9 @@ func pidsMentioning(dir string) []int {
 		if _, err := fmt.Sscan(e.Name(), &pid); err != nil || pid == os.Getpid() {
 			continue
 		}
-		if strings.Contains(strings.Join(cmdlineOf(pid), " "), dir) {
+		if strings.Contains(strings.Join(proc.Cmdline(pid), " "), dir) {
 			out = append(out, pid)
 		}
 	}
 	return out
-}
-
-func cmdlineOf(pid int) []string {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-}
-
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() string) {
-	t.Helper()
-	last := ""
-	for {
-		if last = cond(); last == "" {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not true in time: %s", what, last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/hostroute/hostroute/internal/testenv"
+	"github.com/hostroute/hostroute/internal/testenv/proc"
 )
 
 // Stop ends the node and removes every trace of it; it is safe to call twice.
@@ -27,11 +29,11 @@ func (n *Node) Stop() error {
 
 func (n *Node) stop() error {
 	var errs []error
-	if err := n.kubelet.stop(10 * time.Second); err != nil {
+	if err := n.kubelet.Stop(10 * time.Second); err != nil {
 		errs = append(errs, err)
 	}
 	if n.rt != nil {
-		if exited, _ := n.containerd.exited(); !exited {
+		if exited, _ := n.containerd.Exited(); !exited {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			if err := n.removeSandboxes(ctx); err != nil {
 				errs = append(errs, err)
@@ -42,10 +44,10 @@ func (n *Node) stop() error {
 	if n.conn != nil {
 		_ = n.conn.Close()
 	}
-	if err := n.containerd.stop(10 * time.Second); err != nil {
+	if err := n.containerd.Stop(10 * time.Second); err != nil {
 		errs = append(errs, err)
 	}
-	n.spawner.close()
+	n.spawner.Close()
 	if n.logFile != nil {
 		_ = n.logFile.Close()
 	}
@@ -60,8 +62,8 @@ func (n *Node) stop() error {
 // and the sweep of a crashed run's node.
 func cleanDir(dir string) error {
 	var errs []error
-	if pids := pidsUsing(dir); len(pids) > 0 {
-		killAndWait(pids, 5*time.Second)
+	if pids := proc.PIDsUsing(dir); len(pids) > 0 {
+		proc.KillAndWait(pids, 5*time.Second)
 	}
 	if err := removeCgroupRoot(lastElem(dir)); err != nil {
 		errs = append(errs, err)
@@ -78,42 +80,13 @@ func cleanDir(dir string) error {
 
 // Sweep cleans up the nodes of test processes that are gone (killed before Stop):
 // their daemons die with them (Pdeathsig), but shims, containers, mounts and cgroups
-// stay. A directory whose owner is alive, or that is younger than a minute and has
-// no owner file yet, is left alone. Errors are ignored: the sweep is housekeeping.
-func Sweep() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), DirPrefix+"*"))
-	for _, dir := range dirs {
-		st, err := os.Lstat(dir)
-		if err != nil || !st.IsDir() {
-			continue
-		}
-		owner, err := readPID(filepath.Join(dir, ownerFile))
-		if err != nil {
-			if time.Since(st.ModTime()) < time.Minute {
-				continue
-			}
-		} else if owner == os.Getpid() || alive(owner) {
-			continue
-		}
-		_ = cleanDir(dir)
-	}
-}
-
-// TB is the part of testing.TB StartForTest uses.
-type TB interface {
-	Helper()
-	Context() context.Context
-	Fatalf(format string, args ...any)
-	Errorf(format string, args ...any)
-	Logf(format string, args ...any)
-	Cleanup(func())
-	Failed() bool
-}
+// stay. Errors are ignored: the sweep is housekeeping.
+func Sweep() { proc.SweepDirs(DirPrefix, func(dir string) { _ = cleanDir(dir) }) }
 
 // StartForTest starts a node for t and stops it when t ends. A missing tool fails
 // the test with the reason (a skipped node test would look like a passing one). If t
 // failed, the end of the daemons' log is logged first, since Stop removes it.
-func StartForTest(t TB, cfg Config) *Node {
+func StartForTest(t testenv.TB, cfg Config) *Node {
 	t.Helper()
 	start := time.Now()
 	n, err := Start(t.Context(), cfg)

@@ -12,9 +12,12 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"testing"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
+
+	"github.com/hostroute/hostroute/internal/testenv"
 )
 
 // Add creates the named namespace with `ip netns add` and brings its loopback up.
@@ -42,9 +45,15 @@ func Exec(name string, args ...string) error {
 	return err
 }
 
+// Command is the command args run inside the named namespace with `ip netns exec`, for
+// callers that need its stdin or separate output streams.
+func Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", name}, args...)...)
+}
+
 // Output runs a command inside the namespace and returns its combined output.
 func Output(name string, args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", name}, args...)...).CombinedOutput()
+	out, err := Command(name, args...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("in %s: %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
@@ -74,6 +83,20 @@ func SweepDead(prefix string) error {
 	})
 }
 
+// TestMain is a TestMain for a package whose tests name their namespaces with
+// OwnedPrefix(prefix): it sweeps what a killed earlier run left (SweepDead, never a live
+// run's), runs the tests and exits with their result. Without root nothing is swept;
+// the tests then fail with that reason themselves.
+func TestMain(m *testing.M, prefix string) {
+	if os.Geteuid() == 0 {
+		if err := SweepDead(prefix); err != nil {
+			fmt.Fprintln(os.Stderr, "sweep:", err)
+			os.Exit(1)
+		}
+	}
+	os.Exit(m.Run())
+}
+
 // sweep deletes the namespaces named prefix+rest for which doomed(rest) says so.
 func sweep(prefix string, doomed func(rest string) bool) error {
 	entries, err := os.ReadDir("/run/netns")
@@ -95,9 +118,10 @@ func sweep(prefix string, doomed func(rest string) bool) error {
 	return nil
 }
 
-// Handle opens a netlink handle inside the named namespace.
+// Handle opens a netlink handle inside the network namespace ns (a name or a path, see
+// File).
 func Handle(name string) (*netlink.Handle, error) {
-	ns, err := vnetns.GetFromName(name)
+	ns, err := vnetns.GetFromPath(File(name))
 	if err != nil {
 		return nil, fmt.Errorf("open netns %s: %w", name, err)
 	}
@@ -109,17 +133,9 @@ func Handle(name string) (*netlink.Handle, error) {
 	return h, nil
 }
 
-// TB is the part of testing.TB ForTest uses; the lab implements it too.
-type TB interface {
-	Helper()
-	Fatalf(format string, args ...any)
-	Errorf(format string, args ...any)
-	Cleanup(func())
-}
-
 // ForTest creates a namespace named prefix + random suffix that is deleted when the test
 // ends, pass or fail. It fails the test with the reason when it cannot (e.g. not root).
-func ForTest(t TB, prefix string) string {
+func ForTest(t testenv.TB, prefix string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatalf("this test creates network namespaces and must run as root (uid %d)", os.Geteuid())
@@ -136,4 +152,18 @@ func ForTest(t TB, prefix string) string {
 		}
 	})
 	return name
+}
+
+// ForwardForTest makes listen (e.g. 127.0.0.1:6443) inside the namespace ns lead to
+// target, dialled from the caller's namespace (e.g. the test's apiserver on loopback),
+// until the test ends.
+func ForwardForTest(t testenv.TB, ns, listen, target string) {
+	t.Helper()
+	l, err := ListenIn(ns, "tcp", listen)
+	if err != nil {
+		t.Fatalf("forwarder from %s in %s to %s: %v", listen, ns, target, err)
+	}
+	go Forward(l, target)
+	// Not waited for: a connection whose far end outlives the test would hold it.
+	t.Cleanup(func() { l.Close() })
 }
