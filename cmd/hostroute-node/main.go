@@ -96,7 +96,7 @@ func runAgent(args []string) error {
 	useBFD := fs.Bool("bfd", true, "serve BFD (UDP 3784) for peers that enable it")
 	var bgpPort int
 	fs.IntVar(&bgpPort, "bgp-port", 0, "BGP listen port (0: BGPConfiguration listenPort, default 179; -1: do not listen)")
-	fs.DurationVar(&cfg.BGP.StaleGrace, "stale-grace", 30*time.Second, "after a restart, keep learned routes this long while BGP re-learns them")
+	fs.DurationVar(&cfg.BGP.StaleGrace, "stale-grace", agent.DefaultStaleGrace, "after a restart, keep learned routes this long while BGP re-learns them")
 	fs.StringVar(&cfg.MetricsAddress, "metrics-address", ":9402", "serve /metrics, /healthz and /readyz here (empty: off)")
 	fs.DurationVar(&cfg.StatusInterval, "status-interval", 5*time.Second, "least time between two NodeNetworkStatus writes")
 	secretNS := agent.DefaultNamespace

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -192,6 +193,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		// graceful-restart flag and learned routes stay until BGP re-learned them.
 		if rs, err := a.cfg.Kernel.List(); err == nil && len(rs) > 0 {
 			a.bgp.restarting = true
+			// One clock for the restart grace: the table keeps learned routes, and new
+			// BGP sessions carry the restart flag, while Table.Keeping says so.
 			a.table.KeepUntil(time.Now().Add(a.bgp.cfg.StaleGrace))
 			time.AfterFunc(a.bgp.cfg.StaleGrace, a.table.Resync) // then drop what BGP did not re-learn
 		}
@@ -348,7 +351,7 @@ func (a *Agent) syncBlocks(first bool) error {
 		}
 		a.log.Warn("state dir was empty: adopted allocations recorded in the API", "count", len(got))
 	}
-	if !samePrefixes(before, a.alloc.Blocks()) {
+	if !slices.Equal(before, a.alloc.Blocks()) { // both sorted by the allocator
 		a.log.Info("node blocks", "blocks", a.alloc.Blocks())
 		a.changes.notify()
 		a.pub.trigger(true)
@@ -378,7 +381,9 @@ func (a *Agent) nodeEvent(reason, msg string) {
 }
 
 // bfdGoodbye is implemented by routing/bfd's Server.
-type bfdGoodbye interface{ Shutdown(timeout time.Duration) error }
+type bfdGoodbye interface {
+	Shutdown(timeout time.Duration) error
+}
 
 // sayBFDGoodbye sends AdminDown on every BFD session before a clean exit: peers then do not
 // take the agent's going away for a dead node (RFC 5882 3.2) and keep its routes through

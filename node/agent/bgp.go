@@ -51,6 +51,9 @@ type BGPConfig struct {
 	SecretNamespace string
 }
 
+// DefaultStaleGrace is BGPConfig.StaleGrace's default.
+const DefaultStaleGrace = 30 * time.Second
+
 // DefaultNamespace is where the shipped manifests install hostroute.
 const DefaultNamespace = "hostroute-system"
 
@@ -88,7 +91,7 @@ type bgp struct {
 
 func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interface, hr *client.Client, pools cache.SharedIndexInformer, table *routes.Table) *bgp {
 	if cfg.StaleGrace <= 0 {
-		cfg.StaleGrace = 30 * time.Second
+		cfg.StaleGrace = DefaultStaleGrace
 	}
 	b := &bgp{
 		cfg: cfg, log: log.With("component", "bgp"), node: node, kube: kube, table: table, pools: pools,
@@ -186,7 +189,7 @@ func (b *bgp) repairFromRIB() error {
 // what it concerns and becomes a Warning Event once.
 func (b *bgp) reconcile(ctx context.Context, own []netip.Prefix) error {
 	src := bgpSources{node: b.node, own: own, conf: b.config(), listenPort: b.cfg.ListenPort,
-		restarting: restartGrace(b.restarting, b.startTime(), b.cfg.StaleGrace)}
+		restarting: b.restarting && b.table.Keeping()}
 	for _, o := range b.nodes.GetStore().List() {
 		src.nodes = append(src.nodes, o.(*corev1.Node))
 	}

@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"slices"
 	"sync"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -333,9 +332,4 @@ func (p *problemSet) list() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.current)
-}
-
-// restartGrace says whether new sessions still carry the restart flag.
-func restartGrace(restarting bool, startedAt time.Time, grace time.Duration) bool {
-	return restarting && (startedAt.IsZero() || time.Since(startedAt) < grace)
 }

@@ -3,10 +3,8 @@ package agent
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -63,7 +61,3 @@ func enableForwarding() error {
 	_, err := sysctl.Apply(sysctl.ProcSys, sysctl.Node())
 	return err
 }
-
-// samePrefixes compares two block lists from ipam.Allocator.Blocks, which sorts them, so
-// the order-sensitive comparison is a set comparison here.
-func samePrefixes(a, b []netip.Prefix) bool { return slices.Equal(a, b) }

@@ -171,10 +171,6 @@ func (s *server) readiness(ctx context.Context) (bool, string) {
 	return st.GetReady(), st.GetMessage()
 }
 
-// blockSize is v1alpha1.BlockCapacity for routingState (status.go), which still calls it
-// by this name; new code calls v1alpha1.BlockCapacity.
-func blockSize(p netip.Prefix) int { return int(v1alpha1.BlockCapacity(p)) }
-
 func prefixStrings(ps []netip.Prefix) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
+	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/node/routes"
 	nodestatus "github.com/hostroute/hostroute/node/status"
 	"github.com/hostroute/hostroute/routing/bfd"
@@ -31,7 +32,7 @@ func (a *Agent) routingState(ctx context.Context) *agentv1.RoutingResponse {
 	}
 	for blk, allocs := range a.alloc.Snapshot() {
 		if blk.IsValid() {
-			resp.Blocks = append(resp.Blocks, &agentv1.BlockUsage{Cidr: blk.String(), InUse: int32(len(allocs)), Capacity: int32(blockSize(blk))})
+			resp.Blocks = append(resp.Blocks, &agentv1.BlockUsage{Cidr: blk.String(), InUse: int32(len(allocs)), Capacity: v1alpha1.BlockCapacity(blk)})
 		}
 	}
 	sort.Slice(resp.Blocks, func(i, j int) bool { return resp.Blocks[i].Cidr < resp.Blocks[j].Cidr })

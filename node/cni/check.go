@@ -14,6 +14,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/hostroute/hostroute/node/routes"
 	"github.com/vishvananda/netlink"
 )
 
@@ -94,7 +95,7 @@ func checkHost(hostName string, addrs []netip.Prefix) []string {
 		problems = append(problems, fmt.Sprintf("host interface %s is down", hostName))
 	}
 	for _, a := range addrs {
-		rs, err := netlink.RouteListFiltered(family(a), &netlink.Route{Dst: prefixNet(a), LinkIndex: l.Attrs().Index},
+		rs, err := routes.Dump(&netlink.Handle{}, family(a), &netlink.Route{Dst: prefixNet(a), LinkIndex: l.Attrs().Index},
 			netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF)
 		if err != nil || len(rs) == 0 {
 			problems = append(problems, fmt.Sprintf("host route %s dev %s is missing", a, hostName))

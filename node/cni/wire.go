@@ -272,7 +272,7 @@ func isNotFound(err error) bool {
 }
 
 func describeRoutes(a netip.Prefix) string {
-	rs, err := netlink.RouteListFiltered(family(a), &netlink.Route{Dst: prefixNet(a)}, netlink.RT_FILTER_DST)
+	rs, err := routes.Dump(&netlink.Handle{}, family(a), &netlink.Route{Dst: prefixNet(a)}, netlink.RT_FILTER_DST)
 	if err != nil || len(rs) == 0 {
 		return "unknown device"
 	}
