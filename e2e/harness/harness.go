@@ -75,26 +75,45 @@ type Env struct {
 	NodeAnnotations map[string]map[string]string
 }
 
-// FabricGateway is the ToR's address on the node segment (192.0.2.0/24).
+// FabricGateway is the ToR's address on the first node segment (192.0.2.0/24, br0).
 const FabricGateway = "192.0.2.254"
 
-// MakeFabric creates the ToR namespace: a bridge br0 with 192.0.2.254/24 that every node
-// added afterwards is plugged into, and forwarding on (in the ToR namespace only).
+// SegmentLabel is the Node label AddNodeOn sets to the node's segment (its bridge in the
+// ToR), so that a BGPPeer can select the nodes of one segment.
+const SegmentLabel = "hostroute.test/segment"
+
+// MakeFabric creates the ToR namespace, forwarding on (in the ToR namespace only), with
+// the first node segment: bridge br0 with FabricGateway/24, which AddNode plugs nodes
+// into.
 func (e *Env) MakeFabric() string {
 	e.T.Helper()
 	ns := netns.ForTest(e.T, e.Prefix+"tor-")
+	if err := netns.Exec(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
+		e.T.Fatal(err)
+	}
+	e.Fabric = ns
+	e.AddSegment("br0", FabricGateway)
+	return ns
+}
+
+// AddSegment adds a node segment to the fabric: a bridge in the ToR namespace with
+// gateway/24, the ToR's address on it, so the ToR routes between the segments. Nodes
+// AddNodeOn puts on it have their default route via the .254 of their own /24, so
+// gateway must be that address.
+func (e *Env) AddSegment(bridge, gateway string) {
+	e.T.Helper()
+	if e.Fabric == "" {
+		e.T.Fatalf("AddSegment %s: no fabric (MakeFabric first)", bridge)
+	}
 	for _, c := range [][]string{
-		{"ip", "link", "add", "br0", "type", "bridge"},
-		{"ip", "link", "set", "br0", "up"},
-		{"ip", "addr", "add", FabricGateway + "/24", "dev", "br0"},
-		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{"ip", "link", "add", bridge, "type", "bridge"},
+		{"ip", "link", "set", bridge, "up"},
+		{"ip", "addr", "add", gateway + "/24", "dev", bridge},
 	} {
-		if err := netns.Exec(ns, c...); err != nil {
+		if err := netns.Exec(e.Fabric, c...); err != nil {
 			e.T.Fatal(err)
 		}
 	}
-	e.Fabric = ns
-	return ns
 }
 
 // NewEnv starts a control plane and the controller. bin holds the built commands.
@@ -174,17 +193,28 @@ type Node struct {
 }
 
 // AddNode creates the Node object and the node's namespace, gives the namespace a
-// loopback path to the API server, and starts the agent. addr is the node's address.
+// loopback path to the API server, and starts the agent. addr is the node's address, on
+// the first segment (br0) when there is a fabric.
 func (e *Env) AddNode(name, addr string) *Node {
+	e.T.Helper()
+	return e.AddNodeOn("br0", name, addr)
+}
+
+// AddNodeOn is AddNode with the node on segment (a bridge MakeFabric or AddSegment
+// made); the Node carries SegmentLabel.
+func (e *Env) AddNodeOn(segment, name, addr string) *Node {
 	e.T.Helper()
 	ns := netns.ForTest(e.T, e.Prefix+"n-")
 	dir := e.T.TempDir()
 	n := &Node{env: e, Name: name, NS: ns, Addr: addr, Dir: dir, Socket: filepath.Join(dir, "agent.sock")}
-	e.plumbNode(ns, name, addr)
+	e.plumbNode(ns, segment, name, addr)
 	node := &corev1.Node{}
 	node.Name = name
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}}
 	node.Annotations = e.NodeAnnotations[name]
+	if e.Fabric != "" {
+		node.Labels = map[string]string{SegmentLabel: segment}
+	}
 	if _, err := e.Kube.CoreV1().Nodes().Create(e.Ctx, node, metav1.CreateOptions{}); err != nil {
 		e.T.Fatalf("create node %s: %v", name, err)
 	}
@@ -194,16 +224,20 @@ func (e *Env) AddNode(name, addr string) *Node {
 	return n
 }
 
+// gateway is the ToR's address on addr's /24: the .254, the lab's convention.
 func gateway(addr string) string {
 	i := strings.LastIndex(addr, ".")
 	return addr[:i] + ".254"
 }
 
-// plumbNode gives a node namespace its uplink into the fabric (or a stub without one),
-// its address and default route. The host side of every pod veth answers ARP for
+// Gateway is the ToR address a node at addr routes through (its default route).
+func Gateway(addr string) string { return gateway(addr) }
+
+// plumbNode gives a node namespace its uplink into the fabric's segment bridge (or a
+// stub without a fabric), its address and default route. The host side of every pod veth answers ARP for
 // 169.254.1.1 by proxy only when the node has a route to it through another interface,
 // as on a real host, hence the uplink even without a fabric.
-func (e *Env) plumbNode(ns, name, addr string) {
+func (e *Env) plumbNode(ns, segment, name, addr string) {
 	e.T.Helper()
 	setup := [][]string{
 		{"ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1"},
@@ -217,7 +251,7 @@ func (e *Env) plumbNode(ns, name, addr string) {
 			{"ip", "link", "add", "up0", "type", "veth", "peer", "name", port, "netns", e.Fabric},
 			{"ip", "link", "set", "up0", "up"},
 		}
-		torSide = [][]string{{"ip", "link", "set", port, "master", "br0"}, {"ip", "link", "set", port, "up"}}
+		torSide = [][]string{{"ip", "link", "set", port, "master", segment}, {"ip", "link", "set", port, "up"}}
 	}
 	setup = append(setup,
 		[]string{"ip", "addr", "add", addr + "/24", "dev", "up0"},

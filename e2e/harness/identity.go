@@ -60,6 +60,13 @@ func (e *Env) AgentToken(node string) (string, error) {
 	return e.token("hostroute-node", &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: got.Name, UID: got.UID})
 }
 
+// PodToken returns a token of the pod's ServiceAccount bound to the pod: the identity
+// the pod's own projected token carries (for tools run "in" a pod the tests cannot exec
+// into, such as the kubelet node's agent).
+func (e *Env) PodToken(pod *corev1.Pod) (string, error) {
+	return e.token(pod.Spec.ServiceAccountName, &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID})
+}
+
 // ServiceAccountToken returns a token for one of hostroute's ServiceAccounts that is not
 // bound to any pod (no node-name claim).
 func (e *Env) ServiceAccountToken(sa string) (string, error) { return e.token(sa, nil) }

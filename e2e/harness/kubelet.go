@@ -69,7 +69,7 @@ func (l *Lab) addKubeletNode(name, addr string) *KubeletNode {
 	t.Helper()
 	ns := netns.ForTest(t, e.Prefix+"n-")
 	dir := t.TempDir()
-	e.plumbNode(ns, name, addr)
+	e.plumbNode(ns, "br0", name, addr)
 	e.forwardAPI(ns)
 	kubeconfig := filepath.Join(dir, "kubelet.kubeconfig")
 	if err := e.Cluster.WriteKubeconfig(kubeconfig, "https://127.0.0.1:6443", cluster.NodeUser(name)); err != nil {

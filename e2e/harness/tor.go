@@ -52,8 +52,14 @@ func (c TorConfig) Config() string {
 	}
 	sort.Strings(addrs)
 	for _, addr := range addrs {
+		// A neighbour on another segment (AddSegment) is reached from the ToR's address
+		// on that segment: BIRD takes a session only on its local address.
+		local := ""
+		if gw := gateway(addr); gw != FabricGateway {
+			local = " local " + gw + ";"
+		}
 		// Named after the address, so a reconfigure that adds a node leaves the others be.
-		fmt.Fprintf(&b, "protocol bgp n_%s from node { neighbor %s as %d; }\n", strings.ReplaceAll(addr, ".", "_"), addr, c.Neighbors[addr])
+		fmt.Fprintf(&b, "protocol bgp n_%s from node { neighbor %s as %d;%s }\n", strings.ReplaceAll(addr, ".", "_"), addr, c.Neighbors[addr], local)
 	}
 	return b.String()
 }
