@@ -33,8 +33,19 @@ func writeTargets(l *harness.Lab) (map[string]target, error) {
 		"external": {NetNS: l.ExtNS, What: "external host " + harness.ExtAddr},
 	}
 	for _, n := range l.Nodes {
-		ts[n.Name] = target{NetNS: n.NS, What: "node " + n.Addr, Env: map[string]string{
-			"KUBECONFIG": n.Kubeconfig, "HOSTROUTE_AGENT_SOCKET": n.Socket, "PATH": strings.TrimPrefix(path, "PATH=")}}
+		kubeconfig := n.Kubeconfig
+		what := "node " + n.Addr
+		if l.Kubelet != nil && n == l.Kubelet.Node {
+			// routectl there acts as the DaemonSet pod's agent does: with a token bound to
+			// that pod, not with the kubelet's node credentials.
+			var err error
+			if kubeconfig, err = agentPodKubeconfig(l); err != nil {
+				return nil, err
+			}
+			what += " (kubelet + containerd; hostroute from the DaemonSet)"
+		}
+		ts[n.Name] = target{NetNS: n.NS, What: what, Env: map[string]string{
+			"KUBECONFIG": kubeconfig, "HOSTROUTE_AGENT_SOCKET": n.Socket, "PATH": strings.TrimPrefix(path, "PATH=")}}
 	}
 	for _, p := range l.Pods {
 		ts[p.Name] = target{NetNS: p.NS, What: "pod " + p.IP}
@@ -51,6 +62,19 @@ func writeTargets(l *harness.Lab) (map[string]target, error) {
 		return nil, err
 	}
 	return ts, os.WriteFile(filepath.Join(stateDir, "kubeconfig"), kc, 0o600)
+}
+
+func agentPodKubeconfig(l *harness.Lab) (string, error) {
+	pod, err := l.Kubelet.AgentPod()
+	if err != nil {
+		return "", err
+	}
+	tok, err := l.PodToken(pod)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(stateDir, l.Kubelet.Name+".kubeconfig")
+	return path, harness.WriteKubeconfig(path, "https://127.0.0.1:6443", tok)
 }
 
 // execIn runs argv in the named target's namespace, replacing this process so that the

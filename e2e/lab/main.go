@@ -100,9 +100,14 @@ func up(nodes int, served bool) error {
 		if err := harness.Build(bin); err != nil {
 			t.Fatal(err)
 		}
-		progress("starting etcd + kube-apiserver, BIRD ToR (AS %d, BFD), %d nodes, 2 pods per node, external host...", harness.TorAS, nodes)
+		progress("starting etcd + kube-apiserver, BIRD ToR (AS %d, BFD), %d nodes (node-%d a kubelet + containerd node running the shipped DaemonSet), 2 pods per node, external host...", harness.TorAS, nodes, nodes)
 		start := time.Now()
-		l := harness.NewLab(t, bin, harness.LabPrefix, harness.LabOptions{Nodes: nodes, PodsPerNode: 2, BFD: true, Controllers: 2})
+		l := harness.NewLab(t, bin, harness.LabPrefix, harness.LabOptions{Nodes: nodes, PodsPerNode: 2, BFD: true, Controllers: 2, KubeletNode: true})
+		pods, err := kubeletPods(l, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Pods = append(l.Pods, pods...)
 		progress("lab up in %s", time.Since(start).Round(100*time.Millisecond))
 		report(l)
 		ts, err := writeTargets(l)
