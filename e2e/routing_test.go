@@ -59,6 +59,16 @@ func newLab(t *testing.T, nodes int, bfd bool, holdTime time.Duration) *lab {
 	for i := 1; i <= nodes; i++ {
 		n := e.AddNode(fmt.Sprintf("node-%d", i), fmt.Sprintf("192.0.2.%d", i))
 		l.nodes = append(l.nodes, n)
+	}
+	l.waitReady(t)
+	return l
+}
+
+// waitReady waits for every node's agent and, if the test fails, logs the end of each
+// agent's log.
+func (l *lab) waitReady(t *testing.T) {
+	t.Helper()
+	for _, n := range l.nodes {
 		t.Cleanup(func() {
 			if t.Failed() {
 				t.Logf("agent log of %s:\n%s", n.Name, lastLines(n.Log(), 60))
@@ -68,7 +78,6 @@ func newLab(t *testing.T, nodes int, bfd bool, holdTime time.Duration) *lab {
 	for _, n := range l.nodes {
 		n.WaitReady(20 * time.Second)
 	}
-	return l
 }
 
 func lastLines(s string, n int) string {

@@ -64,15 +64,8 @@ func TestNodesInTwoSubnets(t *testing.T) {
 		n := e.AddNodeOn(p.segment, p.name, p.addr)
 		segmentOf[n.Name] = p.segment
 		l.nodes = append(l.nodes, n)
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("agent log of %s:\n%s", n.Name, lastLines(n.Log(), 60))
-			}
-		})
 	}
-	for _, n := range l.nodes {
-		n.WaitReady(20 * time.Second)
-	}
+	l.waitReady(t)
 	blocks := l.blocks(t)
 
 	// The ToR carries every block, each via its own node: what it forwards between the
