@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"sync"
 	"time"
@@ -65,9 +66,10 @@ type Speaker struct {
 	stopWatch context.CancelFunc
 	adv       map[netip.Prefix]advert
 	peers     map[netip.Addr]routing.PeerConfig
-	apiPeers  map[netip.Addr]*api.Peer // session settings as last added (change detection)
-	down      map[netip.Addr]string    // shut down by ShutdownPeer: the reason
-	lastErr   map[netip.Addr]string    // why the session last failed, from GoBGP's log
+	apiPeers  map[netip.Addr]*api.Peer     // session settings as last added (change detection)
+	down      map[netip.Addr]string        // shut down by ShutdownPeer: the reason
+	lastErr   map[netip.Addr]string        // why the session last failed, from GoBGP's log
+	leaving   map[netip.Addr]chan struct{} // closed when the session leaves Established (Stop)
 	// Guarded by op, not mu.
 	policy       routing.Policy
 	hasPolicy    bool
@@ -151,7 +153,7 @@ func (g *Speaker) Start(ctx context.Context, gc routing.GlobalConfig) error {
 		return fmt.Errorf("bgp: start: %w", err)
 	}
 	wctx, cancel := context.WithCancel(context.Background())
-	err = g.srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, g.hj.onPeerEvent)
+	err = g.srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, g.onPeerEvent)
 	if err != nil {
 		cancel()
 		_ = g.srv.StopBgp(context.Background(), &api.StopBgpRequest{})
@@ -170,14 +172,16 @@ func (g *Speaker) Start(ctx context.Context, gc routing.GlobalConfig) error {
 }
 
 // Stop sends a Cease to every neighbour (they withdraw our routes at once, graceful
-// restart or not) and stops. GoBGP forgets peers, routes and policy: a later Start
-// begins from scratch. Exiting without Stop makes graceful-restart peers keep our routes.
+// restart or not), waits for GoBGP to end the sessions (see drainPeers) and stops.
+// GoBGP forgets peers, routes and policy: a later Start begins from scratch. Exiting
+// without Stop makes graceful-restart peers keep our routes.
 func (g *Speaker) Stop() error {
 	g.op.Lock()
 	defer g.op.Unlock()
 	if !g.isStarted() {
 		return nil
 	}
+	g.drainPeers()
 	err := g.srv.StopBgp(context.Background(), &api.StopBgpRequest{})
 	g.mu.Lock()
 	g.stopWatch()
@@ -194,6 +198,81 @@ func (g *Speaker) Stop() error {
 		return fmt.Errorf("bgp: stop: %w", err)
 	}
 	return nil
+}
+
+// stopDrainTimeout bounds how long Stop waits for GoBGP's sessions to end.
+const stopDrainTimeout = 2 * time.Second
+
+// drainPeers deletes every neighbour, which sends the same Cease StopBgp would, and waits
+// (up to stopDrainTimeout) until GoBGP has ended the sessions that were Established.
+// Hazard it defuses: StopBgp in GoBGP v3.37 clears the global configuration while the
+// receive goroutine of a session may still read it for an UPDATE in flight, a data race;
+// GoBGP reports a deleted Established session as Idle only after that goroutine ended.
+func (g *Speaker) drainPeers() {
+	ctx := context.Background()
+	g.mu.Lock()
+	g.leaving = make(map[netip.Addr]chan struct{}, len(g.peers))
+	for a := range g.peers {
+		g.leaving[a] = make(chan struct{})
+	}
+	leaving := maps.Clone(g.leaving) // onPeerEvent deletes from g.leaving
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.leaving = nil
+		g.mu.Unlock()
+	}()
+	var list []*api.Peer
+	if err := g.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) { list = append(list, p) }); err != nil {
+		g.log.Debug("bgp: stop: list peers", "err", err)
+	}
+	var wait []chan struct{}
+	for _, p := range list {
+		addr := p.GetConf().GetNeighborAddress()
+		if err := g.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr}); err != nil {
+			g.log.Debug("bgp: stop: delete peer", "neighbor", addr, "err", err)
+			continue
+		}
+		a, err := netip.ParseAddr(addr)
+		if ch, ok := leaving[a.Unmap()]; err == nil && ok && p.GetState().GetSessionState() == api.PeerState_ESTABLISHED {
+			wait = append(wait, ch)
+		}
+	}
+	timeout := time.NewTimer(stopDrainTimeout)
+	defer timeout.Stop()
+	for _, ch := range wait {
+		select {
+		case <-ch:
+		case <-timeout.C:
+			g.log.Warn("bgp: stop: sessions still ending, stopping anyway", "waited", stopDrainTimeout)
+			return
+		}
+	}
+}
+
+// onPeerEvent handles GoBGP's session state changes (on GoBGP's watcher goroutine).
+// GoBGP reports the end of a deleted session as Idle with event type UNKNOWN, not STATE.
+func (g *Speaker) onPeerEvent(r *api.WatchEventResponse) {
+	g.hj.onPeerEvent(r)
+	pe := r.GetPeer()
+	switch pe.GetType() {
+	case api.WatchEventResponse_PeerEvent_STATE, api.WatchEventResponse_PeerEvent_UNKNOWN:
+	default:
+		return
+	}
+	if pe.GetPeer().GetState().GetSessionState() == api.PeerState_ESTABLISHED {
+		return
+	}
+	a, err := netip.ParseAddr(pe.GetPeer().GetState().GetNeighborAddress())
+	if err != nil {
+		return
+	}
+	g.mu.Lock()
+	if ch, ok := g.leaving[a.Unmap()]; ok {
+		close(ch)
+		delete(g.leaving, a.Unmap())
+	}
+	g.mu.Unlock()
 }
 
 func (g *Speaker) isStarted() bool {

@@ -118,6 +118,9 @@ func TestGoBGPStopSendsCease(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped := time.Since(stop)
+	if n := a.logs.count("sessions still ending"); n != 0 || stopped > time.Second {
+		t.Errorf("Stop took %v and did not see the session end (%d warnings)", stopped, n)
+	}
 	gone := w.waitSet(t, stop, "10.244.1.0/26", 2*time.Second).Sub(stop)
 	t.Logf("Stop took %v; b dropped a's route %v after Stop began", stopped, gone)
 	gbWaitFor(t, 2*time.Second, "b sees the Cease", func() bool {
