@@ -186,11 +186,30 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := a.startInformers(ctx); err != nil {
+		return err
+	}
+	if err := a.syncBlocks(true); err != nil {
+		return err
+	}
+	a.table.SetBlocks(a.alloc.Blocks())
+	go a.table.Run(ctx)
+	srv, serveErr, err := a.serve(ctx)
+	if err != nil {
+		return err
+	}
+	go a.pub.run(ctx)
+	a.startBGP(ctx)
+	return a.loop(ctx, srv, serveErr)
+}
+
+// startInformers runs the informers and waits for their caches. Routes of ours that
+// survived in the kernel mean this is a restart: peers get the graceful-restart flag and
+// learned routes stay until BGP re-learned them.
+func (a *Agent) startInformers(ctx context.Context) error {
 	infs := []cache.SharedIndexInformer{a.blocks, a.pools}
 	if a.bgp != nil {
 		infs = append(infs, a.bgp.informers()...)
-		// Routes of ours that survived in the kernel mean this is a restart: peers get the
-		// graceful-restart flag and learned routes stay until BGP re-learned them.
 		if rs, err := a.cfg.Kernel.List(); err == nil && len(rs) > 0 {
 			a.bgp.restarting = true
 			// One clock for the restart grace: the table keeps learned routes, and new
@@ -207,15 +226,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return fmt.Errorf("waiting for the API: %w", ctx.Err())
 	}
-	if err := a.syncBlocks(true); err != nil {
-		return err
-	}
-	a.table.SetBlocks(a.alloc.Blocks())
-	go a.table.Run(ctx)
+	return nil
+}
 
+// serve starts the CNI plugin's gRPC service on the unix socket and the ops endpoints.
+func (a *Agent) serve(ctx context.Context) (*grpc.Server, <-chan error, error) {
 	lis, err := listenUnix(a.cfg.SocketPath)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	srv := grpc.NewServer(grpc.UnaryInterceptor(a.obs.metrics.interceptor))
 	svc := &server{
@@ -227,26 +245,38 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if err := a.obs.start(ctx, svc.readiness); err != nil {
 		lis.Close()
-		return err
+		return nil, nil, err
 	}
 	agentv1.RegisterAgentServer(srv, svc)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	a.log.Info("agent serving", "node", a.cfg.NodeName, "socket", a.cfg.SocketPath, "blocks", a.alloc.Blocks())
+	return srv, serveErr, nil
+}
 
-	go a.pub.run(ctx)
-	if a.bgp != nil {
-		if err := a.bgp.reconcile(ctx, a.alloc.Blocks()); err != nil {
-			a.log.Error("bgp", "err", err)
-		}
-		go a.bgp.watchBFD(ctx)
-		go func() {
-			err := a.cfg.BGP.Speaker.WatchBestPaths(ctx, a.bgp.onBestPath)
-			if err != nil && ctx.Err() == nil {
-				a.log.Error("watching bgp best paths stopped", "err", err)
-			}
-		}()
+// startBGP runs the first BGP pass (the speaker starts, blocks are advertised) and the
+// watches of BFD and of the speaker's best paths.
+func (a *Agent) startBGP(ctx context.Context) {
+	if a.bgp == nil {
+		return
 	}
+	if err := a.bgp.reconcile(ctx, a.alloc.Blocks()); err != nil {
+		a.log.Error("bgp", "err", err)
+	}
+	go a.bgp.watchBFD(ctx)
+	go func() {
+		err := a.cfg.BGP.Speaker.WatchBestPaths(ctx, a.bgp.onBestPath)
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("watching bgp best paths stopped", "err", err)
+		}
+	}()
+}
+
+// loop runs a pass on every informer change (coalesced) and a full pass every
+// ResyncInterval, until ctx ends: then it stops serving, flushes allocations to the API,
+// says goodbye to BFD peers and leaves BGP running into the exit (graceful restart)
+// unless the node leaves.
+func (a *Agent) loop(ctx context.Context, srv *grpc.Server, serveErr <-chan error) error {
 	tick := time.NewTicker(a.cfg.ResyncInterval)
 	defer tick.Stop()
 	a.kickOff()
