@@ -20,8 +20,12 @@
 //			ip saddr @nat-pools-v4 ip daddr != @all-pools-v4 masquerade
 //			ip6 saddr @nat-pools-v6 ip6 daddr != @all-pools-v6 masquerade
 //		}
+//		chain pod-prerouting { … }   the pod guard, see guard.go
+//		chain pod-input { … }
 //	}
 //
+// The same table carries the pod guard (guard.go): filter chains that drop packets from
+// pod interfaces with a forged source address or for the node's BGP and BFD ports.
 // The family is inet so one table covers IPv4 and IPv6.
 package nat
 
@@ -193,6 +197,7 @@ func (m *Manager) Apply(cfg Config) error {
 		Exprs: masqueradeExprs(unix.NFPROTO_IPV4, sets[SetNATPoolsV4], sets[SetAllPoolsV4])})
 	c.AddRule(&nftables.Rule{Table: t, Chain: ch,
 		Exprs: masqueradeExprs(unix.NFPROTO_IPV6, sets[SetNATPoolsV6], sets[SetAllPoolsV6])})
+	addPodGuard(c, t)
 
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("replace nftables table inet %s: %w", TableName, err)

@@ -229,14 +229,21 @@ func checkTable(t *testing.T, ns string, wantSets map[string][]string) {
 	}
 
 	chains := all[nftChain](t, objs, "chain")
-	wantChain := nftChain{Name: ChainName, Type: "nat", Hook: "postrouting", Prio: 100, Policy: "accept"}
-	if len(chains) != 1 || chains[0] != wantChain {
-		t.Errorf("chains = %+v, want [%+v]", chains, wantChain)
+	wantChains := []nftChain{
+		{Name: ChainName, Type: "nat", Hook: "postrouting", Prio: 100, Policy: "accept"},
+		{Name: ChainPodPrerouting, Type: "filter", Hook: "prerouting", Prio: -300, Policy: "accept"},
+		{Name: ChainPodInput, Type: "filter", Hook: "input", Prio: 0, Policy: "accept"},
+	}
+	if !slices.Equal(chains, wantChains) {
+		t.Errorf("chains = %+v, want %+v", chains, wantChains)
 	}
 
+	// The guard chains' rules are checked by checkGuard; here only NAT's.
 	var rules []string
 	for _, r := range all[nftRule](t, objs, "rule") {
-		rules = append(rules, r.Chain+": "+r.summary(t))
+		if r.Chain == ChainName {
+			rules = append(rules, r.Chain+": "+r.summary(t))
+		}
 	}
 	wantRules := []string{
 		"postrouting: ip saddr == @nat-pools-v4; ip daddr != @all-pools-v4; masquerade",
@@ -279,6 +286,7 @@ func TestApplyDeleteKernel(t *testing.T) {
 		SetNATPoolsV6: {"2001:db8:1::/48"},
 		SetAllPoolsV6: {"2001:db8:1::/48", "2001:db8:3::/48"},
 	})
+	checkGuard(t, ns)
 
 	// A changed config replaces the elements: the old prefixes are gone. Pools that
 	// touch are stored merged (10.96.0.0/12 + 10.112.0.0/12 = 10.96.0.0/11).
@@ -316,6 +324,7 @@ func TestApplyDeleteKernel(t *testing.T) {
 		t.Fatalf("Apply empty config: %v", err)
 	}
 	checkTable(t, ns, map[string][]string{SetNATPoolsV4: nil, SetAllPoolsV4: nil, SetNATPoolsV6: nil, SetAllPoolsV6: nil})
+	checkGuard(t, ns)
 
 	if err := m.Delete(); err != nil {
 		t.Fatalf("Delete: %v", err)
