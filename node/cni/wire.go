@@ -141,9 +141,14 @@ func finishVeth(podNS ns.NetNS, pv *preparedVeth, addrs []netip.Prefix) (*wired,
 // hostSysctls makes the host veth a router port: it forwards, it answers the pod's ARP
 // for 169.254.1.1 (proxy_arp) without the default random delay of up to 0.8 s
 // (proxy_delay), and for IPv6 it is a router that ignores router advertisements.
+// rp_filter=1 (strict) drops IPv4 packets whose source is not routed back into this
+// veth, a pod forging another machine's address; defence in depth only, because the
+// kernel applies max(all, iface), so an "all" of 2 (loose) wins: the agent's nftables
+// pod guard (node/nat) is what holds, and covers IPv6.
 func hostSysctls(hostName string, v6 bool) error {
 	set := [][2]string{
 		{"net/ipv4/conf/" + hostName + "/forwarding", "1"},
+		{"net/ipv4/conf/" + hostName + "/rp_filter", "1"},
 		{"net/ipv4/conf/" + hostName + "/proxy_arp", "1"},
 		{"net/ipv4/neigh/" + hostName + "/proxy_delay", "0"},
 	}
