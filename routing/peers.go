@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -78,73 +77,14 @@ type PeerSet struct {
 	Problems []string
 }
 
-// NodeBGPOf derives a node's BGP identity. It fails when the node cannot run BGP at all:
-// no InternalIP (ErrNoAddress), an AS or router-ID annotation that does not parse, no
-// IPv4 router ID, or a reflector cluster ID that is not an IPv4 address.
-func NodeBGPOf(n *corev1.Node, cfg *v1alpha1.BGPConfiguration) (NodeBGP, error) {
-	if n == nil {
-		return NodeBGP{}, errors.New("nil Node")
-	}
-	b := NodeBGP{Name: n.Name}
-	for _, a := range n.Status.Addresses {
-		ip, err := netip.ParseAddr(strings.TrimSpace(a.Address))
-		if a.Type != corev1.NodeInternalIP || err != nil || ip.Zone() != "" || ip.IsUnspecified() {
-			continue
-		}
-		if ip = ip.Unmap(); ip.Is4() && !b.Address.IsValid() {
-			b.Address = ip
-		} else if ip.Is6() && !b.Address6.IsValid() {
-			b.Address6 = ip
-		}
-	}
-	if !b.Address.IsValid() && !b.Address6.IsValid() {
-		return b, ErrNoAddress
-	}
-	if s, ok := n.Annotations[v1alpha1.AnnotationASNumber]; ok {
-		v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
-		if err != nil || v == 0 {
-			return b, fmt.Errorf("annotation %s=%q is not an AS number (1..4294967295)", v1alpha1.AnnotationASNumber, s)
-		}
-		b.AS = uint32(v)
-	} else {
-		as, err := clusterAS(cfg)
-		if err != nil {
-			return b, err
-		}
-		b.AS = as
-	}
-	b.RouterID = b.Address
-	if s, ok := n.Annotations[v1alpha1.AnnotationRouterID]; ok {
-		id, err := netip.ParseAddr(strings.TrimSpace(s))
-		if err != nil || !id.Unmap().Is4() {
-			return b, fmt.Errorf("annotation %s=%q is not an IPv4 address", v1alpha1.AnnotationRouterID, s)
-		}
-		b.RouterID = id.Unmap()
-	}
-	if !b.RouterID.IsValid() {
-		return b, fmt.Errorf("no IPv4 address and no %s annotation: BGP needs a 32-bit router ID", v1alpha1.AnnotationRouterID)
-	}
-	id := n.Annotations[v1alpha1.AnnotationRouteReflectorClusterID]
-	if n.Labels[v1alpha1.LabelRouteReflector] != "true" && id == "" {
-		return b, nil
-	}
-	if id == "" && cfg != nil {
-		id = cfg.Spec.RouteReflectorClusterID
-	}
-	if id == "" {
-		id = b.RouterID.String()
-	}
-	if a, err := netip.ParseAddr(strings.TrimSpace(id)); err != nil || !a.Is4() {
-		return b, fmt.Errorf("route reflector cluster ID %q is not an IPv4 address", id)
-	}
-	b.ReflectorClusterID = strings.TrimSpace(id)
-	return b, nil
-}
-
 // ComputePeers returns node self's neighbours. It fails only when self cannot run BGP
 // (not found, no address, bad annotations); any other bad input becomes a Problem and
 // only that neighbour (or import entry) is left out, so one typo cannot take down the
 // node's other sessions. The result does not depend on the order of the inputs.
+//
+// Node fields never steer peering (see peerableNodes): a node whose address is a
+// BGPPeer's peerIP (any BGPPeer, whatever it selects) or another node's address has no
+// node sessions at all, on either end, and the BGPPeer keeps its session.
 func ComputePeers(self string, in PeerInputs) (PeerSet, error) {
 	nodes := sortedByName(in.Nodes, func(n *corev1.Node) string { return n.Name })
 	i := slices.IndexFunc(nodes, func(n *corev1.Node) bool { return n.Name == self })
@@ -152,12 +92,14 @@ func ComputePeers(self string, in PeerInputs) (PeerSet, error) {
 		return PeerSet{}, fmt.Errorf("node %q not found", self)
 	}
 	selfNode := nodes[i]
-	local, err := NodeBGPOf(selfNode, in.Config)
-	if err != nil {
-		return PeerSet{}, fmt.Errorf("node %s cannot run BGP: %w", self, err)
-	}
-	ps := PeerSet{Local: local}
+	var ps PeerSet
 	problem := func(format string, a ...any) { ps.Problems = append(ps.Problems, fmt.Sprintf(format, a...)) }
+	bgpPeers := sortedByName(in.Peers, func(p *v1alpha1.BGPPeer) string { return p.Name })
+	local, others, left, err := peerableNodes(self, nodes, bgpPeers, in.Config, problem)
+	if err != nil {
+		return PeerSet{}, err
+	}
+	ps.Local = local
 	taken := map[netip.Addr]string{} // neighbour address → what already uses it
 	add := func(p PeerConfig, what string) bool {
 		if prev, ok := taken[p.Address]; ok {
@@ -168,22 +110,10 @@ func ComputePeers(self string, in PeerInputs) (PeerSet, error) {
 		ps.Peers = append(ps.Peers, p)
 		return true
 	}
-
-	var others []NodeBGP
-	reflectors := local.IsReflector()
-	for _, n := range nodes {
-		if n.Name == self {
-			continue
-		}
-		o, err := NodeBGPOf(n, in.Config)
-		if errors.Is(err, ErrNoAddress) {
-			continue
-		}
-		if err != nil {
-			problem("Node %s: %v; not peered", n.Name, err)
-			continue
-		}
-		others = append(others, o)
+	// A node that is left out (others is then empty) counts as a reflector for no one,
+	// as in the other nodes' view, which do not see it at all.
+	reflectors := local.IsReflector() && !left
+	for _, o := range others {
 		reflectors = reflectors || o.IsReflector()
 	}
 	var spec v1alpha1.BGPConfigurationSpec
@@ -217,7 +147,7 @@ func ComputePeers(self string, in PeerInputs) (PeerSet, error) {
 	}
 
 	externals := 0
-	for _, bp := range sortedByName(in.Peers, func(p *v1alpha1.BGPPeer) string { return p.Name }) {
+	for _, bp := range bgpPeers {
 		p, ok, whys := externalPeer(bp, local, selfNode.Labels, spec, in.Secrets, in.SecretErrors)
 		for _, w := range whys {
 			problem("BGPPeer %s: %s", bp.Name, w)
@@ -228,6 +158,7 @@ func ComputePeers(self string, in PeerInputs) (PeerSet, error) {
 	}
 
 	switch {
+	case left: // the Problem that left it out says why it has no node sessions
 	case !mesh && !reflectors && externals == 0:
 		problem("no BGP peers: nodeToNodeMesh is off and no route reflectors or BGPPeers select this node")
 	case reflectors && !local.IsReflector() && myReflectors == 0 && externals == 0:

@@ -100,7 +100,7 @@ func TestComputePeers(t *testing.T) {
 	// Two reflectors in the cluster AS, two clients, and c3 in an AS with no reflector.
 	rrNodes := []*corev1.Node{
 		node("rr1", "10.0.0.10", reflector()),
-		node("rr2", "10.0.0.11", annotate(v1alpha1.AnnotationRouteReflectorClusterID, "10.255.0.2")),
+		node("rr2", "10.0.0.11", reflector(), annotate(v1alpha1.AnnotationRouteReflectorClusterID, "10.255.0.2")),
 		node("c1", "10.0.0.1"), node("c2", "10.0.0.2"), node("c3", "10.0.0.3", as("65002")),
 	}
 	rrID := func(s *v1alpha1.BGPConfigurationSpec) { s.RouteReflectorClusterID = "10.255.0.1" }
@@ -114,6 +114,7 @@ func TestComputePeers(t *testing.T) {
 		want       []PeerConfig
 		transition bool
 		problems   []string
+		routerID   string // non-empty: the router ID this node must use
 		err        string // substring; non-empty = ComputePeers must fail
 	}{
 		{name: "3-node mesh, middle node dials the lower and waits for the higher", self: "n2",
@@ -205,13 +206,63 @@ func TestComputePeers(t *testing.T) {
 			want: []PeerConfig{peer("192.0.2.2", 65000, KindExternal, "tor2")},
 			problems: []string{"BGPPeer bad-as: asNumber 0 is outside 1..4294967295; peer skipped",
 				`BGPPeer bad-ip: peerIP "300.1.1.1" is not an IP address; peer skipped`}},
-		{name: "BGPPeer at the node's own address is skipped silently", self: "n1",
-			in:   PeerInputs{Nodes: threeNodes, Peers: []*v1alpha1.BGPPeer{bgpPeer("route-server", "10.0.0.1", 64512)}},
-			want: []PeerConfig{peer("10.0.0.2", 64512, KindMesh, "n2", passive), peer("10.0.0.3", 64512, KindMesh, "n3", passive)}},
-		{name: "BGPPeer at another node's mesh address conflicts", self: "n1",
-			in:       PeerInputs{Nodes: threeNodes[:2], Peers: []*v1alpha1.BGPPeer{bgpPeer("dup", "10.0.0.2", 64512)}},
-			want:     []PeerConfig{peer("10.0.0.2", 64512, KindMesh, "n2", passive)},
-			problems: []string{"BGPPeer dup: address 10.0.0.2 is already used by Node n2; skipped"}},
+		{name: "BGPPeer at the node's own address: the node is that peer, so it joins no mesh", self: "n1",
+			in: PeerInputs{Nodes: threeNodes, Peers: []*v1alpha1.BGPPeer{bgpPeer("route-server", "10.0.0.1", 64512)}},
+			problems: []string{"Node n1 has address 10.0.0.1, which BGPPeer route-server uses; " +
+				"the BGPPeer wins and node n1 is not peered"}},
+		{name: "BGPPeer at another node's address wins over that node", self: "n1",
+			in:   PeerInputs{Nodes: threeNodes, Peers: []*v1alpha1.BGPPeer{bgpPeer("dup", "10.0.0.2", 65000)}},
+			want: []PeerConfig{peer("10.0.0.2", 65000, KindExternal, "dup"), peer("10.0.0.3", 64512, KindMesh, "n3", passive)},
+			problems: []string{"Node n2 has address 10.0.0.2, which BGPPeer dup uses; " +
+				"the BGPPeer wins and node n2 is not peered"}},
+		{name: "BGPPeer at a node's IPv6 address leaves the dual-stack node out", self: "d1",
+			in: PeerInputs{Nodes: []*corev1.Node{node("d1", "10.0.0.1,fd00::1"), node("d2", "10.0.0.2,fd00::2")},
+				Peers: []*v1alpha1.BGPPeer{bgpPeer("tor6", "fd00::2", 65000, selecting("rack", "z"))}},
+			problems: []string{"Node d2 has address fd00::2, which BGPPeer tor6 uses; " +
+				"the BGPPeer wins and node d2 is not peered"}},
+		{name: "two nodes with one address: neither is peered", self: "n1",
+			in:       PeerInputs{Nodes: append(slices.Clone(threeNodes), node("n2b", "10.0.0.2"))},
+			want:     []PeerConfig{peer("10.0.0.3", 64512, KindMesh, "n3", passive)},
+			problems: []string{"Nodes n2 and n2b both claim address 10.0.0.2; neither is peered until one changes"}},
+		{name: "two nodes with one address: a claimant peers with no node", self: "n2b",
+			in: PeerInputs{Nodes: append(slices.Clone(threeNodes), node("n2b", "10.0.0.2")),
+				Peers: []*v1alpha1.BGPPeer{tor2}},
+			want:     []PeerConfig{peer("192.0.2.2", 65000, KindExternal, "tor2")},
+			problems: []string{"Nodes n2 and n2b both claim address 10.0.0.2; neither is peered until one changes"}},
+		{name: "a node claiming this node's address: neither is peered, even by each other", self: "n1",
+			in:       PeerInputs{Nodes: append(slices.Clone(threeNodes), node("imposter", "10.0.0.1"))},
+			problems: []string{"Nodes imposter and n1 both claim address 10.0.0.1; neither is peered until one changes"}},
+		{name: "only the old reflector label: not a reflector, and a Problem says what to do", self: "c1",
+			in: PeerInputs{Nodes: []*corev1.Node{node("c1", "10.0.0.1"),
+				node("old", "10.0.0.10", label(v1alpha1.LegacyLabelRouteReflector, "true")),
+				node("ann", "10.0.0.11", annotate(v1alpha1.AnnotationRouteReflectorClusterID, "10.255.0.2"))}},
+			want: []PeerConfig{peer("10.0.0.10", 64512, KindMesh, "old", passive), peer("10.0.0.11", 64512, KindMesh, "ann", passive)},
+			problems: []string{
+				"Node ann: annotation hostroute.io/route-reflector-cluster-id alone no longer makes a route reflector " +
+					"(a kubelet can annotate its own Node); label it node-restriction.kubernetes.io/hostroute-route-reflector=true",
+				"Node old: label hostroute.io/route-reflector is no longer read (a kubelet can set it on its own Node); " +
+					"label it node-restriction.kubernetes.io/hostroute-route-reflector=true to keep it a route reflector"}},
+		{name: "router ID annotation that is another node's address is ignored", self: "n2",
+			in:       PeerInputs{Nodes: []*corev1.Node{node("n1", "10.0.0.1"), node("n2", "10.0.0.2", annotate(v1alpha1.AnnotationRouterID, "10.0.0.1"))}},
+			want:     []PeerConfig{peer("10.0.0.1", 64512, KindMesh, "n1")},
+			routerID: "10.0.0.2",
+			problems: []string{"Node n2: router ID 10.0.0.1 (annotation hostroute.io/router-id) is the address of Node n1; ignored"}},
+		{name: "router ID annotations that collide with each other or a BGPPeer are ignored", self: "n1",
+			in: PeerInputs{Config: config(meshOff), Nodes: []*corev1.Node{
+				node("n1", "10.0.0.1", annotate(v1alpha1.AnnotationRouterID, "192.0.2.2")),
+				node("n2", "10.0.0.2", annotate(v1alpha1.AnnotationRouterID, "10.9.9.9")),
+				node("n3", "10.0.0.3", annotate(v1alpha1.AnnotationRouterID, "10.9.9.9"))}, Peers: []*v1alpha1.BGPPeer{tor2}},
+			want:     []PeerConfig{peer("192.0.2.2", 65000, KindExternal, "tor2")},
+			routerID: "10.0.0.1",
+			problems: []string{
+				"Node n1: router ID 192.0.2.2 (annotation hostroute.io/router-id) is the peerIP of BGPPeer tor2; ignored",
+				"Node n2: router ID 10.9.9.9 (annotation hostroute.io/router-id) is the router ID of Node n3; ignored",
+				"Node n3: router ID 10.9.9.9 (annotation hostroute.io/router-id) is the router ID of Node n2; ignored"}},
+		{name: "a colliding router ID on a node without IPv4 leaves it no router ID", self: "v4",
+			in: PeerInputs{Nodes: []*corev1.Node{node("v4", "10.0.0.1,fd00::1"),
+				node("v6", "fd00::2", annotate(v1alpha1.AnnotationRouterID, "10.0.0.1"))}},
+			problems: []string{"Node v6: router ID 10.0.0.1 (annotation hostroute.io/router-id) is the address of Node v4; " +
+				"ignored, and without an IPv4 address the node has no router ID; not peered"}},
 		{name: "timers, GR and BFD: peer overrides cluster field by field", self: "n1",
 			in: PeerInputs{
 				Config: config(func(s *v1alpha1.BGPConfigurationSpec) {
@@ -274,6 +325,9 @@ func TestComputePeers(t *testing.T) {
 			if !slices.Equal(got.Problems, tc.problems) {
 				t.Errorf("problems:\n got %q\nwant %q", got.Problems, tc.problems)
 			}
+			if tc.routerID != "" && got.Local.RouterID != netip.MustParseAddr(tc.routerID) {
+				t.Errorf("router ID = %s, want %s", got.Local.RouterID, tc.routerID)
+			}
 			if got.Transition != tc.transition {
 				t.Errorf("Transition = %v, want %v", got.Transition, tc.transition)
 			}
@@ -301,17 +355,34 @@ func TestComputePeersSessionsAgree(t *testing.T) {
 		node("c1", "10.0.0.1"), node("c2", "10.0.0.2,fd00::2"), node("c3", "10.0.0.3", as("65002")),
 		node("c4", "fd00::4", annotate(v1alpha1.AnnotationRouterID, "10.9.9.4")),
 	}
+	// Conflicts: c1's address is also claimed by "dup", c4's IPv6 address by BGPPeer
+	// "tor", and "old" carries only the former reflector label. None of dup, c1 and c4
+	// may appear in anyone's node sessions, and they must have none themselves.
+	conflicts := append(slices.Clone(rr), node("dup", "10.0.0.1", reflector()),
+		node("old", "10.0.0.20", label(v1alpha1.LegacyLabelRouteReflector, "true")))
+	torAtC4 := []*v1alpha1.BGPPeer{bgpPeer("tor", "fd00::4", 65000)}
 	for _, cfg := range []*v1alpha1.BGPConfiguration{nil, config(meshOff)} {
-		for _, nodes := range [][]*corev1.Node{rr, rr[2:]} {
+		for _, tp := range []struct {
+			nodes []*corev1.Node
+			peers []*v1alpha1.BGPPeer
+		}{{rr, nil}, {rr[2:], nil}, {conflicts, torAtC4}, {conflicts[2:], torAtC4}} {
+			nodes := tp.nodes
 			sets := map[string]map[string]PeerConfig{}
 			for _, n := range nodes {
-				ps, err := ComputePeers(n.Name, PeerInputs{Config: cfg, Nodes: nodes})
+				ps, err := ComputePeers(n.Name, PeerInputs{Config: cfg, Nodes: nodes, Peers: tp.peers})
 				if err != nil {
 					t.Fatal(err)
 				}
 				sets[n.Name] = map[string]PeerConfig{}
 				for _, p := range ps.Peers {
+					if p.Kind == KindExternal {
+						continue
+					}
 					sets[n.Name][p.Name] = p
+					if tp.peers != nil && (n.Name == "dup" || n.Name == "c1" || n.Name == "c4" ||
+						p.Name == "dup" || p.Name == "c1" || p.Name == "c4") {
+						t.Errorf("mesh=%v: %s has a session with %s, which claims a disputed address", cfg == nil, n.Name, p.Name)
+					}
 				}
 			}
 			for a := range sets {
@@ -342,7 +413,7 @@ func TestNodeBGPOf(t *testing.T) {
 		"AS too big":       node("n", "10.0.0.1", as("4294967296")),
 		"router ID not v4": node("n", "10.0.0.1", annotate(v1alpha1.AnnotationRouterID, "fd00::1")),
 		"v6 only, no ID":   node("n", "fd00::1"),
-		"bad cluster ID":   node("n", "10.0.0.1", annotate(v1alpha1.AnnotationRouteReflectorClusterID, "rack-a")),
+		"bad cluster ID":   node("n", "10.0.0.1", reflector(), annotate(v1alpha1.AnnotationRouteReflectorClusterID, "rack-a")),
 		"ExternalIP is not it": {Status: corev1.NodeStatus{
 			Addresses: []corev1.NodeAddress{{Type: corev1.NodeExternalIP, Address: "192.0.2.1"}}}},
 	} {

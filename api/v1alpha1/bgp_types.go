@@ -217,14 +217,27 @@ type BGPPeerList struct {
 	Items           []BGPPeer `json:"items"`
 }
 
-// Node annotations read by hostroute.
+// Node annotations and labels read by hostroute. Hazard: with NodeRestriction a kubelet
+// may still set annotations (and labels outside the reserved prefixes) on its own Node,
+// so AnnotationASNumber and AnnotationRouterID are node-controlled: a compromised node
+// can move itself into another AS or claim another speaker's router ID. ComputePeers
+// ignores a router ID that another node or a BGPPeer already uses; the AS is trusted.
 const (
 	// AnnotationASNumber overrides the cluster AS for one node (AS-per-rack).
 	AnnotationASNumber = "hostroute.io/as-number"
 	// AnnotationRouterID sets the node's BGP router ID (default: its IPv4 address).
 	AnnotationRouterID = "hostroute.io/router-id"
-	// AnnotationRouteReflectorClusterID makes the node a route reflector with this cluster ID.
+	// AnnotationRouteReflectorClusterID sets the cluster ID of a node that LabelRouteReflector
+	// makes a route reflector; on any other node it is ignored (a kubelet can annotate its
+	// own Node, so an annotation must never grant the role).
 	AnnotationRouteReflectorClusterID = "hostroute.io/route-reflector-cluster-id"
-	// LabelRouteReflector marks a node as a route reflector ("true").
-	LabelRouteReflector = "hostroute.io/route-reflector"
+	// LabelRouteReflector marks a node as a route reflector ("true"). It lives under the
+	// node-restriction.kubernetes.io/ prefix, which the NodeRestriction admission plugin
+	// forbids kubelets to set on their own Node: a reflector receives and re-advertises
+	// every node's routes, so a compromised node must not be able to make itself one.
+	LabelRouteReflector = "node-restriction.kubernetes.io/hostroute-route-reflector"
+	// LegacyLabelRouteReflector is the former reflector label. A kubelet can set it on its
+	// own Node, so it is no longer read; a node still carrying it gets a Problem telling
+	// the operator to move to LabelRouteReflector.
+	LegacyLabelRouteReflector = "hostroute.io/route-reflector"
 )
