@@ -51,6 +51,10 @@ func (s *Server) handleRx(m *rxMsg, now time.Time) {
 	} else if x = s.byPeer[m.src.WithZone("")]; x == nil {
 		return
 	}
+	if !s.onRoute(x, m.ifindex, now) {
+		x.stats.Discarded++ // the peer's address from elsewhere: spoofed (a pod, say)
+		return
+	}
 	old := x.receive(&m.p, m.at)
 	changed := x.state != old
 	if changed {
@@ -103,6 +107,7 @@ func (s *Server) add(peer, local netip.Addr, oob []byte, cfg Config, now time.Ti
 	if x == nil {
 		x = newSession(peer, local, cfg, s.newDisc(), now)
 		x.oob = oob
+		s.lookupIface(x, now)
 		s.byPeer[key], s.byDisc[x.localDisc] = x, x
 		s.log.Info("session added", "peer", peer, "local", local, "discriminator", x.localDisc,
 			"tx", cfg.DesiredMinTx, "rx", cfg.RequiredMinRx, "multiplier", cfg.Multiplier)
@@ -110,6 +115,7 @@ func (s *Server) add(peer, local netip.Addr, oob []byte, cfg Config, now time.Ti
 	}
 	x.peer, x.local, x.oob = peer, local, oob
 	x.dst = netip.AddrPortFrom(peer, port)
+	s.lookupIface(x, now)
 	if x.state == AdminDown {
 		x.removing = 0
 		x.cfg = cfg
@@ -179,4 +185,33 @@ func (s *Server) emit(x *session, now time.Time) {
 		default:
 		}
 	}
+}
+
+// ifaceRecheck is how often at most a packet on another interface than the cached one
+// makes the route to the peer be looked up again: a route that moved to another
+// interface is followed within this time, and a flood of spoofed packets costs at most
+// one lookup per session and interval.
+const ifaceRecheck = time.Second
+
+// lookupIface caches the interface of the route to the session's peer.
+func (s *Server) lookupIface(x *session, now time.Time) {
+	if s.iface != nil {
+		x.ifindex, x.ifCheckedAt = s.iface(x.peer), now
+	}
+}
+
+// onRoute reports whether a packet that arrived on ifindex may be the session's peer's:
+// single-hop BFD (RFC 5881) comes in on the interface of the route to the peer. The TTL
+// 255 rule alone does not prove that: a local process or a pod on this node sends with
+// TTL 255 too, and its packets are delivered without a hop. Unknown interfaces (no
+// control message, no route) are let through; without a route there is no session to
+// disturb, since nothing of ours reaches the peer.
+func (s *Server) onRoute(x *session, ifindex int, now time.Time) bool {
+	if s.iface == nil || ifindex == 0 || ifindex == x.ifindex {
+		return true
+	}
+	if now.Sub(x.ifCheckedAt) >= ifaceRecheck {
+		s.lookupIface(x, now)
+	}
+	return x.ifindex == 0 || x.ifindex == ifindex
 }

@@ -63,9 +63,10 @@ type sender interface {
 
 // rxMsg is a validated packet handed from a reader to the loop by value (no allocation).
 type rxMsg struct {
-	p   packet
-	src netip.Addr
-	at  time.Time
+	p       packet
+	src     netip.Addr
+	ifindex int // arrival interface, 0 = unknown
+	at      time.Time
 }
 
 // Server runs BFD sessions over one set of sockets. All session state belongs to a
@@ -79,6 +80,10 @@ type Server struct {
 	rxCh   chan rxMsg
 	reqCh  chan func()
 	events chan Event
+	// iface returns the ifindex of the route to a peer (0 = unknown); nil turns the
+	// arrival interface check off (tests without sockets). Called on the loop only.
+	iface  func(netip.Addr) int
+	routes *routeIfaces // behind iface; closed by Close once the loop has ended
 	done   chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
@@ -114,6 +119,11 @@ func newServer(log *slog.Logger, out sender) *Server {
 func Listen(log *slog.Logger, local netip.Addr) (*Server, error) {
 	sk := &sockets{}
 	s := newServer(log, sk)
+	ri, err := newRouteIfaces()
+	if err != nil {
+		return nil, err
+	}
+	s.iface, s.routes = ri.lookup, ri
 	var rxs []*net.UDPConn
 	fams := []bool{true, true}
 	if local.IsValid() {
@@ -134,6 +144,7 @@ func Listen(log *slog.Logger, local netip.Addr) (*Server, error) {
 			for _, c := range s.conns {
 				c.Close()
 			}
+			ri.close()
 			return nil, err
 		}
 		s.conns = append(s.conns, rx, tx)
@@ -239,6 +250,9 @@ func (s *Server) Close() error {
 			err = errors.Join(err, c.Close())
 		}
 		s.wg.Wait()
+		if s.routes != nil {
+			s.routes.close()
+		}
 		close(s.events)
 	})
 	return err
@@ -283,7 +297,7 @@ func (s *Server) read(c *net.UDPConn) {
 			}
 			continue
 		}
-		m.src, m.at = from.Addr().Unmap(), time.Now()
+		m.src, m.ifindex, m.at = from.Addr().Unmap(), arrivalIface(oob[:oobn]), time.Now()
 		select {
 		case s.rxCh <- m:
 		case <-s.done:

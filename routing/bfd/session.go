@@ -72,7 +72,7 @@ func jittered(d time.Duration, mult uint8) time.Duration {
 type Counters struct {
 	RxPackets, TxPackets uint64
 	TxErrors             uint64 // send failed (e.g. link down): counted, logged once per outage
-	Discarded            uint64 // matched this session but discarded (wrong source, AdminDown)
+	Discarded            uint64 // matched this session but discarded (wrong source or arrival interface, AdminDown)
 	Ups, Downs           uint64 // transitions into Up and out of Up
 	PollsAnswered        uint64
 }
@@ -106,6 +106,11 @@ type session struct {
 	txIval                        time.Duration // the interval nextTx was scheduled with
 	txFailing                     bool
 	stats                         Counters
+
+	// ifindex is the interface of the route to the peer, where its packets must
+	// arrive (0 = unknown, not checked), looked up at ifCheckedAt.
+	ifindex     int
+	ifCheckedAt time.Time
 }
 
 func newSession(peer, local netip.Addr, cfg Config, disc uint32, now time.Time) *session {

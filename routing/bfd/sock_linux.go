@@ -42,7 +42,7 @@ func (k *sockets) send(b, oob []byte, dst netip.AddrPort) error {
 }
 
 // openFamily opens the receive socket on port 3784 (reporting each packet's TTL or hop
-// limit) and the send socket on a random port of the RFC 5881 range (sending with TTL
+// limit and arrival interface) and the send socket on a random port of the RFC 5881 range (sending with TTL
 // 255). local, when of this family, is bound on both; otherwise the wildcard is.
 func openFamily(local netip.Addr, v6 bool) (rx, tx *net.UDPConn, err error) {
 	network, bind := "udp4", netip.IPv4Unspecified()
@@ -53,10 +53,16 @@ func openFamily(local netip.Addr, v6 bool) (rx, tx *net.UDPConn, err error) {
 		bind = local
 	}
 	rx, err = listenUDP(network, netip.AddrPortFrom(bind, port), func(fd int) error {
+		// The arrival interface too (IP_PKTINFO), for the check that a packet came
+		// in on the interface of the route to its peer.
 		if v6 {
-			return unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1)
+			return errors.Join(
+				unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1),
+				unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1))
 		}
-		return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVTTL, 1)
+		return errors.Join(
+			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVTTL, 1),
+			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1))
 	})
 	if err != nil {
 		return nil, nil, err

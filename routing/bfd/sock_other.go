@@ -24,3 +24,13 @@ func isNoIPv6(error) bool { return false }
 func pktinfo(netip.Addr) []byte { return nil }
 
 func hopLimit([]byte) (int, bool) { return 0, false }
+
+type routeIfaces struct{}
+
+func newRouteIfaces() (*routeIfaces, error) { return nil, errUnsupported }
+
+func (*routeIfaces) lookup(netip.Addr) int { return 0 }
+
+func (*routeIfaces) close() {}
+
+func arrivalIface([]byte) int { return 0 }
