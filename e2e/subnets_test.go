@@ -15,6 +15,7 @@ import (
 	"github.com/hostroute/hostroute/controller"
 	"github.com/hostroute/hostroute/e2e/harness"
 	"github.com/hostroute/hostroute/internal/testenv/netns"
+	"github.com/hostroute/hostroute/node/routes"
 )
 
 // The second node segment behind the ToR. 192.0.2.0/24 is the first (br0),
@@ -183,7 +184,7 @@ func routeSummary(t *testing.T, ns string) string {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: 196}, netlink.RT_FILTER_PROTOCOL)
+	rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routes.Protocol}, netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		t.Fatal(err)
 	}

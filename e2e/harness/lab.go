@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/internal/testenv/bird"
 	"github.com/hostroute/hostroute/internal/testenv/netns"
+	"github.com/hostroute/hostroute/node/routes"
 )
 
 // Lab addresses: nodes on 192.0.2.0/24 behind the ToR, the external host on
@@ -154,7 +156,7 @@ func rackAS(i int) uint32 { return uint32(64600 + i) }
 func (l *Lab) WaitMesh(timeout time.Duration) {
 	l.Eventually(timeout, "every node routes to every other node's block", func() string {
 		for _, n := range l.Nodes {
-			out, _ := netns.Output(n.NS, "ip", "route", "show", "proto", "196")
+			out, _ := netns.Output(n.NS, "ip", "route", "show", "proto", strconv.Itoa(routes.Protocol))
 			if strings.Count(out, " via ") < len(l.Nodes)-1 {
 				return n.Name + ": " + out
 			}

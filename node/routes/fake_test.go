@@ -52,8 +52,13 @@ func (k *fakeKernel) List() ([]Route, error) {
 	defer k.mu.Unlock()
 	var out []Route
 	for _, fr := range k.routes {
-		if fr.proto == Protocol {
+		switch fr.proto {
+		case Protocol:
 			out = append(out, fr.r)
+		case LegacyProtocol:
+			r := fr.r
+			r.Legacy = true
+			out = append(out, r)
 		}
 	}
 	sortRoutes(out)
@@ -68,6 +73,7 @@ func (k *fakeKernel) Add(r Route) error {
 		if _, ok := k.routes[r.Dst]; ok {
 			return fmt.Errorf("%s: %w", r.Dst, ErrExists)
 		}
+		r.Legacy = false
 		k.routes[r.Dst] = fakeRoute{Protocol, r}
 		return nil
 	})
@@ -78,14 +84,22 @@ func (k *fakeKernel) Replace(r Route) error {
 		if err := k.failing[r.Dst]; err != nil {
 			return err
 		}
+		r.Legacy = false
 		k.routes[r.Dst] = fakeRoute{Protocol, r}
 		return nil
 	})
 }
 
+// Owns: the fake writes Protocol and adopts LegacyProtocol, as NewNetlink does.
+func (k *fakeKernel) Owns(p int) bool { return p == Protocol || p == LegacyProtocol }
+
 func (k *fakeKernel) Delete(r Route) error {
+	proto := Protocol
+	if r.Legacy {
+		proto = LegacyProtocol
+	}
 	return k.write(func() error {
-		if fr, ok := k.routes[r.Dst]; ok && fr.proto == Protocol {
+		if fr, ok := k.routes[r.Dst]; ok && fr.proto == proto {
 			delete(k.routes, r.Dst)
 		}
 		return nil

@@ -13,7 +13,30 @@ import (
 // Netlink is the real Kernel, on a netlink handle (of the current or a given namespace).
 type Netlink struct {
 	H *netlink.Handle
+	// Protocol is written on every route and read back as ours (0: the default Protocol).
+	Protocol int
+	// Legacy is a former protocol number of ours (0: none): its routes are listed marked
+	// Legacy, deleted by that number, and rewritten with Protocol by Replace.
+	Legacy int
 }
+
+func (n Netlink) proto() int {
+	if n.Protocol == 0 {
+		return Protocol
+	}
+	return n.Protocol
+}
+
+// legacy is the legacy number, 0 when there is none or it is the current one.
+func (n Netlink) legacy() int {
+	if n.Legacy == n.proto() {
+		return 0
+	}
+	return n.Legacy
+}
+
+// Owns reports whether routes of protocol p are ours.
+func (n Netlink) Owns(p int) bool { return p == n.proto() || (p != 0 && p == n.legacy()) }
 
 // dumpRetries bounds the retries of a dump the kernel marked interrupted (the tables
 // changed while it was being read: on a busy node pods come and go).
@@ -37,17 +60,27 @@ func Dump(h *netlink.Handle, family int, filter *netlink.Route, mask uint64) ([]
 	return rs, nil
 }
 
-// List lists hostroute's routes, retrying a dump interrupted by concurrent changes.
+// List lists hostroute's routes, those of the legacy number after the current ones (so
+// that of two at one destination the current one is kept), retrying a dump interrupted
+// by concurrent changes.
 func (n Netlink) List() ([]Route, error) {
+	protos := []int{n.proto()}
+	if l := n.legacy(); l != 0 {
+		protos = append(protos, l)
+	}
 	var out []Route
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rs, err := Dump(n.H, fam, &netlink.Route{Protocol: Protocol, Table: unix.RT_TABLE_MAIN},
-			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range rs {
-			out = append(out, fromNetlink(r))
+	for _, p := range protos {
+		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			rs, err := Dump(n.H, fam, &netlink.Route{Protocol: netlink.RouteProtocol(p), Table: unix.RT_TABLE_MAIN},
+				netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range rs {
+				kr := fromNetlink(r)
+				kr.Legacy = p != n.proto()
+				out = append(out, kr)
+			}
 		}
 	}
 	return out, nil
@@ -75,10 +108,11 @@ func fromNetlink(r netlink.Route) Route {
 	return out
 }
 
-func toNetlink(r Route) *netlink.Route {
+// toNetlink is r as written with protocol proto.
+func toNetlink(r Route, proto int) *netlink.Route {
 	nr := &netlink.Route{
 		Dst:      prefixNet(r.Dst),
-		Protocol: Protocol,
+		Protocol: netlink.RouteProtocol(proto),
 		Table:    unix.RT_TABLE_MAIN,
 	}
 	if r.Dst.Addr().Is4() {
@@ -101,7 +135,7 @@ func toNetlink(r Route) *netlink.Route {
 
 // Add installs a route exclusively (NLM_F_EXCL).
 func (n Netlink) Add(r Route) error {
-	err := n.H.RouteAdd(toNetlink(r))
+	err := n.H.RouteAdd(toNetlink(r, n.proto()))
 	if errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("%s: %w", r.Dst, ErrExists)
 	}
@@ -144,23 +178,34 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-// Replace installs or replaces a route.
-func (n Netlink) Replace(r Route) error { return n.H.RouteReplace(toNetlink(r)) }
+// Replace installs or replaces a route, with the current protocol also where a route of
+// the legacy one held the destination (Linux matches by destination and metric).
+func (n Netlink) Replace(r Route) error { return n.H.RouteReplace(toNetlink(r, n.proto())) }
 
-// Delete removes a route; a route already gone is not an error.
+// Delete removes a route, a Legacy one by the legacy number; a route already gone is not
+// an error.
 func (n Netlink) Delete(r Route) error {
-	err := n.H.RouteDel(toNetlink(r))
+	proto := n.proto()
+	if r.Legacy && n.legacy() != 0 {
+		proto = n.legacy()
+	}
+	err := n.H.RouteDel(toNetlink(r, proto))
 	if errors.Is(err, unix.ESRCH) {
 		return nil
 	}
 	return err
 }
 
-// NewNetlink opens a handle in the current network namespace.
-func NewNetlink() (Netlink, error) {
+// NewNetlink opens a handle in the current network namespace, writing the default
+// Protocol and adopting LegacyProtocol.
+func NewNetlink() (Netlink, error) { return NewNetlinkProtocol(Protocol, LegacyProtocol) }
+
+// NewNetlinkProtocol opens a handle in the current network namespace, writing protocol
+// and adopting routes of legacy (0: none).
+func NewNetlinkProtocol(protocol, legacy int) (Netlink, error) {
 	h, err := netlink.NewHandle()
 	if err != nil {
 		return Netlink{}, fmt.Errorf("netlink: %w", err)
 	}
-	return Netlink{H: h}, nil
+	return Netlink{H: h, Protocol: protocol, Legacy: legacy}, nil
 }

@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-// Table is the only writer of hostroute's kernel routes (protocol Protocol) on a node.
+// Table is the only writer of hostroute's kernel routes (the protocol its Kernel writes)
+// on a node.
 //
 // Desired state is kept per prefix, from its sources: the node's own blocks (blackholes),
 // the best paths BGP learned (next hops), and the next hops BFD declared dead (left out
@@ -42,6 +43,10 @@ import (
 //     for a prefix that is also an own block is ignored.
 //   - After a restart, routes of ours found in the kernel may be kept (KeepUntil) while
 //     BGP re-learns them, so a restarting agent never cuts traffic.
+//   - After an upgrade from the legacy protocol number, the kernel holds our routes with
+//     that number (Route.Legacy): they are ours (Kernel.Owns), never a conflict; a full
+//     pass rewrites the wanted ones with the current number and deletes the others, so
+//     none stays behind looking like someone else's (FRR's static routes are 196).
 type Table struct {
 	k   Kernel
 	log *slog.Logger
@@ -406,7 +411,7 @@ func (t *Table) sync(p netip.Prefix, full bool) error {
 	if err != nil {
 		return fmt.Errorf("route %s: %w", want, err)
 	}
-	if ours && kr.equal(have) {
+	if ours && kr.equal(have) && !have.Legacy {
 		return nil
 	}
 	if ours {
@@ -429,8 +434,8 @@ func (t *Table) add(want, kr Route) error {
 		switch {
 		case lerr != nil:
 			return fmt.Errorf("add %s: the destination is taken and reading it failed: %w", kr, lerr)
-		case found && proto == Protocol:
-			err = t.k.Replace(kr) // ours after all (written since the last read)
+		case found && t.k.Owns(proto):
+			err = t.k.Replace(kr) // ours after all (written since the last read, or legacy)
 		case found:
 			t.setConflict(Conflict{Dst: p, Protocol: proto, Want: want})
 			return nil

@@ -34,7 +34,7 @@ func kernelNS(t testing.TB, extra ...[]string) (Netlink, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
-	return Netlink{H: h}, ns
+	return Netlink{H: h, Protocol: Protocol, Legacy: LegacyProtocol}, ns
 }
 
 // Withdrawals, BFD deaths and revivals and full passes, all at once from several
