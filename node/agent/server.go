@@ -60,6 +60,13 @@ func (b *broadcast) notify() {
 func (s *server) Allocate(ctx context.Context, req *agentv1.AllocateRequest) (*agentv1.AllocateResponse, error) {
 	at := req.GetAttachment()
 	o := ipam.Owner{ContainerID: at.GetContainerId(), IfName: at.GetIfname(), PodUID: req.GetPodUid(), Namespace: req.GetNamespace(), Pod: req.GetPodName()}
+	// Held while waiting for a block too: a Release of this attachment arriving meanwhile
+	// runs after this Allocate, instead of before an allocation that would then leak.
+	unlock, err := s.alloc.LockAttachment(ctx, ipam.Attachment{ContainerID: o.ContainerID, IfName: o.IfName})
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	defer unlock()
 	deadline := time.Now().Add(s.waitFor)
 	for {
 		changed := s.changes.wait()
@@ -98,12 +105,18 @@ func (s *server) exhausted(err error) error {
 		"no free pod address on node %s: %v and no new block arrived within %s; the pools may be exhausted (kubectl get ippools)", s.node, err, s.waitFor)
 }
 
-func (s *server) Release(_ context.Context, req *agentv1.ReleaseRequest) (*agentv1.ReleaseResponse, error) {
+func (s *server) Release(ctx context.Context, req *agentv1.ReleaseRequest) (*agentv1.ReleaseResponse, error) {
 	at := req.GetAttachment()
 	if at.GetContainerId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "container ID is required")
 	}
-	addrs, err := s.alloc.Release(ipam.Attachment{ContainerID: at.GetContainerId(), IfName: at.GetIfname()})
+	key := ipam.Attachment{ContainerID: at.GetContainerId(), IfName: at.GetIfname()}
+	unlock, err := s.alloc.LockAttachment(ctx, key)
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	defer unlock()
+	addrs, err := s.alloc.Release(key)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "release %s/%s: %v", at.GetContainerId(), at.GetIfname(), err)
 	}

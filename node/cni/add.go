@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 )
 
 // cmdAdd allocates the pod's addresses and wires the veth.
@@ -33,13 +34,30 @@ func cmdAdd(c *call) (retErr error) {
 			fmt.Errorf("CNI_NETNS=%q is not a usable network namespace: %w", args.Netns, err)))
 	}
 	defer podNS.Close()
+	hostName := HostVethName(args.ContainerID, args.IfName)
+	// Held until after the rollback below (defers run last-in first-out): a concurrent
+	// ADD or DEL of this attachment waits, then sees the finished attachment.
+	lk, err := lockAttachment(conf.AgentSocket, hostName, conf.Timeout)
+	if err != nil {
+		return toCNI(err)
+	}
+	defer lk.unlock()
 	ag, err := newAgent(conf.AgentSocket, conf.Timeout)
 	if err != nil {
 		return toCNI(err)
 	}
 	defer ag.Close()
 
-	hostName := HostVethName(args.ContainerID, args.IfName)
+	// A repeated ADD of an attachment an earlier ADD finished gets the same result; the
+	// rollback below must not run for it, or it would tear down the earlier ADD's work.
+	if result, ok := existingAttachment(ag, podNS, conf, args, hostName); ok {
+		log.Info("attachment already wired: repeating its result")
+		if printErr := types.PrintResult(result, conf.Std.CNIVersion); printErr != nil {
+			return toCNI(withCode(types.ErrIOFailure, fmt.Errorf("writing the result to stdout: %w", printErr)))
+		}
+		return nil
+	}
+
 	// Registered before Allocate: a timed-out Allocate may still complete in the agent.
 	defer func() {
 		if retErr == nil {
@@ -123,11 +141,17 @@ func buildResult(conf *Config, args *skel.CmdArgs, hostName string, w *wired, ad
 // address is never free while a route still sends its traffic here. If the veth cannot
 // be removed the addresses stay allocated and the error makes the runtime retry. If the
 // agent cannot be reached the veth is gone but DEL still fails (code 11): a success
-// would make the runtime forget the pod and leak the addresses until GC.
+// would make the runtime forget the pod and leak the addresses until GC. It holds the
+// attachment lock like ADD, and removes the lock file once the attachment is gone.
 func cmdDel(c *call) error {
 	args, conf, log := c.args, c.conf, c.log
 
 	hostName := HostVethName(args.ContainerID, args.IfName)
+	lk, err := lockAttachment(conf.AgentSocket, hostName, conf.Timeout)
+	if err != nil {
+		return toCNI(err)
+	}
+	defer lk.unlock()
 	deleted, err := deleteHostVeth(hostName)
 	if err != nil {
 		return toCNI(fmt.Errorf("removing the pod's host interface (the addresses stay allocated until DEL succeeds): %w", err))
@@ -147,5 +171,40 @@ func cmdDel(c *call) error {
 	if err != nil {
 		return toCNI(fmt.Errorf("removed interface %s, but could not release the pod's addresses (the runtime retries DEL; until then they stay allocated): %w", hostName, err))
 	}
+	lk.remove()
 	return nil
+}
+
+// existingAttachment returns the result of an attachment that is already complete: the
+// agent holds its addresses and the host and pod sides are as ADD leaves them (what
+// CHECK verifies). Anything less is not complete, and ADD wires it afresh.
+func existingAttachment(ag *agent, podNS ns.NetNS, conf *Config, args *skel.CmdArgs, hostName string) (*types100.Result, bool) {
+	addrs, err := ag.Get(context.Background(), args.ContainerID, args.IfName)
+	if err != nil || len(addrs) == 0 {
+		return nil, false
+	}
+	if len(checkHost(hostName, addrs)) > 0 {
+		return nil, false
+	}
+	host, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return nil, false
+	}
+	w := &wired{hostMAC: host.Attrs().HardwareAddr}
+	complete := false
+	_ = podNS.Do(func(ns.NetNS) error {
+		if len(checkPod(args.IfName, addrs)) > 0 {
+			return nil
+		}
+		l, err := netlink.LinkByName(args.IfName)
+		if err != nil {
+			return nil
+		}
+		w.podMAC, complete = l.Attrs().HardwareAddr, true
+		return nil
+	})
+	if !complete {
+		return nil, false
+	}
+	return buildResult(conf, args, hostName, w, addrs), true
 }

@@ -49,6 +49,9 @@ type Allocator struct {
 	// cursor is the next address to try per block (next-fit), so a just-released
 	// address is not handed out again at once while stale conntrack or ARP entries live.
 	cursor map[netip.Prefix]netip.Addr
+	// attach orders calls for one attachment across their whole duration (see
+	// LockAttachment); it is never taken while mu is held.
+	attach attachLocks
 }
 
 // New loads the store.
