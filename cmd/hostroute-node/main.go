@@ -23,6 +23,7 @@ import (
 
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/node/agent"
+	"github.com/hostroute/hostroute/node/routes"
 	"github.com/hostroute/hostroute/routing/bfd"
 	"github.com/hostroute/hostroute/routing/gobgp"
 )
@@ -92,6 +93,9 @@ func runAgent(args []string) error {
 	fs.DurationVar(&cfg.PublishInterval, "publish-interval", time.Second, "batching interval for publishing allocations to the API")
 	fs.DurationVar(&cfg.ResyncInterval, "resync", 30*time.Second, "full kernel resync period")
 	fs.BoolVar(&cfg.Sysctls, "sysctls", true, "enable IPv4/IPv6 forwarding in the agent's network namespace (false where an init container ran 'hostroute-node sysctls')")
+	fs.IntVar(&cfg.RouteProtocol, "route-protocol", routes.Protocol, "kernel route protocol number of the agent's routes (blackholes, learned routes)")
+	fs.IntVar(&cfg.CNIRouteProtocol, "cni-route-protocol", routes.CNIProtocol, "route protocol number the CNI plugin writes pod routes with (its conflist's routeProtocol); never touched by the agent")
+	fs.IntVar(&cfg.LegacyRouteProtocol, "legacy-route-protocol", routes.LegacyProtocol, "former number of the agent's routes, adopted and rewritten after an upgrade (0: none; set 0 where FRR writes static routes, 196)")
 	useBGP := fs.Bool("bgp", true, "run the BGP speaker (advertise blocks, learn other nodes' routes)")
 	useBFD := fs.Bool("bfd", true, "serve BFD (UDP 3784) for peers that enable it")
 	var bgpPort int

@@ -42,8 +42,18 @@ type Config struct {
 	ResyncInterval time.Duration
 	// Sysctls turns on forwarding in the agent's network namespace (default true in main).
 	Sysctls bool
-	// Kernel is the route writer; nil uses netlink in the current namespace.
+	// Kernel is the route writer; nil uses netlink in the current namespace, writing
+	// RouteProtocol and adopting LegacyRouteProtocol.
 	Kernel routes.Kernel
+	// RouteProtocol is the protocol number of the agent's routes (0: routes.Protocol).
+	RouteProtocol int
+	// CNIRouteProtocol is the number the CNI plugin writes pod routes with (0:
+	// routes.CNIProtocol); the agent only checks that it never touches it.
+	CNIRouteProtocol int
+	// LegacyRouteProtocol is a former number of the agent's routes, adopted and rewritten
+	// (routes.LegacyProtocol by default in main; 0: none). Hazard: on a host where FRR
+	// writes static routes (196) the agent deletes those it does not want.
+	LegacyRouteProtocol int
 	// NAT applies NAT outgoing; nil disables it.
 	NAT NATApplier
 	// BGP advertises the node's blocks and installs other nodes' routes; nil Speaker
@@ -79,6 +89,12 @@ func (c *Config) setDefaults() {
 	if c.StatusInterval <= 0 {
 		c.StatusInterval = 5 * time.Second
 	}
+	if c.RouteProtocol == 0 {
+		c.RouteProtocol = routes.Protocol
+	}
+	if c.CNIRouteProtocol == 0 {
+		c.CNIRouteProtocol = routes.CNIProtocol
+	}
 }
 
 // Agent is one node's agent.
@@ -112,6 +128,9 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	if cfg.NodeName == "" {
 		return nil, errors.New("node name is required (--node-name or $NODE_NAME)")
 	}
+	if err := routes.CheckProtocols(cfg.RouteProtocol, cfg.CNIRouteProtocol, cfg.LegacyRouteProtocol); err != nil {
+		return nil, err
+	}
 	_, statErr := os.Stat(filepath.Join(cfg.StateDir, "ipam.db"))
 	store, err := ipam.OpenBoltStore(cfg.StateDir)
 	if err != nil {
@@ -135,7 +154,7 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	a.obs = newObserver(a)
 	a.pub = newPublisher(log, hr, alloc, a.blocks.GetStore(), cfg.PublishInterval)
 	if a.cfg.Kernel == nil {
-		k, err := routes.NewNetlink()
+		k, err := routes.NewNetlinkProtocol(a.cfg.RouteProtocol, a.cfg.LegacyRouteProtocol)
 		if err != nil {
 			store.Close()
 			return nil, err
