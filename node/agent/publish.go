@@ -97,8 +97,19 @@ func (p *publisher) flush(ctx context.Context) error {
 		_, err = p.hr.IPAMBlocks.UpdateStatus(ctx, upd)
 		if apierrors.IsConflict(err) {
 			// Our cache lags our own last write: write on top of the current version.
-			// Only this agent writes the status, so nothing is lost.
+			// Only this agent writes the status, so nothing is lost — but only while the
+			// name still means the block we computed the status for. The block may have
+			// been released and re-created (new UID) or handed to another node since the
+			// cache saw it, and our allocations written there would make the controller
+			// and the new owner believe addresses are in use that are not, or hide the
+			// owner's own. b comes from an informer selecting spec.node == this node, so
+			// b.Spec.Node is this node.
 			if cur, gerr := p.hr.IPAMBlocks.Get(ctx, b.Name); gerr == nil {
+				if why := notSameBlock(b, cur); why != "" {
+					p.log.Info("not publishing allocations: the block is no longer the one this node has",
+						"block", b.Name, "cidr", b.Spec.CIDR, "reason", why)
+					continue
+				}
 				cur.Status = want
 				_, err = p.hr.IPAMBlocks.UpdateStatus(ctx, cur)
 			}
@@ -113,6 +124,20 @@ func (p *publisher) flush(ctx context.Context) error {
 		p.log.Debug("published allocations", "block", b.Spec.CIDR, "inUse", want.InUse)
 	}
 	return errors.Join(errs...)
+}
+
+// notSameBlock says why cur (fresh from the API) is not the object cached was read
+// from, or "" if it is: the same UID, the same node and the same CIDR.
+func notSameBlock(cached, cur *v1alpha1.IPAMBlock) string {
+	switch {
+	case cur.UID != cached.UID:
+		return fmt.Sprintf("re-created (uid %s, was %s)", cur.UID, cached.UID)
+	case cur.Spec.Node != cached.Spec.Node:
+		return fmt.Sprintf("now assigned to node %q", cur.Spec.Node)
+	case cur.Spec.CIDR != cached.Spec.CIDR:
+		return fmt.Sprintf("now has cidr %s", cur.Spec.CIDR)
+	}
+	return ""
 }
 
 func statusFor(block netip.Prefix, allocs []ipam.Allocation) v1alpha1.IPAMBlockStatus {
