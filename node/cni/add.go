@@ -100,7 +100,7 @@ func cmdAdd(c *call) (retErr error) {
 		return toCNI(prepErr)
 	}
 	addrs := alloc.addrs
-	w, err := finishVeth(podNS, pv, addrs)
+	w, err := finishVeth(podNS, pv, addrs, conf.RouteProtocol)
 	if err != nil {
 		return toCNI(err)
 	}
@@ -183,7 +183,7 @@ func existingAttachment(ag *agent, podNS ns.NetNS, conf *Config, args *skel.CmdA
 	if err != nil || len(addrs) == 0 {
 		return nil, false
 	}
-	if len(checkHost(hostName, addrs)) > 0 {
+	if len(checkHost(hostName, addrs, conf.RouteProtocol)) > 0 {
 		return nil, false
 	}
 	host, err := netlink.LinkByName(hostName)

@@ -52,7 +52,7 @@ func cmdCheck(c *call) error {
 		problems = append(problems, fmt.Sprintf("the node agent holds %v but the runtime's result has %v", addrs, prev))
 	}
 	hostName := HostVethName(args.ContainerID, args.IfName)
-	problems = append(problems, checkHost(hostName, addrs)...)
+	problems = append(problems, checkHost(hostName, addrs, conf.RouteProtocol)...)
 	if err := podNS.Do(func(ns.NetNS) error {
 		problems = append(problems, checkPod(args.IfName, addrs)...)
 		return nil
@@ -84,8 +84,10 @@ func prevAddresses(conf *types.NetConf) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// checkHost runs in the node namespace.
-func checkHost(hostName string, addrs []netip.Prefix) []string {
+// checkHost runs in the node namespace. A host route must carry proto, or the plugin's
+// former number (routes.LegacyCNIProtocol: a pod started before the upgrade keeps its
+// route of 197 until it ends, and DEL removes it with the veth whatever its number).
+func checkHost(hostName string, addrs []netip.Prefix, proto int) []string {
 	l, err := netlink.LinkByName(hostName)
 	if err != nil {
 		return []string{fmt.Sprintf("host interface %s is missing (%v)", hostName, err)}
@@ -99,10 +101,18 @@ func checkHost(hostName string, addrs []netip.Prefix) []string {
 			netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF)
 		if err != nil || len(rs) == 0 {
 			problems = append(problems, fmt.Sprintf("host route %s dev %s is missing", a, hostName))
+			continue
+		}
+		if !slices.ContainsFunc(rs, func(r netlink.Route) bool { return ownPodRoute(int(r.Protocol), proto) }) {
+			problems = append(problems, fmt.Sprintf("host route %s dev %s has protocol %d, not hostroute's %d", a, hostName, rs[0].Protocol, proto))
 		}
 	}
 	return problems
 }
+
+// ownPodRoute reports whether a pod route of protocol p is the plugin's, configured with
+// proto: proto itself, or the legacy number.
+func ownPodRoute(p, proto int) bool { return p == proto || p == routes.LegacyCNIProtocol }
 
 // checkPod runs inside the pod namespace.
 func checkPod(ifName string, addrs []netip.Prefix) []string {

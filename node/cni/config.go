@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/hostroute/hostroute/node/routes"
 )
 
 // Defaults for the plugin-specific keys of the network config.
@@ -42,6 +44,11 @@ type Config struct {
 	MTU         int           // MTU of both veth ends
 	Timeout     time.Duration // deadline of each agent call
 	LogFile     string        // absolute path; empty means no log
+	// RouteProtocol is the protocol number of the node's routes to the pod (key
+	// routeProtocol, default routes.CNIProtocol). It must match the agent's
+	// --cni-route-protocol, and never be the agent's own number: the agent deletes routes
+	// of its number it does not want.
+	RouteProtocol int
 }
 
 // rawConfig is the hostroute part of the JSON. Timeout is a Go duration string ("30s").
@@ -50,6 +57,8 @@ type rawConfig struct {
 	MTU         *int    `json:"mtu"`
 	Timeout     *string `json:"timeout"`
 	LogFile     *string `json:"logFile"`
+	// RouteProtocol is a number, not a name: names depend on the host's rt_protos files.
+	RouteProtocol *int `json:"routeProtocol"`
 }
 
 // ParseConfig decodes and validates the network config the runtime gives on stdin.
@@ -66,7 +75,7 @@ func ParseConfig(data []byte) (*Config, error) {
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, decodeError(err)
 	}
-	c := &Config{Std: std, AgentSocket: DefaultAgentSocket, MTU: DefaultMTU, Timeout: DefaultTimeout}
+	c := &Config{Std: std, AgentSocket: DefaultAgentSocket, MTU: DefaultMTU, Timeout: DefaultTimeout, RouteProtocol: routes.CNIProtocol}
 
 	switch {
 	case std.CNIVersion == "":
@@ -102,6 +111,16 @@ func ParseConfig(data []byte) (*Config, error) {
 			return nil, invalidConfig("timeout %q: want more than 0 and at most %s", *raw.Timeout, maxTimeout)
 		}
 		c.Timeout = d
+	}
+	if raw.RouteProtocol != nil {
+		p := *raw.RouteProtocol
+		if err := routes.CheckProtocol(p); err != nil {
+			return nil, invalidConfig("routeProtocol %w (or leave it out for %d)", err, routes.CNIProtocol)
+		}
+		if p == routes.Protocol || p == routes.LegacyProtocol {
+			return nil, invalidConfig("routeProtocol %d is an agent route protocol: the agent would delete the pod routes; leave it out for %d", p, routes.CNIProtocol)
+		}
+		c.RouteProtocol = p
 	}
 	if raw.LogFile != nil && *raw.LogFile != "" {
 		p := *raw.LogFile

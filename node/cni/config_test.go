@@ -11,6 +11,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/hostroute/hostroute/node/routes"
 )
 
 func codeOf(err error) uint {
@@ -57,6 +59,15 @@ func TestParseConfig(t *testing.T) {
 		{name: "unclean socket", in: `{` + base + `,"agentSocket":"/run/../x.sock"}`, code: types.ErrInvalidNetworkConfig},
 		{name: "relative log", in: `{` + base + `,"logFile":"x.log"}`, code: types.ErrInvalidNetworkConfig, msg: "logFile"},
 		{name: "ipam section", in: `{` + base + `,"ipam":{"type":"host-local"}}`, code: types.ErrInvalidNetworkConfig, msg: "remove the ipam section"},
+		{name: "routeProtocol", in: `{` + base + `,"routeProtocol":230}`,
+			want: Config{AgentSocket: DefaultAgentSocket, MTU: 1500, Timeout: 30 * time.Second, RouteProtocol: 230}},
+		{name: "routeProtocol former", in: `{` + base + `,"routeProtocol":197}`,
+			want: Config{AgentSocket: DefaultAgentSocket, MTU: 1500, Timeout: 30 * time.Second, RouteProtocol: 197}},
+		{name: "routeProtocol of the agent", in: `{` + base + `,"routeProtocol":211}`, code: types.ErrInvalidNetworkConfig, msg: "routeProtocol 211 is an agent route protocol"},
+		{name: "routeProtocol of the former agent", in: `{` + base + `,"routeProtocol":196}`, code: types.ErrInvalidNetworkConfig, msg: "routeProtocol 196"},
+		{name: "routeProtocol static", in: `{` + base + `,"routeProtocol":4}`, code: types.ErrInvalidNetworkConfig, msg: "routeProtocol 4"},
+		{name: "routeProtocol too big", in: `{` + base + `,"routeProtocol":256}`, code: types.ErrInvalidNetworkConfig, msg: "routeProtocol 256"},
+		{name: "routeProtocol as name", in: `{` + base + `,"routeProtocol":"hostroute"}`, code: types.ErrInvalidNetworkConfig, msg: `"routeProtocol": want a number`},
 		{name: "name wrong type", in: `{"cniVersion":"1.0.0","name":5}`, code: types.ErrInvalidNetworkConfig, msg: `"name"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,8 +76,12 @@ func TestParseConfig(t *testing.T) {
 				if err != nil {
 					t.Fatalf("ParseConfig: %v", err)
 				}
-				got := [4]any{c.AgentSocket, c.MTU, c.Timeout, c.LogFile}
-				if want := [4]any{tc.want.AgentSocket, tc.want.MTU, tc.want.Timeout, tc.want.LogFile}; got != want {
+				wantProto := tc.want.RouteProtocol
+				if wantProto == 0 {
+					wantProto = routes.CNIProtocol
+				}
+				got := [5]any{c.AgentSocket, c.MTU, c.Timeout, c.LogFile, c.RouteProtocol}
+				if want := [5]any{tc.want.AgentSocket, tc.want.MTU, tc.want.Timeout, tc.want.LogFile, wantProto}; got != want {
 					t.Fatalf("got %v, want %v", got, want)
 				}
 				return
@@ -162,7 +177,7 @@ func TestManifestConflist(t *testing.T) {
 	if err != nil {
 		t.Fatalf("hostroute-cni rejects its manifest config: %v", err)
 	}
-	if c.MTU != 1500 || c.AgentSocket != DefaultAgentSocket || c.Timeout != DefaultTimeout {
+	if c.MTU != 1500 || c.AgentSocket != DefaultAgentSocket || c.Timeout != DefaultTimeout || c.RouteProtocol != routes.CNIProtocol {
 		t.Fatalf("manifest config parsed to %+v", c)
 	}
 }

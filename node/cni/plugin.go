@@ -3,8 +3,9 @@
 //
 // The pod sees a /32 (and /128) on eth0 and a default route via 169.254.1.1 (fe80::1),
 // which the host end answers for. The node reaches the pod through a /32 route on the
-// host veth with protocol routes.CNIProtocol (197); deleting the veth removes the route
-// with it.
+// host veth with the config's routeProtocol (default routes.CNIProtocol, 212); deleting
+// the veth removes the route with it. Pods wired before the upgrade from 197 keep routes
+// of 197 (routes.LegacyCNIProtocol), which CHECK accepts as the plugin's.
 //
 // Every call is one short-lived process: stdin carries the network config, stdout the
 // CNI result or error JSON (and nothing else — logging goes to logFile only), and the

@@ -104,7 +104,7 @@ func prepareVeth(podNS ns.NetNS, hostName, ifName string, mtu int) (*preparedVet
 // finishVeth gives the pod its addresses and routes, then installs the host routes.
 // Order matters: the host /32 (/128) routes come last, so no traffic reaches the pod
 // before its address and routes are in place.
-func finishVeth(podNS ns.NetNS, pv *preparedVeth, addrs []netip.Prefix) (*wired, error) {
+func finishVeth(podNS ns.NetNS, pv *preparedVeth, addrs []netip.Prefix, proto int) (*wired, error) {
 	host, hostName, ifName := pv.host, pv.hostName, pv.ifName
 	if hasFamily(addrs, netlink.FAMILY_V6) {
 		if err := hostSysctls(hostName, true); err != nil {
@@ -126,7 +126,7 @@ func finishVeth(podNS ns.NetNS, pv *preparedVeth, addrs []netip.Prefix) (*wired,
 	}
 
 	for _, a := range addrs {
-		r := hostRoute(host.Attrs().Index, a)
+		r := hostRoute(host.Attrs().Index, a, proto)
 		if err := netlink.RouteAdd(r); err != nil {
 			if errors.Is(err, unix.EEXIST) {
 				return nil, fmt.Errorf("adding host route %s dev %s: a route to %s already exists (%s); the address is in use by another interface or route on this node",
@@ -221,11 +221,11 @@ func podRoutes(idx, family int) []*netlink.Route {
 	}
 }
 
-// hostRoute is the node's route to a pod address. It carries routes.CNIProtocol, not the
-// agent's routes.Protocol, so the pod routes can be listed on their own and the agent's
-// route table never touches them.
-func hostRoute(idx int, a netip.Prefix) *netlink.Route {
-	return &netlink.Route{LinkIndex: idx, Dst: prefixNet(a), Scope: netlink.SCOPE_LINK, Protocol: routes.CNIProtocol}
+// hostRoute is the node's route to a pod address. It carries the config's routeProtocol
+// (default routes.CNIProtocol), not the agent's number, so the pod routes can be listed on
+// their own and the agent's route table never touches them.
+func hostRoute(idx int, a netip.Prefix, proto int) *netlink.Route {
+	return &netlink.Route{LinkIndex: idx, Dst: prefixNet(a), Scope: netlink.SCOPE_LINK, Protocol: netlink.RouteProtocol(proto)}
 }
 
 // removeStaleHostVeth deletes a leftover host veth of this same attachment (a previous
