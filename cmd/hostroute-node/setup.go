@@ -89,6 +89,9 @@ func uninstall(args []string) error {
 	var o install.UninstallOptions
 	fs.StringVar(&o.BinDir, "bin-dir", install.DefaultUninstallBinDir, "the host's CNI bin dir")
 	fs.StringVar(&o.ConfDir, "conf-dir", install.DefaultUninstallConfDir, "the host's CNI conf dir")
+	fs.IntVar(&o.Protocols.Agent, "route-protocol", routes.Protocol, "the agent's route protocol number, as it ran with")
+	fs.IntVar(&o.Protocols.CNI, "cni-route-protocol", routes.CNIProtocol, "the CNI plugin's route protocol number, as its conflist had")
+	fs.BoolVar(&o.Protocols.NoLegacy, "keep-legacy-routes", false, "leave routes of the former numbers 196 and 197 alone (a host where FRR writes them)")
 	if done, err := parse(fs, args); done {
 		return err
 	}

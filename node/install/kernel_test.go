@@ -81,9 +81,10 @@ func nftTables(t *testing.T, fd int) []string {
 	return out
 }
 
-// TestUninstallRealKernel: hostroute's routes (routes.Protocol and routes.CNIProtocol,
-// several tables, both families, ECMP, one sharing its destination with a foreign route)
-// and its nftables table go; foreign routes and tables stay; a second run finds nothing.
+// TestUninstallRealKernel: hostroute's routes (routes.Protocol and routes.CNIProtocol and
+// the former 196 and 197, several tables, both families, ECMP, one sharing its
+// destination with a foreign route) and its nftables table go; foreign routes and tables
+// stay; a second run finds nothing.
 func TestUninstallRealKernel(t *testing.T) {
 	ns := netns.ForTest(t, "hrtest-uninst-")
 	protocols := strings.NewReplacer("{agent}", strconv.Itoa(routes.Protocol), "{cni}", strconv.Itoa(routes.CNIProtocol))
@@ -102,6 +103,8 @@ func TestUninstallRealKernel(t *testing.T) {
 		"ip route add 10.9.3.7/32 dev v0 proto {cni} scope link",
 		"ip -6 route add fd00:9:1::7/128 dev v0 proto {cni}",
 		"ip -6 route add fd00:9:1::8/128 dev v0 proto {cni} table 200",
+		"ip route add blackhole 10.9.5.0/26 proto 196",
+		"ip route add 10.9.3.9/32 dev v0 proto 197 scope link",
 		// someone else's, one with the same destination as ours
 		"ip route add 10.9.1.0/26 via 192.0.2.3 proto static metric 50",
 		"ip route add 10.8.0.0/24 via 192.0.2.8 proto static",
@@ -141,7 +144,7 @@ func TestUninstallRealKernel(t *testing.T) {
 
 	var foreign []kroute
 	for _, r := range dumpAll(t, h) {
-		if !OwnProtocol(r.protocol) {
+		if !(Protocols{}).Own(r.protocol) {
 			foreign = append(foreign, r)
 		}
 	}
@@ -159,8 +162,9 @@ func TestUninstallRealKernel(t *testing.T) {
 	for _, a := range acts {
 		t.Log(a)
 	}
-	wantVerbs(t, acts, "removed 10-hostroute.conflist", "removed hostroute-cni", "removed 9 kernel routes", "removed nftables table inet hostroute")
-	if got, want := acts[2].Detail, fmt.Sprintf("protocol %d (agent): 4 IPv4, 2 IPv6; protocol %d (CNI plugin): 1 IPv4, 2 IPv6", routes.Protocol, routes.CNIProtocol); got != want {
+	wantVerbs(t, acts, "removed 10-hostroute.conflist", "removed hostroute-cni", "removed 11 kernel routes", "removed nftables table inet hostroute")
+	if got, want := acts[2].Detail, fmt.Sprintf("protocol %d (agent): 4 IPv4, 2 IPv6; protocol %d (CNI plugin): 1 IPv4, 2 IPv6; "+
+		"protocol 196 (agent, former number): 1 IPv4, 0 IPv6; protocol 197 (CNI plugin, former number): 1 IPv4, 0 IPv6", routes.Protocol, routes.CNIProtocol); got != want {
 		t.Errorf("routes %q, want %q", got, want)
 	}
 	if got := dumpAll(t, h); !slices.Equal(got, foreign) {

@@ -16,11 +16,11 @@ type NetlinkRoutes struct {
 	H *netlink.Handle
 }
 
-// OwnRoutes dumps every table of both families and keeps hostroute's protocols. The
+// OwnRoutes dumps every table of both families and keeps the protocols own accepts. The
 // RT_FILTER_TABLE filter with table 0 (RT_TABLE_UNSPEC) is what makes the netlink library
 // return routes of tables other than main; the protocol is filtered here because the
 // library filters on one protocol only.
-func (n NetlinkRoutes) OwnRoutes() ([]KernelRoute, error) {
+func (n NetlinkRoutes) OwnRoutes(own func(int) bool) ([]KernelRoute, error) {
 	var out []KernelRoute
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rs, err := routes.Dump(n.H, fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
@@ -28,7 +28,7 @@ func (n NetlinkRoutes) OwnRoutes() ([]KernelRoute, error) {
 			return nil, err
 		}
 		for _, r := range rs {
-			if !OwnProtocol(int(r.Protocol)) {
+			if !own(int(r.Protocol)) {
 				continue
 			}
 			kr := KernelRoute{Family: 4, Protocol: int(r.Protocol), Table: r.Table, Dst: "default", Ref: r}

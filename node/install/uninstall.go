@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/hostroute/hostroute/node/routes"
@@ -18,10 +19,49 @@ const (
 	DefaultUninstallConfDir = "/etc/cni/net.d"
 )
 
-// OwnProtocol reports whether a kernel route protocol number is hostroute's: the agent's
-// (blackholes for its blocks, routes learned by BGP) or the CNI plugin's (per-pod /32 and
-// /128 routes).
-func OwnProtocol(p int) bool { return p == routes.Protocol || p == routes.CNIProtocol }
+// Protocols are the kernel route protocol numbers uninstall removes: the agent's
+// (blackholes for its blocks, routes learned by BGP) and the CNI plugin's (per-pod /32
+// and /128 routes), as configured, and the numbers older versions wrote.
+//
+// Hazard: the legacy numbers 196 and 197 are FRR's static and openfabric. On a host where
+// FRR writes them, uninstall would delete FRR's routes: set NoLegacy there.
+type Protocols struct {
+	Agent, CNI int  // 0: routes.Protocol, routes.CNIProtocol
+	NoLegacy   bool // leave routes of routes.LegacyProtocol and LegacyCNIProtocol alone
+}
+
+type namedProtocol struct {
+	proto int
+	who   string
+}
+
+// named lists the numbers with what they are, each number once.
+func (ps Protocols) named() []namedProtocol {
+	agent, cni := ps.Agent, ps.CNI
+	if agent == 0 {
+		agent = routes.Protocol
+	}
+	if cni == 0 {
+		cni = routes.CNIProtocol
+	}
+	all := []namedProtocol{{agent, "agent"}, {cni, "CNI plugin"}}
+	if !ps.NoLegacy {
+		all = append(all, namedProtocol{routes.LegacyProtocol, "agent, former number"},
+			namedProtocol{routes.LegacyCNIProtocol, "CNI plugin, former number"})
+	}
+	var out []namedProtocol
+	for _, p := range all {
+		if !slices.ContainsFunc(out, func(o namedProtocol) bool { return o.proto == p.proto }) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Own reports whether a kernel route protocol number is one uninstall removes.
+func (ps Protocols) Own(p int) bool {
+	return slices.ContainsFunc(ps.named(), func(n namedProtocol) bool { return n.proto == p })
+}
 
 // KernelRoute is one route found in the kernel, as uninstall counts it. Ref is whatever
 // the RouteKernel needs to delete exactly that route.
@@ -35,9 +75,9 @@ type KernelRoute struct {
 
 // RouteKernel is the narrow view of the kernel's routing tables uninstall needs.
 type RouteKernel interface {
-	// OwnRoutes lists every route whose protocol is hostroute's (OwnProtocol), in every
-	// table, IPv4 and IPv6.
-	OwnRoutes() ([]KernelRoute, error)
+	// OwnRoutes lists every route whose protocol own accepts, in every table, IPv4 and
+	// IPv6.
+	OwnRoutes(own func(protocol int) bool) ([]KernelRoute, error)
 	// DeleteRoute deletes one; gone=false when it was already gone (someone else was
 	// faster, e.g. the runtime deleting a pod's veth).
 	DeleteRoute(KernelRoute) (deleted bool, err error)
@@ -49,14 +89,16 @@ type NATTable interface {
 	Remove() (bool, error)
 }
 
-// UninstallOptions says where the CNI files are.
+// UninstallOptions says where the CNI files are and which route protocols are ours.
 type UninstallOptions struct {
 	BinDir, ConfDir string
+	Protocols       Protocols
 }
 
 // Uninstall takes hostroute off the node: its conflist (only if the file at its path is
-// hostroute's network), the plugin binary, every route with protocol 196 or 197 in any
-// table of both families, and `table inet hostroute`. It returns one Action per thing it
+// hostroute's network), the plugin binary, every route with one of o.Protocols in any
+// table of both families (the configured numbers and, unless NoLegacy, the former 196 and
+// 197), and `table inet hostroute`. It returns one Action per thing it
 // removed (or deliberately kept); none means there was nothing to remove, so a second run
 // reports nothing. It goes on after an error and returns them all joined: a half-removed
 // node is worse than one with a reported leftover.
@@ -113,7 +155,7 @@ func Uninstall(o UninstallOptions, k RouteKernel, nat NATTable) ([]Action, error
 		}
 	}
 
-	a, err := removeRoutes(k)
+	a, err := removeRoutes(k, o.Protocols)
 	if a != nil {
 		acts = append(acts, *a)
 	}
@@ -131,8 +173,8 @@ func Uninstall(o UninstallOptions, k RouteKernel, nat NATTable) ([]Action, error
 }
 
 // removeRoutes deletes hostroute's routes; nil Action when there were none.
-func removeRoutes(k RouteKernel) (*Action, error) {
-	rs, err := k.OwnRoutes()
+func removeRoutes(k RouteKernel, ps Protocols) (*Action, error) {
+	rs, err := k.OwnRoutes(ps.Own)
 	if err != nil {
 		return nil, fmt.Errorf("list hostroute's kernel routes: %w", err)
 	}
@@ -149,20 +191,17 @@ func removeRoutes(k RouteKernel) (*Action, error) {
 	}
 	var a *Action
 	if len(done) > 0 {
-		a = &Action{Verb: Removed, Path: fmt.Sprintf("%d kernel routes", len(done)), Detail: RouteSummary(done)}
+		a = &Action{Verb: Removed, Path: fmt.Sprintf("%d kernel routes", len(done)), Detail: RouteSummary(done, ps)}
 	}
 	return a, errors.Join(errs...)
 }
 
-// RouteSummary counts routes per protocol and family, e.g.
-// "protocol 196 (agent): 2 IPv4, 1 IPv6; protocol 197 (CNI plugin): 3 IPv4, 0 IPv6".
+// RouteSummary counts routes per protocol of ps and family, e.g.
+// "protocol 211 (agent): 2 IPv4, 1 IPv6; protocol 212 (CNI plugin): 3 IPv4, 0 IPv6".
 // A protocol with no routes is left out.
-func RouteSummary(rs []KernelRoute) string {
+func RouteSummary(rs []KernelRoute, ps Protocols) string {
 	var parts []string
-	for _, p := range []struct {
-		proto int
-		who   string
-	}{{routes.Protocol, "agent"}, {routes.CNIProtocol, "CNI plugin"}} {
+	for _, p := range ps.named() {
 		var v4, v6 int
 		for _, r := range rs {
 			if r.Protocol != p.proto {

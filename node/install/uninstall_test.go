@@ -12,17 +12,30 @@ import (
 )
 
 func TestOwnProtocolAndSummary(t *testing.T) {
-	for p, want := range map[int]bool{routes.Protocol: true, routes.CNIProtocol: true, 0: false, 2: false, 3: false, 4: false, 12: false, 186: false, 195: false, 198: false} {
-		if OwnProtocol(p) != want {
-			t.Errorf("OwnProtocol(%d) = %v", p, !want)
+	var def Protocols
+	for p, want := range map[int]bool{routes.Protocol: true, routes.CNIProtocol: true, 196: true, 197: true,
+		0: false, 2: false, 3: false, 4: false, 12: false, 186: false, 195: false, 198: false, 230: false} {
+		if def.Own(p) != want {
+			t.Errorf("Own(%d) = %v", p, !want)
+		}
+	}
+	conf := Protocols{Agent: 230, CNI: 231, NoLegacy: true}
+	for p, want := range map[int]bool{230: true, 231: true, routes.Protocol: false, routes.CNIProtocol: false, 196: false, 197: false} {
+		if conf.Own(p) != want {
+			t.Errorf("configured: Own(%d) = %v", p, !want)
 		}
 	}
 	rs := []KernelRoute{{Family: 4, Protocol: routes.Protocol}, {Family: 6, Protocol: routes.Protocol}, {Family: 4, Protocol: routes.Protocol},
-		{Family: 4, Protocol: routes.CNIProtocol}}
-	if got, want := RouteSummary(rs), fmt.Sprintf("protocol %d (agent): 2 IPv4, 1 IPv6; protocol %d (CNI plugin): 1 IPv4, 0 IPv6", routes.Protocol, routes.CNIProtocol); got != want {
+		{Family: 4, Protocol: routes.CNIProtocol}, {Family: 6, Protocol: 196}, {Family: 4, Protocol: 197}}
+	if got, want := RouteSummary(rs, def), fmt.Sprintf("protocol %d (agent): 2 IPv4, 1 IPv6; protocol %d (CNI plugin): 1 IPv4, 0 IPv6; "+
+		"protocol 196 (agent, former number): 0 IPv4, 1 IPv6; protocol 197 (CNI plugin, former number): 1 IPv4, 0 IPv6", routes.Protocol, routes.CNIProtocol); got != want {
 		t.Errorf("RouteSummary = %q, want %q", got, want)
 	}
-	if got, want := RouteSummary(rs[3:]), fmt.Sprintf("protocol %d (CNI plugin): 1 IPv4, 0 IPv6", routes.CNIProtocol); got != want {
+	if got, want := RouteSummary(rs[3:4], def), fmt.Sprintf("protocol %d (CNI plugin): 1 IPv4, 0 IPv6", routes.CNIProtocol); got != want {
+		t.Errorf("RouteSummary = %q, want %q", got, want)
+	}
+	// Configured with the old numbers: each is named once.
+	if got, want := RouteSummary(rs[4:], Protocols{Agent: 196, CNI: 197}), "protocol 196 (agent): 0 IPv4, 1 IPv6; protocol 197 (CNI plugin): 1 IPv4, 0 IPv6"; got != want {
 		t.Errorf("RouteSummary = %q, want %q", got, want)
 	}
 }
@@ -35,8 +48,14 @@ type fakeKernel struct {
 	listErr error
 }
 
-func (k *fakeKernel) OwnRoutes() ([]KernelRoute, error) {
-	return append([]KernelRoute(nil), k.routes...), k.listErr
+func (k *fakeKernel) OwnRoutes(own func(int) bool) ([]KernelRoute, error) {
+	var out []KernelRoute
+	for _, r := range k.routes {
+		if own(r.Protocol) {
+			out = append(out, r)
+		}
+	}
+	return out, k.listErr
 }
 
 func (k *fakeKernel) DeleteRoute(r KernelRoute) (bool, error) {
