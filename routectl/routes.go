@@ -17,7 +17,7 @@ func newRoutesCommand(o *options) *cobra.Command {
 		Short: "This node's RIB best paths against its kernel routes, differences flagged",
 		Long: `routes lists every prefix the local agent wants in the kernel (its own blocks as
 blackholes, other nodes' blocks via the BGP best paths that BFD has not declared dead) next
-to what the kernel holds with hostroute's route protocol (196). Exits 1 when they differ.
+to what the kernel holds with hostroute's route protocol (211 by default). Exits 1 when they differ.
 
 States: ok; missing (wanted, but absent or different in the kernel); stale (in the kernel,
 not wanted); kept (not wanted, kept on purpose while BGP re-learns after a restart).`,
