@@ -18,11 +18,11 @@
 // ovn; 99 openr; 186-192 bgp, isis, ospf, rip, eigrp), and FRR, whose zebra writes (and,
 // at its start, sweeps as its own leftovers) every protocol it names in
 // /etc/iproute2/rt_protos.d/frr.conf: 186-198 (191 nhrp, 193 ldp, 194 sharp, 195 pbr,
-// 196 static, 197 openfabric, 198 srte). BIRD writes 12 by default, keepalived 18, Calico's
-// felix RTPROT_BOOT (3) for its device routes unless deviceRouteProtocol says otherwise.
-// hostroute therefore uses 211 (Protocol, the agent) and 212 (CNIProtocol, the plugin's
-// pod routes): above every number of the list and of FRR, and not a round number another
-// project would pick. Both are configurable (hostroute-node --route-protocol and
+// 196 static, 197 openfabric, 198 srte). BIRD writes 12 by default, keepalived 18, DHCP
+// clients 16; of the other pod networks, Calico's felix writes RTPROT_BOOT (3) on its device
+// routes unless deviceRouteProtocol says otherwise, and Cilium RTPROT_KERNEL (2). hostroute
+// therefore uses 211 (Protocol, the agent) and 212 (CNIProtocol, the plugin's pod routes):
+// above every number of those lists and of /etc/iproute2/rt_protos. Both are configurable (hostroute-node --route-protocol and
 // --cni-route-protocol, the conflist's routeProtocol) for a host where they are taken.
 //
 // Hazard, the upgrade from 196/197: hostroute wrote 196 and 197 before, which are FRR's
