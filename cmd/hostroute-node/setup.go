@@ -91,10 +91,11 @@ func uninstall(args []string) error {
 	fs.StringVar(&o.ConfDir, "conf-dir", install.DefaultUninstallConfDir, "the host's CNI conf dir")
 	fs.IntVar(&o.Protocols.Agent, "route-protocol", routes.Protocol, "the agent's route protocol number, as it ran with")
 	fs.IntVar(&o.Protocols.CNI, "cni-route-protocol", routes.CNIProtocol, "the CNI plugin's route protocol number, as its conflist had")
-	fs.BoolVar(&o.Protocols.NoLegacy, "keep-legacy-routes", false, "leave routes of the former numbers 196 and 197 alone (a host where FRR writes them)")
+	legacy := fs.Bool("legacy-routes", false, "also remove routes of the former numbers 196 and 197 (only where no FRR runs: they are FRR's static and openfabric routes); a running agent of this version already rewrote its own")
 	if done, err := parse(fs, args); done {
 		return err
 	}
+	o.Protocols.NoLegacy = !*legacy
 	nl, err := routes.NewNetlink()
 	if err != nil {
 		return err

@@ -336,6 +336,8 @@ func (a *Agent) reconcile(full bool) error {
 	}
 	own := a.alloc.Blocks()
 	a.table.SetBlocks(own)
+	_, allPools := a.poolPrefixes()
+	a.table.SetPools(allPools)
 	if a.bgp != nil {
 		if err := a.bgp.reconcile(context.Background(), own); err != nil {
 			errs = append(errs, err)

@@ -26,6 +26,7 @@ func TestTableLegacyRoutesRealKernel(t *testing.T) {
 		[]string{"ip", "route", "add", "10.64.0.0/24", "via", "192.0.2.9", "proto", "198"},
 	)
 	tb := runTable(t, k, nil)
+	tb.SetPools([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
 	tb.SetBlocks([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/26")})
 	for _, p := range []string{"10.60.0.0/24", "10.61.0.0/24", "10.63.0.7/32"} {
 		tb.SetLearned(netip.MustParsePrefix(p), addrs("192.0.2.2"))
@@ -113,5 +114,27 @@ func TestNetlinkLegacyRealKernel(t *testing.T) {
 	}
 	if got := routesTo(t, k, "10.71.0.0/24"); len(got) != 1 || got[0].Protocol != 230 {
 		t.Errorf("a kernel configured with protocol 230 wrote %v", got)
+	}
+}
+
+// The legacy number is FRR's "static": outside the pools a route of 196 is someone else's.
+// It is neither deleted nor taken over; wanting its destination is a conflict.
+func TestTableLegacyOutsidePoolsIsForeign(t *testing.T) {
+	k, _ := kernelNS(t,
+		[]string{"ip", "route", "add", "172.31.0.0/24", "via", "192.0.2.9", "proto", legacy},
+		[]string{"ip", "route", "add", "172.30.0.0/24", "via", "192.0.2.9", "proto", legacy})
+	tb := runTable(t, k, nil)
+	tb.SetPools([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")})
+	tb.SetLearned(netip.MustParsePrefix("172.30.0.0/24"), addrs("192.0.2.2"))
+	tb.Resync()
+	settle(t, tb)
+	for _, dst := range []string{"172.31.0.0/24", "172.30.0.0/24"} {
+		rs := routesTo(t, k, dst)
+		if len(rs) != 1 || int(rs[0].Protocol) != LegacyProtocol || rs[0].Gw.String() != "192.0.2.9" {
+			t.Errorf("%s: kernel has %v, want the untouched route of protocol %d via 192.0.2.9", dst, rs, LegacyProtocol)
+		}
+	}
+	if cs := tb.Conflicts(); len(cs) != 1 || cs[0].Dst != netip.MustParsePrefix("172.30.0.0/24") {
+		t.Fatalf("conflicts = %v, want 172.30.0.0/24 (protocol %d)", cs, LegacyProtocol)
 	}
 }

@@ -35,6 +35,9 @@ func (n Netlink) legacy() int {
 	return n.Legacy
 }
 
+// Current is the protocol number this kernel writes.
+func (n Netlink) Current() int { return n.proto() }
+
 // Owns reports whether routes of protocol p are ours.
 func (n Netlink) Owns(p int) bool { return p == n.proto() || (p != 0 && p == n.legacy()) }
 

@@ -38,6 +38,7 @@ func TestTableLegacyRoutes(t *testing.T) {
 	k.foreign(want, LegacyProtocol)
 	k.foreign(Route{Dst: netip.MustParsePrefix("10.81.0.0/26"), Blackhole: true}, LegacyProtocol)
 	tb := runTable(t, k, nil)
+	tb.SetPools([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
 	tb.SetLearned(want.Dst, want.NextHops)
 	tb.Resync()
 	settle(t, tb)

@@ -46,7 +46,10 @@ import (
 //   - After an upgrade from the legacy protocol number, the kernel holds our routes with
 //     that number (Route.Legacy): they are ours (Kernel.Owns), never a conflict; a full
 //     pass rewrites the wanted ones with the current number and deletes the others, so
-//     none stays behind looking like someone else's (FRR's static routes are 196).
+//     none stays behind looking like someone else's. The legacy number is FRR's "static"
+//     (196), so a legacy route counts as ours only inside the pools (SetPools), where
+//     hostroute's own blocks and learned blocks live; outside them (a static default
+//     route of FRR's, say) it is someone else's: never deleted, a conflict if wanted.
 type Table struct {
 	k   Kernel
 	log *slog.Logger
@@ -61,6 +64,7 @@ type Table struct {
 	full      bool
 	keepUntil time.Time
 	conflicts map[netip.Prefix]Conflict
+	pools     []netip.Prefix // where a legacy-protocol route may be ours
 	lastErr   error
 	busy      bool // the writer is in a pass
 
@@ -214,6 +218,45 @@ func (t *Table) KeepUntil(until time.Time) {
 	t.signal()
 }
 
+// SetPools sets the pool prefixes: legacy-protocol routes inside them are ours.
+func (t *Table) SetPools(pools []netip.Prefix) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if slices.Equal(t.pools, pools) {
+		return
+	}
+	t.pools = slices.Clone(pools)
+	t.full = true
+	t.signal()
+}
+
+// legacyOurs reports whether a legacy-protocol route to p is ours: p lies in a pool.
+func (t *Table) legacyOurs(p netip.Prefix) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, pool := range t.pools {
+		if pool.Bits() <= p.Bits() && pool.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// currentKernel is implemented by kernels that tell their own protocol number apart from
+// the legacy one they also own.
+type currentKernel interface{ Current() int }
+
+// ownsOccupant reports whether the route of protocol proto at p is ours.
+func (t *Table) ownsOccupant(p netip.Prefix, proto int) bool {
+	if !t.k.Owns(proto) {
+		return false
+	}
+	if ck, ok := t.k.(currentKernel); ok && proto != ck.Current() {
+		return t.legacyOurs(p)
+	}
+	return true
+}
+
 // Resync asks for a full pass: the kernel is read back and every difference repaired.
 func (t *Table) Resync() {
 	t.mu.Lock()
@@ -356,6 +399,9 @@ func (t *Table) fullPass() error {
 	t.inKernel = map[netip.Prefix]Route{}
 	var errs []error
 	for _, r := range have {
+		if r.Legacy && !t.legacyOurs(r.Dst) {
+			continue // the legacy number outside the pools: someone else's (FRR's static)
+		}
 		if _, dup := t.inKernel[r.Dst]; dup {
 			// A second route of ours to the same destination (another metric): keep one.
 			if err := t.k.Delete(r); err != nil {
@@ -434,7 +480,7 @@ func (t *Table) add(want, kr Route) error {
 		switch {
 		case lerr != nil:
 			return fmt.Errorf("add %s: the destination is taken and reading it failed: %w", kr, lerr)
-		case found && t.k.Owns(proto):
+		case found && t.ownsOccupant(p, proto):
 			err = t.k.Replace(kr) // ours after all (written since the last read, or legacy)
 		case found:
 			t.setConflict(Conflict{Dst: p, Protocol: proto, Want: want})
