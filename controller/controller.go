@@ -37,8 +37,9 @@ type Config struct {
 	// Watermark is the fraction of a block's addresses in use at which its node gets
 	// another block (default 0.9).
 	Watermark float64
-	// ReleaseGrace is how long the blocks of a deleted node are kept while they still hold
-	// allocations (default 5m). Empty blocks are released at once.
+	// ReleaseGrace is how long a deleted node's agent must have been silent (its
+	// NodeNetworkStatus not updated) before its blocks are released (default 5m). A block
+	// its agent freshly reports empty is released at once (see releaseDecision).
 	ReleaseGrace time.Duration
 	// Resync re-examines every node and pool this often (default 5m).
 	Resync time.Duration

@@ -221,7 +221,8 @@ func TestFiftyNodesJoinConcurrently(t *testing.T) {
 func TestExhaustionAndReuse(t *testing.T) {
 	e := newEnv(t)
 	e.mustPool("small", "10.20.0.0/24", 26) // four blocks
-	e.runController(controller.Config{})
+	// No agent reports for these nodes: a deleted node's block goes after the grace.
+	e.runController(controller.Config{ReleaseGrace: 2 * time.Second})
 	for i := 1; i <= 5; i++ {
 		e.createNode(fmt.Sprintf("n%d", i))
 	}
@@ -260,7 +261,8 @@ func TestExhaustionAndReuse(t *testing.T) {
 		t.Errorf("no Exhausted event on the pool")
 	}
 
-	// A deleted node's (empty) block is released at once and reused by the starved node.
+	// A deleted node's (empty) block is released after the grace (no agent status says
+	// it is empty) and reused by the starved node.
 	victim := "n1"
 	if victim == starved {
 		victim = "n2"

@@ -78,6 +78,11 @@ func TestControllerRBAC(t *testing.T) {
 		}
 		return ""
 	})
+	// The agent reports the block empty: the controller reads that (nodenetworkstatuses
+	// get) with its ServiceAccount and releases at once.
+	if err := e.reportStatus("n1", e.blocksOf("n1")[0].Spec.CIDR, 0); err != nil {
+		t.Fatal(err)
+	}
 	e.deleteNode("n1")
 	e.eventually(10*time.Second, "block released with the ServiceAccount", func() string {
 		if n := len(e.blocks()); n != 0 {
