@@ -43,6 +43,8 @@ type Config struct {
 	ReleaseGrace time.Duration
 	// Resync re-examines every node and pool this often (default 5m).
 	Resync time.Duration
+	// MaxBlocksPerNode is the most blocks of one address family a node gets (default 4).
+	MaxBlocksPerNode int
 }
 
 func (c *Config) setDefaults() {
@@ -54,6 +56,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Resync <= 0 {
 		c.Resync = 5 * time.Minute
+	}
+	if c.MaxBlocksPerNode <= 0 {
+		c.MaxBlocksPerNode = 4
 	}
 }
 
@@ -282,7 +287,7 @@ func (c *Controller) syncNode(ctx context.Context, name string) (time.Duration, 
 		return 0, err
 	}
 	pools := analysePools(c.listPools())
-	plan := planNode(node, pools, blocks, c.cfg.Watermark)
+	plan := planNode(node, pools, blocks, c.cfg.Watermark, c.cfg.MaxBlocksPerNode)
 	var errs []error
 	for _, a := range plan.assign {
 		if err := c.createBlock(ctx, node, a); err != nil {
@@ -290,6 +295,11 @@ func (c *Controller) syncNode(ctx context.Context, name string) (time.Duration, 
 		}
 	}
 	for _, s := range plan.short {
+		if s.capped > 0 {
+			c.log.Warn("node needs a block and has reached the per-node cap", "node", name, "family", s.family, "blocks", s.capped, "max", c.cfg.MaxBlocksPerNode)
+			c.recorder.Eventf(node, corev1.EventTypeWarning, "MaxBlocksPerNode", "%s (node %s)", s, name)
+			continue
+		}
 		c.log.Warn("node needs a block and none is free", "node", name, "family", s.family, "pools", s.pools)
 		c.recorder.Eventf(node, corev1.EventTypeWarning, "NoFreeBlock", "%s for node %s", s, name)
 		for _, pn := range s.pools {

@@ -19,13 +19,19 @@ type assignment struct {
 	reason string
 }
 
-// shortage is an address family for which a node needs a block and none is free.
+// shortage is an address family for which a node needs a block and gets none: none is
+// free, or the node already has the most blocks of the family it may have (capped > 0).
 type shortage struct {
 	family int
 	pools  []string
+	capped int
 }
 
 func (s shortage) String() string {
+	if s.capped > 0 {
+		return fmt.Sprintf("node already has %d IPv%d blocks, the most it may have (--max-blocks-per-node); its blocks are at the watermark: delete pods or raise the cap",
+			s.capped, s.family)
+	}
 	return fmt.Sprintf("no free IPv%d block in IPPool %s", s.family, strings.Join(s.pools, ", "))
 }
 
@@ -38,8 +44,10 @@ type nodePlan struct {
 // planNode decides which blocks a node needs: one per address family that some usable
 // pool selecting the node offers, and one more when every block it has of that family is
 // at or above the high watermark (a fraction of the block's addresses in use).
-// blocks must hold every block in the cluster (for the free-block search).
-func planNode(node *corev1.Node, pools []*poolInfo, blocks []*v1alpha1.IPAMBlock, watermark float64) nodePlan {
+// blocks must hold every block in the cluster (for the free-block search). A node never
+// gets more than maxPerNode blocks of one family (counting every block it holds of it):
+// one runaway node must not drain a pool other nodes need.
+func planNode(node *corev1.Node, pools []*poolInfo, blocks []*v1alpha1.IPAMBlock, watermark float64, maxPerNode int) nodePlan {
 	var used []netip.Prefix
 	mine := map[int][]*v1alpha1.IPAMBlock{}
 	for _, b := range blocks {
@@ -73,6 +81,14 @@ func planNode(node *corev1.Node, pools []*poolInfo, blocks []*v1alpha1.IPAMBlock
 			}
 		}
 		if have > 0 && full < have {
+			continue
+		}
+		if maxPerNode > 0 && len(mine[fam]) >= maxPerNode {
+			s := shortage{family: fam, capped: len(mine[fam])}
+			for _, c := range cands {
+				s.pools = append(s.pools, c.pool.Name)
+			}
+			plan.short = append(plan.short, s)
 			continue
 		}
 		reason := "node has no block"

@@ -194,7 +194,7 @@ func TestPlanNode(t *testing.T) {
 			[]*v1alpha1.IPAMBlock{block("10.2.0.0/26", "tiny", "n1", 0), block("10.2.0.64/26", "tiny", "n2", 0)}, []string{"10.1.0.0/26 from v4: " + noBlock}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			plan := planNode(tc.node, analysePools(tc.pools), tc.blocks, 0.9)
+			plan := planNode(tc.node, analysePools(tc.pools), tc.blocks, 0.9, 4)
 			var got []string
 			for _, a := range plan.assign {
 				got = append(got, fmt.Sprintf("%s from %s: %s", a.prefix, a.pool.pool.Name, a.reason))
@@ -208,6 +208,39 @@ func TestPlanNode(t *testing.T) {
 			}
 			if !slices.Equal(short, tc.wantShort) {
 				t.Errorf("shortages\n  %q\nwant\n  %q", short, tc.wantShort)
+			}
+		})
+	}
+}
+
+// TestPlanNodeCap: a node at the per-node cap of a family gets no further block of it,
+// however full its blocks are, and the shortage says why; the other family is unaffected.
+func TestPlanNodeCap(t *testing.T) {
+	v4 := pool("v4", "10.1.0.0/24", 26, time.Hour)
+	v6 := pool("v6", "fd00::/120", 122, time.Hour)
+	full := []*v1alpha1.IPAMBlock{block("10.1.0.0/26", "v4", "n1", 64), block("10.1.0.64/26", "v4", "n1", 64)}
+	for _, tc := range []struct {
+		name      string
+		max       int
+		wantAssig int
+		wantShort string
+	}{
+		{"below the cap", 3, 2, ""},
+		{"at the cap", 2, 1, "node already has 2 IPv4 blocks, the most it may have (--max-blocks-per-node); its blocks are at the watermark: delete pods or raise the cap"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := &corev1.Node{}
+			n.Name = "n1"
+			plan := planNode(n, analysePools([]*v1alpha1.IPPool{v4, v6}), full, 0.9, tc.max)
+			if len(plan.assign) != tc.wantAssig {
+				t.Fatalf("%d assignments %+v, want %d", len(plan.assign), plan.assign, tc.wantAssig)
+			}
+			var short string
+			if len(plan.short) > 0 {
+				short = plan.short[0].String()
+			}
+			if short != tc.wantShort {
+				t.Fatalf("shortage %q, want %q", short, tc.wantShort)
 			}
 		})
 	}

@@ -42,6 +42,7 @@ func run() error {
 	flag.Float64Var(&cfg.Watermark, "block-watermark", 0.9, "fraction of a block in use at which its node gets another block")
 	flag.DurationVar(&cfg.ReleaseGrace, "release-grace", 5*time.Minute, "how long a deleted node's agent must be silent (NodeNetworkStatus not updated) before its blocks are released")
 	flag.DurationVar(&cfg.Resync, "resync", 5*time.Minute, "full re-examination period")
+	flag.IntVar(&cfg.MaxBlocksPerNode, "max-blocks-per-node", 4, "most blocks of one address family a node gets")
 	flag.StringVar(&lc.Namespace, "leader-election-namespace", "hostroute-system", "namespace of the leader Lease")
 	flag.StringVar(&lc.Identity, "identity", fmt.Sprintf("%s_%d", host, os.Getpid()), "this replica's identity in the Lease")
 	flag.DurationVar(&lc.LeaseDuration, "lease-duration", 15*time.Second, "leader lease duration")
