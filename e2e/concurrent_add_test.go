@@ -109,3 +109,39 @@ func podAddrs(t *testing.T, ns, dev string) []string {
 	}
 	return got
 }
+
+// TestConcurrentAddDelOneAttachment races ADDs against DELs of one attachment. Whatever
+// order they run in, the end state must be whole: either the attachment is wired (one
+// allocation, one host veth, the address on eth0) or it is gone entirely, and a final
+// DEL leaves nothing.
+func TestConcurrentAddDelOneAttachment(t *testing.T) {
+	_, n := newNode(t, "10.105.0.0/24", 26)
+	p := n.NewPod("racy-del")
+	var wg sync.WaitGroup
+	for i := range 16 {
+		cmd := "ADD"
+		if i%2 == 1 {
+			cmd = "DEL"
+		}
+		wg.Go(func() { _, _ = n.CNI(cmd, p, n.NetConf()) })
+	}
+	wg.Wait()
+
+	allocs, veths := inUse(t, n), hostVeths(t, n)
+	t.Logf("after the race: %d allocation(s), host veths %v", allocs, veths)
+	switch {
+	case allocs == 0 && len(veths) == 0:
+	case allocs == 1 && len(veths) == 1:
+		if got := podAddrs(t, p.NS, "eth0"); len(got) != 1 {
+			t.Fatalf("wired attachment, but pod eth0 has %v", got)
+		}
+	default:
+		t.Fatalf("half an attachment: %d allocation(s), host veths %v", allocs, veths)
+	}
+	if err := p.Del(); err != nil {
+		t.Fatal(err)
+	}
+	if got, v := inUse(t, n), hostVeths(t, n); got != 0 || len(v) != 0 {
+		t.Fatalf("after DEL: %d allocation(s), host veths %v", got, v)
+	}
+}
