@@ -215,6 +215,9 @@ func cmdGC(c *call) error {
 		}
 		log.Info("deleted stale veth", "veth", name)
 	}
+	if err := sweepLocks(conf.AgentSocket, valid); err != nil {
+		errs = append(errs, err)
+	}
 	ag, err := newAgent(conf.AgentSocket, conf.Timeout)
 	if err != nil {
 		return toCNI(errors.Join(append(errs, err)...))

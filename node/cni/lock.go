@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -94,3 +95,31 @@ func (l *attachmentLock) remove() { _ = os.Remove(l.f.Name()) }
 
 // unlock releases the lock (closing the file drops the flock).
 func (l *attachmentLock) unlock() { _ = l.f.Close() }
+
+// sweepLocks removes the lock files of attachments not in valid (GC: their DEL never came
+// or failed before the end). Each is taken first, without waiting, so a file an ADD or DEL
+// holds right now is left alone: unlinking it under them would let a third call lock a
+// new file beside theirs.
+func sweepLocks(agentSocket string, valid map[string]bool) error {
+	dir := filepath.Join(filepath.Dir(agentSocket), lockDirName)
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listing attachment locks: %w", err)
+	}
+	for _, e := range ents {
+		host, ok := strings.CutSuffix(e.Name(), ".lock")
+		if !ok || !isHostVethName(host) || valid[host] {
+			continue
+		}
+		l, err := lockAttachment(agentSocket, host, 0)
+		if err != nil {
+			continue // in use: the next GC looks again
+		}
+		l.remove()
+		l.unlock()
+	}
+	return nil
+}

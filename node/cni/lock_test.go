@@ -50,3 +50,32 @@ func TestAttachmentLock(t *testing.T) {
 		t.Fatalf("the waiter holds an unlinked lock file: %v", err)
 	}
 }
+
+// TestSweepLocks: GC removes the lock files of attachments it was not told are valid,
+// keeps the valid ones and never unlinks one a call holds right now.
+func TestSweepLocks(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	stale, valid, held := HostVethName("c-stale", "eth0"), HostVethName("c-valid", "eth0"), HostVethName("c-held", "eth0")
+	for _, h := range []string{stale, valid} {
+		l, err := lockAttachment(sock, h, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.unlock()
+	}
+	h, err := lockAttachment(sock, held, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.unlock()
+	if err := sweepLocks(sock, map[string]bool{valid: true}); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(filepath.Dir(sock), lockDirName)
+	for name, want := range map[string]bool{stale: false, valid: true, held: true} {
+		_, err := os.Stat(filepath.Join(dir, name+".lock"))
+		if got := err == nil; got != want {
+			t.Errorf("lock file of %s exists: %v, want %v (%v)", name, got, want, err)
+		}
+	}
+}
