@@ -145,7 +145,13 @@ func TestSweep(t *testing.T) {
 	if err := createCgroupRoot(lastElem(dir)); err != nil {
 		t.Fatal(err)
 	}
-	leftover := exec.Command("sh", "-c", "sleep 60", filepath.Join(dir, "containerd.sock"))
+	// tail keeps the dir on its command line for as long as it runs (a shell running
+	// "sleep" may exec it and lose the argument before the sweep looks).
+	logFile := filepath.Join(dir, "containerd.log")
+	if err := os.WriteFile(logFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	leftover := exec.Command("tail", "-f", logFile)
 	if err := leftover.Start(); err != nil {
 		t.Fatal(err)
 	}
