@@ -102,16 +102,9 @@ func policyFor(own []netip.Prefix, set routing.PeerSet, nodes []*corev1.Node, co
 		}
 	}
 	for _, s := range [][]netip.Prefix{pol.OwnBlocks, pol.Pools, pol.NoExportToExternal} {
-		slices.SortFunc(s, comparePrefix)
+		slices.SortFunc(s, netip.Prefix.Compare)
 	}
 	return pol
-}
-
-func comparePrefix(a, b netip.Prefix) int {
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return a.Bits() - b.Bits()
 }
 
 // bgpReconciler brings one concern of the speaker to its desired state. Each keeps what

@@ -91,7 +91,8 @@ func (k *fakeKernel) Replace(r Route) error {
 }
 
 // Owns: the fake writes Protocol and adopts LegacyProtocol, as NewNetlink does.
-func (k *fakeKernel) Owns(p int) bool { return p == Protocol || p == LegacyProtocol }
+func (k *fakeKernel) Owns(p int) bool     { return p == Protocol || k.IsLegacy(p) }
+func (k *fakeKernel) IsLegacy(p int) bool { return p == LegacyProtocol }
 
 func (k *fakeKernel) Delete(r Route) error {
 	proto := Protocol

@@ -35,11 +35,11 @@ func (n Netlink) legacy() int {
 	return n.Legacy
 }
 
-// Current is the protocol number this kernel writes.
-func (n Netlink) Current() int { return n.proto() }
+// IsLegacy reports whether p is the legacy number this kernel adopts.
+func (n Netlink) IsLegacy(p int) bool { return p != 0 && p == n.legacy() }
 
 // Owns reports whether routes of protocol p are ours.
-func (n Netlink) Owns(p int) bool { return p == n.proto() || (p != 0 && p == n.legacy()) }
+func (n Netlink) Owns(p int) bool { return p == n.proto() || n.IsLegacy(p) }
 
 // dumpRetries bounds the retries of a dump the kernel marked interrupted (the tables
 // changed while it was being read: on a busy node pods come and go).

@@ -138,6 +138,9 @@ type Kernel interface {
 	// Owns reports whether a route of this protocol is ours: the kernel's protocol or its
 	// legacy one.
 	Owns(protocol int) bool
+	// IsLegacy reports whether protocol is the legacy number (ours only where the table
+	// says so: inside the pools).
+	IsLegacy(protocol int) bool
 	// Occupant reports the protocol of the route that holds dst at hostroute's metric in
 	// the main table, if any.
 	Occupant(dst netip.Prefix) (protocol int, found bool, err error)

@@ -182,7 +182,7 @@ func (t *Table) RepairLearned(rib map[netip.Prefix][]netip.Addr, since uint64) [
 	if len(fixed) > 0 {
 		t.signal()
 	}
-	sortPrefixes(fixed)
+	slices.SortFunc(fixed, netip.Prefix.Compare)
 	return fixed
 }
 
@@ -240,19 +240,9 @@ func (t *Table) legacyOurs(p netip.Prefix) bool {
 	return false
 }
 
-// currentKernel is implemented by kernels that tell their own protocol number apart from
-// the legacy one they also own.
-type currentKernel interface{ Current() int }
-
 // ownsOccupant reports whether the route of protocol proto at p is ours.
 func (t *Table) ownsOccupant(p netip.Prefix, proto int) bool {
-	if !t.k.Owns(proto) {
-		return false
-	}
-	if ck, ok := t.k.(currentKernel); ok && proto != ck.Current() {
-		return t.legacyOurs(p)
-	}
-	return true
+	return t.k.Owns(proto) && (!t.k.IsLegacy(proto) || t.legacyOurs(p))
 }
 
 // Resync asks for a full pass: the kernel is read back and every difference repaired.
@@ -324,7 +314,7 @@ func (t *Table) Conflicts() []Conflict {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := slices.Collect(maps.Values(t.conflicts))
-	slices.SortFunc(out, func(a, b Conflict) int { return comparePrefixes(a.Dst, b.Dst) })
+	slices.SortFunc(out, func(a, b Conflict) int { return a.Dst.Compare(b.Dst) })
 	return out
 }
 
@@ -342,12 +332,3 @@ func keysOf(m map[netip.Prefix][]netip.Addr) map[netip.Prefix]bool {
 	}
 	return out
 }
-
-func comparePrefixes(a, b netip.Prefix) int {
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return a.Bits() - b.Bits()
-}
-
-func sortPrefixes(ps []netip.Prefix) { slices.SortFunc(ps, comparePrefixes) }
