@@ -336,7 +336,7 @@ func (a *Agent) reconcile(full bool) error {
 	}
 	own := a.alloc.Blocks()
 	a.table.SetBlocks(own)
-	_, allPools := a.poolPrefixes()
+	natPools, allPools := a.poolPrefixes()
 	a.table.SetPools(allPools)
 	if a.bgp != nil {
 		if err := a.bgp.reconcile(context.Background(), own); err != nil {
@@ -355,7 +355,6 @@ func (a *Agent) reconcile(full bool) error {
 		errs = append(errs, fmt.Errorf("kernel routes: %w", err))
 	}
 	if a.cfg.NAT != nil {
-		natPools, allPools := a.poolPrefixes()
 		key := fmt.Sprint(natPools, allPools)
 		if full || key != a.natApplied {
 			if err := a.cfg.NAT.Apply(natPools, allPools); err != nil {
