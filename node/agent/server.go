@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sort"
 	"sync"
 	"time"
 
@@ -151,14 +152,20 @@ func (s *server) GC(_ context.Context, req *agentv1.GCRequest) (*agentv1.GCRespo
 	return &agentv1.GCResponse{Released: addrStrings(addrs)}, nil
 }
 
-func (s *server) Status(context.Context, *agentv1.StatusRequest) (*agentv1.StatusResponse, error) {
-	resp := &agentv1.StatusResponse{Node: s.node}
-	for blk, allocs := range s.alloc.Snapshot() {
-		if !blk.IsValid() {
-			continue
+// blockUsage lists the node's blocks with their use, sorted by CIDR.
+func blockUsage(alloc *ipam.Allocator) []*agentv1.BlockUsage {
+	var out []*agentv1.BlockUsage
+	for blk, allocs := range alloc.Snapshot() {
+		if blk.IsValid() {
+			out = append(out, &agentv1.BlockUsage{Cidr: blk.String(), InUse: int32(len(allocs)), Capacity: v1alpha1.BlockCapacity(blk)})
 		}
-		resp.Blocks = append(resp.Blocks, &agentv1.BlockUsage{Cidr: blk.String(), InUse: int32(len(allocs)), Capacity: v1alpha1.BlockCapacity(blk)})
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Cidr < out[j].Cidr })
+	return out
+}
+
+func (s *server) Status(context.Context, *agentv1.StatusRequest) (*agentv1.StatusResponse, error) {
+	resp := &agentv1.StatusResponse{Node: s.node, Blocks: blockUsage(s.alloc)}
 	resp.Ready = len(resp.Blocks) > 0
 	if !resp.Ready {
 		resp.Message = fmt.Sprintf("node %s has no address block yet", s.node)

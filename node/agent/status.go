@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
-	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/node/routes"
 	nodestatus "github.com/hostroute/hostroute/node/status"
 	"github.com/hostroute/hostroute/routing/bfd"
@@ -30,12 +29,7 @@ func (a *Agent) routingState(ctx context.Context) *agentv1.RoutingResponse {
 	if a.obs.ready != nil {
 		resp.Ready, resp.Message = a.obs.ready(ctx)
 	}
-	for blk, allocs := range a.alloc.Snapshot() {
-		if blk.IsValid() {
-			resp.Blocks = append(resp.Blocks, &agentv1.BlockUsage{Cidr: blk.String(), InUse: int32(len(allocs)), Capacity: v1alpha1.BlockCapacity(blk)})
-		}
-	}
-	sort.Slice(resp.Blocks, func(i, j int) bool { return resp.Blocks[i].Cidr < resp.Blocks[j].Cidr })
+	resp.Blocks = blockUsage(a.alloc)
 
 	want := map[netip.Prefix]routes.Route{}
 	for _, r := range a.table.Wanted() {
