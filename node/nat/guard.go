@@ -2,6 +2,7 @@ package nat
 
 import (
 	"encoding/binary"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -66,7 +67,7 @@ func addPodGuard(c *nftables.Conn, t *nftables.Table) {
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &accept,
 	})
 	for _, typ := range []byte{134, 135} { // nd-router-advert, nd-neighbor-solicit
-		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: join(podIface(),
+		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: slices.Concat(podIface(),
 			[]expr.Any{
 				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
@@ -79,7 +80,7 @@ func addPodGuard(c *nftables.Conn, t *nftables.Table) {
 	}
 	// `fib saddr . iif oif missing`: the output interface of the route to the source,
 	// restricted to the input interface, is 0 when that route leaves elsewhere.
-	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: join(podIface(),
+	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: slices.Concat(podIface(),
 		[]expr.Any{
 			&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
@@ -94,7 +95,7 @@ func addPodGuard(c *nftables.Conn, t *nftables.Table) {
 		ports []uint16
 	}{{unix.IPPROTO_TCP, podDropTCP}, {unix.IPPROTO_UDP, podDropUDP}} {
 		for _, port := range pp.ports {
-			c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: join(podIface(),
+			c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: slices.Concat(podIface(),
 				[]expr.Any{
 					&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{pp.proto}},
@@ -117,12 +118,4 @@ func podIface() []expr.Any {
 // drop counts and drops, so `nft list table inet hostroute` shows what pods attempted.
 func drop() []expr.Any {
 	return []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
-}
-
-func join(parts ...[]expr.Any) []expr.Any {
-	var out []expr.Any
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
 }
