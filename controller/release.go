@@ -55,10 +55,7 @@ func (c *Controller) releaseBlocks(ctx context.Context, node string) (time.Durat
 
 func (c *Controller) releaseBlock(ctx context.Context, b *v1alpha1.IPAMBlock, nns *v1alpha1.NodeNetworkStatus) (time.Duration, error) {
 	now := time.Now()
-	marked, merr := time.Parse(time.RFC3339, b.Annotations[v1alpha1.AnnotationOrphanedAt])
-	if merr != nil {
-		marked = time.Time{}
-	}
+	marked, _ := time.Parse(time.RFC3339, b.Annotations[v1alpha1.AnnotationOrphanedAt]) // zero when unmarked
 	d := releaseDecision(b, nns, marked, now, c.cfg.ReleaseGrace)
 	if !d.release {
 		if marked.IsZero() {
