@@ -2,16 +2,13 @@ package cluster
 
 import (
 	"context"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/hostroute/hostroute/internal/manifest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -50,23 +47,15 @@ func TestManifestsApply(t *testing.T) {
 	}
 	created := 0
 	for _, res := range kust.Resources {
-		f, err := os.Open(filepath.Join(root, res))
+		data, err := os.ReadFile(filepath.Join(root, res))
 		if err != nil {
 			t.Fatalf("kustomization lists %s: %v", res, err)
 		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
-		for {
-			var obj map[string]any
-			if err := dec.Decode(&obj); err != nil {
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				t.Fatalf("%s: %v", res, err)
-			}
-			if len(obj) == 0 {
-				continue
-			}
-			u := &unstructured.Unstructured{Object: obj}
+		objs, err := manifest.Decode(data)
+		if err != nil {
+			t.Fatalf("%s: %v", res, err)
+		}
+		for _, u := range objs {
 			gvk := u.GroupVersionKind()
 			if gvk.Kind == "CustomResourceDefinition" {
 				continue // applied by StartForTest
@@ -88,7 +77,6 @@ func TestManifestsApply(t *testing.T) {
 			}
 			created++
 		}
-		f.Close()
 	}
 	if created < 10 {
 		t.Fatalf("created only %d objects from the manifests", created)
