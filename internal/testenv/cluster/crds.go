@@ -4,17 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"time"
 
+	"github.com/hostroute/hostroute/internal/manifest"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
@@ -84,33 +83,23 @@ func ApplyCRDs(ctx context.Context, cfg *rest.Config, dir string) error {
 }
 
 func readCRDs(path string) ([]*unstructured.Unstructured, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading CRDs: %w", err)
 	}
-	defer f.Close()
-	var out []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
-	for {
-		var obj map[string]any
-		if err := dec.Decode(&obj); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
-			}
-			return nil, fmt.Errorf("parsing %s: %w", path, err)
-		}
-		if len(obj) == 0 { // empty document, e.g. after a leading "---"
-			continue
-		}
-		u := &unstructured.Unstructured{Object: obj}
+	objs, err := manifest.Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", path, err)
+	}
+	for _, u := range objs {
 		if gvk := u.GroupVersionKind(); gvk.Group != crdGVR().Group || gvk.Version != crdGVR().Version || gvk.Kind != "CustomResourceDefinition" {
 			return nil, fmt.Errorf("%s: document %q is a %s, want an apiextensions.k8s.io/v1 CustomResourceDefinition", path, u.GetName(), gvk)
 		}
 		if u.GetName() == "" {
 			return nil, fmt.Errorf("%s: CustomResourceDefinition without a name", path)
 		}
-		out = append(out, u)
 	}
+	return objs, nil
 }
 
 // applyOne creates crd, or replaces the spec of an existing one. Replacing
