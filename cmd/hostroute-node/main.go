@@ -23,6 +23,7 @@ import (
 
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/node/agent"
+	"github.com/hostroute/hostroute/node/bfdd"
 	"github.com/hostroute/hostroute/node/routes"
 	"github.com/hostroute/hostroute/routing/bfd"
 	"github.com/hostroute/hostroute/routing/gobgp"
@@ -47,6 +48,8 @@ func dispatch(args []string) error {
 		return sysctls(rest)
 	case "uninstall":
 		return uninstall(rest)
+	case "bfd":
+		return runBFD(rest)
 	}
 	return runAgent(rest)
 }
@@ -55,7 +58,7 @@ func dispatch(args []string) error {
 func subcommand(args []string) (string, []string) {
 	if len(args) > 0 {
 		switch args[0] {
-		case "run", "install-cni", "sysctls", "uninstall":
+		case "run", "install-cni", "sysctls", "uninstall", "bfd":
 			return args[0], args[1:]
 		}
 	}
@@ -67,6 +70,7 @@ const usage = `usage:
   hostroute-node install-cni ...   install or upgrade the CNI plugin and conflist on the host
   hostroute-node sysctls           set the host sysctls the node needs (forwarding)
   hostroute-node uninstall ...     remove hostroute's files, routes and NAT table from the node
+  hostroute-node bfd [--socket P]  hold the node's BFD sessions apart from the agent (survives agent restarts)
 'hostroute-node SUBCOMMAND -h' lists a subcommand's flags.
 
 `
@@ -98,6 +102,7 @@ func runAgent(args []string) error {
 	fs.IntVar(&cfg.LegacyRouteProtocol, "legacy-route-protocol", routes.LegacyProtocol, "former number of the agent's routes, adopted and rewritten after an upgrade (0: none; set 0 where FRR writes static routes, 196)")
 	useBGP := fs.Bool("bgp", true, "run the BGP speaker (advertise blocks, learn other nodes' routes)")
 	useBFD := fs.Bool("bfd", true, "serve BFD (UDP 3784) for peers that enable it")
+	bfdSocket := fs.String("bfd-socket", "", "drive the BFD sessions held by 'hostroute-node bfd' at this socket (they then survive agent restarts); empty: BFD runs inside the agent")
 	var bgpPort int
 	fs.IntVar(&bgpPort, "bgp-port", 0, "BGP listen port (0: BGPConfiguration listenPort, default 179; -1: do not listen)")
 	fs.DurationVar(&cfg.BGP.StaleGrace, "stale-grace", agent.DefaultStaleGrace, "after a restart, keep learned routes this long while BGP re-learns them")
@@ -111,7 +116,7 @@ func runAgent(args []string) error {
 	fs.BoolVar(&cfg.BGP.Leave, "leave", false, "on exit, withdraw everything with a Cease (the node leaves for good); default: exit quietly so peers keep our routes (graceful restart)")
 	_ = fs.Parse(args) // ExitOnError: exits on a bad flag
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (subcommands: run, install-cni, sysctls, uninstall)", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q (subcommands: run, install-cni, sysctls, uninstall, bfd)", fs.Arg(0))
 	}
 
 	var level slog.Level
@@ -136,7 +141,12 @@ func runAgent(args []string) error {
 	if *useBGP {
 		cfg.BGP.Speaker = gobgp.New(log)
 		cfg.BGP.ListenPort = int32(bgpPort)
-		if *useBFD {
+		switch {
+		case *useBFD && *bfdSocket != "":
+			c := bfdd.Dial(log, *bfdSocket)
+			defer c.Close()
+			cfg.BGP.BFD = c
+		case *useBFD:
 			srv, err := bfd.Listen(log, netip.Addr{})
 			if err != nil {
 				return fmt.Errorf("bfd: %w", err)

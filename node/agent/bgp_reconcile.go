@@ -260,6 +260,38 @@ type bfdReconciler struct {
 	bfd       BFD
 	sessions  map[netip.Addr]netip.Addr // peer → local address
 	onRemoved func(netip.Addr)
+	// pruned: sessions a BFD daemon held from before this agent started (see node/bfdd)
+	// were compared with what is wanted, and the unwanted ones removed.
+	pruned bool
+}
+
+// prune removes the sessions a BFD daemon keeps that nobody wants any more (peers that
+// went away while the agent was down). Until the daemon answers with a list it is tried
+// again on every pass; an in-process server starts empty and needs nothing.
+func (s *bfdReconciler) prune(want map[netip.Addr]netip.Addr) error {
+	l, ok := s.bfd.(bfdSessions)
+	if s.pruned || !ok {
+		return nil
+	}
+	held := l.Sessions()
+	if held == nil {
+		return nil
+	}
+	s.pruned = true
+	var errs []error
+	for _, h := range held {
+		if _, ok := want[h.Peer]; ok {
+			continue
+		}
+		if _, ok := s.sessions[h.Peer]; ok {
+			continue // the normal diff below removes it
+		}
+		if err := s.bfd.Remove(h.Peer); err != nil {
+			errs = append(errs, fmt.Errorf("bfd remove stale %s: %w", h.Peer, err))
+			s.pruned = false
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (s *bfdReconciler) name() string { return "bfd" }
@@ -275,7 +307,7 @@ func (s *bfdReconciler) reconcile(_ context.Context, in bgpInputs) error {
 			want[pc.Address] = local
 		}
 	}
-	var errs []error
+	errs := []error{s.prune(want)}
 	for peer, local := range want {
 		if cur, ok := s.sessions[peer]; ok && cur == local {
 			continue

@@ -223,3 +223,42 @@ func TestBGPReconcilersRunTwice(t *testing.T) {
 		t.Fatalf("after the restart grace: calls %v, want one SetPeers", calls)
 	}
 }
+
+// heldBFD is a fakeBFD that lists its sessions, as the BFD daemon does: it may hold
+// sessions from before the agent started.
+type heldBFD struct{ fakeBFD }
+
+func (h *heldBFD) Sessions() []bfd.SessionState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []bfd.SessionState
+	for p, l := range h.sessions {
+		out = append(out, bfd.SessionState{Peer: p, Local: l, State: bfd.Up})
+	}
+	return out
+}
+
+// A restarted agent finds the daemon holding the ToR's session (wanted) and one for a peer
+// that went away meanwhile: the first pass removes only the stale one, and keeps asking
+// for the wanted one (so a daemon restart gets it replayed).
+func TestBFDReconcilerPrunesWhatTheDaemonHeld(t *testing.T) {
+	tor, gone, local := netip.MustParseAddr("192.0.2.254"), netip.MustParseAddr("192.0.2.99"), netip.MustParseAddr("192.0.2.1")
+	bf := &heldBFD{fakeBFD{sessions: map[netip.Addr]netip.Addr{tor: local, gone: local}}}
+	r := &bfdReconciler{bfd: bf, sessions: map[netip.Addr]netip.Addr{}}
+	in, err := computeInputs(sources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.reconcile(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(bf.sessions, map[netip.Addr]netip.Addr{tor: local}) {
+		t.Fatalf("daemon sessions after the first pass: %v, want only the ToR's", bf.sessions)
+	}
+	if bf.calls != 2 {
+		t.Fatalf("%d calls, want a Remove of the stale peer and an Add of the ToR", bf.calls)
+	}
+	if err := r.reconcile(context.Background(), in); err != nil || bf.calls != 2 {
+		t.Fatalf("second pass: err %v, %d calls (want none more)", err, bf.calls-2)
+	}
+}

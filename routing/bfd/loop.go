@@ -148,6 +148,7 @@ func (s *Server) remove(key netip.Addr, now time.Time) {
 // route) is counted and logged once per outage: BFD's job is to notice, not to retry.
 func (s *Server) transmit(x *session, final bool, now time.Time) {
 	p := x.pkt(final)
+	p.CPI = s.independent
 	err := s.out.send(p.encode(s.buf[:]), x.oob, x.dst)
 	x.sent(now, false)
 	if err != nil {

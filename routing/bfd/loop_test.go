@@ -210,3 +210,24 @@ func TestSteadyStateDoesNotAllocate(t *testing.T) {
 		t.Fatalf("%v allocations per packet (state %v)", n, x.state)
 	}
 }
+
+// TestControlPlaneIndependent: only a Server made with ControlPlaneIndependent sets the C
+// bit, and it sets it on every packet.
+func TestControlPlaneIndependent(t *testing.T) {
+	for _, independent := range []bool{false, true} {
+		s, r := testServer(t)
+		if independent {
+			ControlPlaneIndependent()(s)
+		}
+		s.tick(t0)
+		s.remove(peerAddr, t0) // AdminDown goodbye
+		for i, p := range r.sent {
+			if p.CPI != independent {
+				t.Fatalf("independent=%v: packet %d (%v) has C bit %v", independent, i, p.State, p.CPI)
+			}
+		}
+		if len(r.sent) < 2 {
+			t.Fatalf("sent %d packets, want a hello and a goodbye", len(r.sent))
+		}
+	}
+}

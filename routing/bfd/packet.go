@@ -96,7 +96,7 @@ type packet struct {
 	Diag          Diag
 	State         State
 	Poll, Final   bool
-	CPI           bool // control plane independent; we always send false: we are the control plane
+	CPI           bool // control plane independent: set by a Server with ControlPlaneIndependent
 	Auth          bool
 	Demand        bool
 	Multipoint    bool

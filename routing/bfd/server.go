@@ -93,6 +93,19 @@ type Server struct {
 	byPeer  map[netip.Addr]*session // keyed without zone
 	buf     [headerLen]byte
 	dropped uint64 // events dropped from a full Events channel
+	// independent sets the C bit (RFC 5880 4.1): this BFD does not share fate with the
+	// control plane, so the peer may read our Down as a forwarding failure even while
+	// BGP restarts.
+	independent bool
+}
+
+// Option tunes a Server at Listen.
+type Option func(*Server)
+
+// ControlPlaneIndependent sets the C bit on every packet: for a BFD that runs apart from
+// the BGP speaker (hostroute-node bfd) and keeps its sessions while the speaker restarts.
+func ControlPlaneIndependent() Option {
+	return func(s *Server) { s.independent = true }
 }
 
 func newServer(log *slog.Logger, out sender) *Server {
@@ -116,9 +129,12 @@ func newServer(log *slog.Logger, out sender) *Server {
 // address of both families (IPv6 is skipped with a warning where the namespace has
 // none), 0.0.0.0 or :: every address of one family. Only one Server per namespace
 // and address can own port 3784.
-func Listen(log *slog.Logger, local netip.Addr) (*Server, error) {
+func Listen(log *slog.Logger, local netip.Addr, opts ...Option) (*Server, error) {
 	sk := &sockets{}
 	s := newServer(log, sk)
+	for _, o := range opts {
+		o(s)
+	}
 	ri, err := newRouteIfaces()
 	if err != nil {
 		return nil, err
