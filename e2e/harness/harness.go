@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -190,6 +191,9 @@ type Node struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	// bfd is the node's `hostroute-node bfd`, which outlives agent restarts as on a cluster.
+	bfd     *exec.Cmd
+	bfdDone chan struct{}
 }
 
 // AddNode creates the Node object and the node's namespace, gives the namespace a
@@ -220,7 +224,7 @@ func (e *Env) AddNodeOn(segment, name, addr string) *Node {
 	}
 	n.proxyAPI()
 	n.Start()
-	e.T.Cleanup(n.Kill)
+	e.T.Cleanup(func() { n.Kill(); n.KillBFD() })
 	return n
 }
 
@@ -301,25 +305,65 @@ func (n *Node) proxyAPI() {
 	}
 }
 
-// Start starts the agent in the node's namespace.
+// BFDSocket is where the node's BFD daemon listens.
+func (n *Node) BFDSocket() string { return filepath.Join(n.Dir, "bfd.sock") }
+
+// Start starts the agent in the node's namespace, and the node's BFD daemon first if it
+// is not running (StartBFD).
 func (n *Node) Start() {
+	n.StartBFD()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	logf, err := os.OpenFile(filepath.Join(n.Dir, "agent.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	cmd, done := n.run("agent.log", "--kubeconfig", n.Kubeconfig, "--node-name", n.Name, "--state-dir", filepath.Join(n.Dir, "state"),
+		"--socket", n.Socket, "--bfd-socket", n.BFDSocket(), "--alloc-wait", "5s", "--publish-interval", "200ms", "--log-level", "info")
+	n.cmd, n.done = cmd, done
+}
+
+// run starts hostroute-node with args (and the Env's AgentArgs for the agent) in the
+// node's namespace, logging to logName in the node's dir; done closes when it exits.
+func (n *Node) run(logName string, args ...string) (*exec.Cmd, chan struct{}) {
+	logf, err := os.OpenFile(filepath.Join(n.Dir, logName), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		n.env.T.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", n.NS, filepath.Join(n.env.Bin, "hostroute-node"),
-		"--kubeconfig", n.Kubeconfig, "--node-name", n.Name, "--state-dir", filepath.Join(n.Dir, "state"),
-		"--socket", n.Socket, "--alloc-wait", "5s", "--publish-interval", "200ms", "--log-level", "info")
-	cmd.Args = append(cmd.Args, n.env.AgentArgs...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.NS, filepath.Join(n.env.Bin, "hostroute-node")}, args...)...)
+	if logName == "agent.log" {
+		cmd.Args = append(cmd.Args, n.env.AgentArgs...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		n.env.T.Fatal(err)
 	}
-	n.cmd = cmd
-	n.done = make(chan struct{})
-	go func(done chan struct{}) { _ = cmd.Wait(); logf.Close(); close(done) }(n.done)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	return cmd, done
+}
+
+// StartBFD starts the node's `hostroute-node bfd` unless it runs.
+func (n *Node) StartBFD() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.bfd != nil {
+		return
+	}
+	n.bfd, n.bfdDone = n.run("bfd.log", "bfd", "--socket", n.BFDSocket())
+}
+
+// KillBFD stops the node's BFD daemon with SIGKILL (no goodbye) and waits for it.
+func (n *Node) KillBFD() { n.stopBFD(os.Kill) }
+
+// StopBFD stops the node's BFD daemon with SIGTERM (AdminDown to its peers) and waits.
+func (n *Node) StopBFD() { n.stopBFD(syscall.SIGTERM) }
+
+func (n *Node) stopBFD(sig os.Signal) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.bfd == nil {
+		return
+	}
+	_ = n.bfd.Process.Signal(sig)
+	<-n.bfdDone
+	n.bfd = nil
 }
 
 // Kill stops the agent with SIGKILL (a crash) and waits for it.
@@ -337,6 +381,12 @@ func (n *Node) Kill() {
 // Log returns the agent's log.
 func (n *Node) Log() string {
 	b, _ := os.ReadFile(filepath.Join(n.Dir, "agent.log"))
+	return string(b)
+}
+
+// BFDLog returns the node's BFD daemon's log.
+func (n *Node) BFDLog() string {
+	b, _ := os.ReadFile(filepath.Join(n.Dir, "bfd.log"))
 	return string(b)
 }
 
