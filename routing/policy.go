@@ -7,15 +7,21 @@ import (
 	"slices"
 )
 
-// Accepts decides whether a path for prefix with nextHop, learned from neighbor (a
-// neighbour of the given kind), may enter the routing table. It is the specification
-// the GoBGP import policy is built from (see routing/gobgp), and it is what the hijack
-// log uses to explain a rejection. The reason is meant for a log line or a status.
+// Accepts decides whether a path for prefix with nextHop and originAS (the last AS of
+// the AS path's final AS_SEQUENCE; 0 when the path is empty or ends in an AS_SET),
+// learned from neighbor (a neighbour of the given kind), may enter the routing table. It
+// is the specification the GoBGP import policy is built from (see routing/gobgp), and
+// it is what the hijack log uses to explain a rejection. The reason is meant for a log
+// line or a status.
 //
 // Rules, first match wins:
 //  1. Our own blocks, and anything inside them, are never accepted back: a neighbour
 //     echoing (or claiming) them would steal our pods' traffic.
-//  2. From an external neighbour only what ExternalImports[neighbor] lists.
+//  2. From an external neighbour only what ExternalImports[neighbor] lists; and, when
+//     BlockOwnerAS is set, a prefix inside a pool only when it is an assigned block
+//     whose path originates in its owner's AS (the next hop is the ToR's, so the origin
+//     AS is what names the announcing node). With every node in one AS this still
+//     holds: the owner's AS is the cluster's.
 //  3. From a node (mesh, reflector, reflector client) a prefix inside a pool, of any
 //     length from the pool's to a host route, only when BlockOwners[prefix] is the
 //     next hop: a node can advertise the blocks assigned to it and nothing else. The next
@@ -25,7 +31,7 @@ import (
 //
 // Hazard: BlockOwners is looked up by the exact prefix, so a /32 for an address borrowed
 // from another node's block needs its own entry.
-func (p Policy) Accepts(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix, nextHop netip.Addr) (bool, string) {
+func (p Policy) Accepts(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix, nextHop netip.Addr, originAS uint32) (bool, string) {
 	prefix = prefix.Masked()
 	neighbor, nextHop = neighbor.Unmap(), nextHop.Unmap()
 	for _, own := range p.OwnBlocks {
@@ -40,7 +46,7 @@ func (p Policy) Accepts(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix,
 	case KindExternal:
 		for _, r := range p.ExternalImports[neighbor] {
 			if r.Matches(prefix) {
-				return true, fmt.Sprintf("%s is in the import list of %s (%s)", prefix, neighbor, r)
+				return p.externalOrigin(neighbor, prefix, originAS, r)
 			}
 		}
 		return false, fmt.Sprintf("%s is not in the import list of external neighbour %s", prefix, neighbor)
@@ -59,6 +65,24 @@ func (p Policy) Accepts(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix,
 		return true, fmt.Sprintf("%s is assigned to next hop %s", prefix, nextHop)
 	}
 	return false, fmt.Sprintf("unknown peer kind %q for %s", kind, neighbor)
+}
+
+// externalOrigin judges a prefix in external neighbour's import list (range r) by its
+// origin AS, when it is inside a pool and BlockOwnerAS is set (see Accepts, rule 2).
+func (p Policy) externalOrigin(neighbor netip.Addr, prefix netip.Prefix, originAS uint32, r PrefixRange) (bool, string) {
+	pool, inPool := p.PoolOf(prefix)
+	if !inPool || p.BlockOwnerAS == nil {
+		return true, fmt.Sprintf("%s is in the import list of %s (%s)", prefix, neighbor, r)
+	}
+	as, ok := p.BlockOwnerAS[prefix]
+	switch {
+	case !ok:
+		return false, fmt.Sprintf("%s (pool %s) from external neighbour %s is not an assigned block: rejected", prefix, pool, neighbor)
+	case as != originAS:
+		return false, fmt.Sprintf("%s is assigned to a node in AS %d, but the path from %s originates in AS %d: hijack rejected",
+			prefix, as, neighbor, originAS)
+	}
+	return true, fmt.Sprintf("%s is in the import list of %s (%s) and originates in its owner's AS %d", prefix, neighbor, r, as)
 }
 
 // Exports decides whether a route for prefix is sent to a neighbour of the given kind.
@@ -149,6 +173,7 @@ func (p Policy) Clone() Policy {
 		OwnBlocks:          slices.Clone(p.OwnBlocks),
 		ExtraExports:       slices.Clone(p.ExtraExports),
 		BlockOwners:        maps.Clone(p.BlockOwners),
+		BlockOwnerAS:       maps.Clone(p.BlockOwnerAS),
 		Pools:              slices.Clone(p.Pools),
 		NoExportToExternal: slices.Clone(p.NoExportToExternal),
 	}

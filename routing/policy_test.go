@@ -22,6 +22,7 @@ func gbPfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 // testPolicy is node A's policy.
 func ptPolicy() Policy {
 	return Policy{
+		BlockOwnerAS: map[netip.Prefix]uint32{},
 		OwnBlocks:    []netip.Prefix{gbPfx("10.244.0.0/26")},
 		ExtraExports: []netip.Prefix{gbPfx("10.245.0.7/32"), gbPfx("203.0.113.5/32")},
 		BlockOwners: map[netip.Prefix]netip.Addr{
@@ -84,10 +85,69 @@ func TestPolicyAccepts(t *testing.T) {
 		{"unknown kind", PeerKind("bogus"), ptB, "10.244.1.0/26", ptB, false, "unknown peer kind"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, reason := p.Accepts(c.kind, c.neighbor, gbPfx(c.prefix), c.nextHop)
+			got, reason := p.Accepts(c.kind, c.neighbor, gbPfx(c.prefix), c.nextHop, 64512)
 			if got != c.want || !strings.Contains(reason, c.reason) {
 				t.Errorf("Accepts(%s, %v, %s, %v) = %v, %q; want %v, containing %q",
 					c.kind, c.neighbor, c.prefix, c.nextHop, got, reason, c.want, c.reason)
+			}
+		})
+	}
+}
+
+// Pool prefixes from an external neighbour (a ToR carrying blocks between racks) are
+// judged by the origin AS of their path once BlockOwnerAS is set: only an assigned
+// block, from its owner's AS. With every node in one AS the owner's AS is the cluster's.
+func TestPolicyAcceptsOriginAS(t *testing.T) {
+	racks := ptPolicy()
+	racks.ExternalImports = map[netip.Addr][]PrefixRange{
+		ptToR:  {{Prefix: gbPfx("10.244.0.0/16"), MaxLen: 26}, {Prefix: gbPfx("fd00:244::/48"), MaxLen: 80}, {Prefix: gbPfx("198.51.100.0/24")}},
+		ptToR2: {{Prefix: gbPfx("0.0.0.0/0"), MaxLen: 32}},
+	}
+	racks.BlockOwnerAS = map[netip.Prefix]uint32{
+		gbPfx("10.244.0.0/26"): 64601, gbPfx("10.244.1.0/26"): 64601, gbPfx("10.244.2.0/26"): 64602,
+		gbPfx("10.244.3.7/32"): 64602, gbPfx("fd00:244:0:1::/80"): 64601,
+	}
+	unchecked := racks.Clone()
+	unchecked.BlockOwnerAS = nil
+	oneAS := racks.Clone()
+	for b := range oneAS.BlockOwnerAS {
+		oneAS.BlockOwnerAS[b] = 64512
+	}
+	for _, c := range []struct {
+		name     string
+		p        Policy
+		neighbor netip.Addr
+		prefix   string
+		origin   uint32
+		want     bool
+		reason   string
+	}{
+		{"rack block from its rack", racks, ptToR, "10.244.2.0/26", 64602, true, "originates in its owner's AS 64602"},
+		{"rack block from another rack", racks, ptToR, "10.244.2.0/26", 64601, false,
+			"10.244.2.0/26 is assigned to a node in AS 64602, but the path from 192.0.2.1 originates in AS 64601: hijack rejected"},
+		{"block originated by the ToR", racks, ptToR, "10.244.1.0/26", 65000, false, "originates in AS 65000"},
+		{"block with an empty path", racks, ptToR, "10.244.1.0/26", 0, false, "originates in AS 0"},
+		{"IPv6 block from its rack", racks, ptToR, "fd00:244:0:1::/80", 64601, true, ""},
+		{"IPv6 block from another rack", racks, ptToR, "fd00:244:0:1::/80", 64602, false, "hijack rejected"},
+		{"unassigned block", racks, ptToR, "10.244.9.0/26", 64601, false, "is not an assigned block"},
+		{"more specific of a block", racks, ptToR2, "10.244.2.0/27", 64602, false, "is not an assigned block"},
+		{"host route with its own entry", racks, ptToR2, "10.244.3.7/32", 64602, true, ""},
+		{"outside the pools, any origin", racks, ptToR, "198.51.100.0/24", 65000, true, "import list"},
+		{"in a pool, not in the import list", racks, ptToR, "10.244.2.0/27", 64602, false, "not in the import list"},
+		{"own block still first", racks, ptToR, "10.244.0.0/26", 64601, false, "our own block"},
+		{"no BlockOwnerAS: not checked", unchecked, ptToR, "10.244.2.0/26", 65000, true, "import list"},
+		{"one AS: owner's", oneAS, ptToR, "10.244.2.0/26", 64512, true, "AS 64512"},
+		{"one AS: the ToR's", oneAS, ptToR, "10.244.2.0/26", 65000, false, "hijack rejected"},
+		{"nodes are judged by next hop", racks, ptC, "10.244.2.0/26", 1, true, "assigned to next hop"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, reason := c.p.Accepts(KindExternal, c.neighbor, gbPfx(c.prefix), c.neighbor, c.origin)
+			if c.neighbor == ptC {
+				got, reason = c.p.Accepts(KindMesh, c.neighbor, gbPfx(c.prefix), c.neighbor, c.origin)
+			}
+			if got != c.want || !strings.Contains(reason, c.reason) {
+				t.Errorf("Accepts(%v, %s, origin %d) = %v, %q; want %v, containing %q",
+					c.neighbor, c.prefix, c.origin, got, reason, c.want, c.reason)
 			}
 		})
 	}
@@ -179,6 +239,7 @@ func TestPolicyClone(t *testing.T) {
 	c.OwnBlocks[0] = gbPfx("10.0.0.0/8")
 	c.ExtraExports[0] = gbPfx("10.0.0.0/8")
 	c.BlockOwners[gbPfx("10.244.1.0/26")] = ptC
+	c.BlockOwnerAS[gbPfx("10.244.1.0/26")] = 1
 	c.Pools[0] = gbPfx("10.0.0.0/8")
 	c.NoExportToExternal[0] = gbPfx("10.0.0.0/8")
 	c.ExternalImports[ptToR][0].MaxLen = 32

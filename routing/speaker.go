@@ -115,6 +115,14 @@ type Policy struct {
 	// it: a block route is accepted from a mesh/reflector neighbour only when the path's
 	// next hop is that owner (no node can hijack another's pods).
 	BlockOwners map[netip.Prefix]netip.Addr
+	// BlockOwnerAS maps every assigned block to the AS of the node it is assigned to
+	// (OwnerMaps builds it with BlockOwners). When it is non-nil, a prefix inside a pool
+	// from an external neighbour (a ToR carrying blocks between racks) is accepted only
+	// when it is an assigned block, in that neighbour's import list, and its AS path
+	// originates in the owner's AS: a node, or the ToR, cannot announce another node's
+	// block or a more specific of one through the ToR. Hazard: nil turns that check
+	// off, and pool prefixes from external neighbours follow the import list alone.
+	BlockOwnerAS map[netip.Prefix]uint32
 	// Pools are the pool prefixes; longer prefixes inside a pool follow BlockOwners.
 	Pools []netip.Prefix
 	// ExternalImports per external neighbour address.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 
 	"github.com/hostroute/hostroute/routing"
 )
@@ -267,7 +268,7 @@ func (g *Speaker) judgeAdjIn(ctx context.Context, n netip.Addr, pol routing.Poli
 					decodeErr = err
 					continue
 				}
-				ok, reason := pol.Accepts(j.kind, n, pfx, nh)
+				ok, reason := pol.Accepts(j.kind, n, pfx, nh, binaryOriginAS(p))
 				if ok {
 					continue
 				}
@@ -290,6 +291,7 @@ func (g *Speaker) judgeAdjIn(ctx context.Context, n netip.Addr, pol routing.Poli
 // BGP path attribute types and flags (RFC 4271, RFC 4760).
 const (
 	attrFlagExtendedLength = 0x10
+	attrTypeASPath         = 2
 	attrTypeNextHop        = 3
 	attrTypeMpReachNLRI    = 14
 )
@@ -359,4 +361,25 @@ func decodeBinaryPath(p *api.Path) (netip.Prefix, netip.Addr, error) {
 		return pfx, nh, errors.New("bgp: path for " + pfx.String() + " has no next hop")
 	}
 	return pfx, nh, nil
+}
+
+// binaryOriginAS is the origin AS (the last AS of a final AS_SEQUENCE, 0 otherwise, as
+// GoBGP's `_AS$` match reads it) of a path listed with EnableOnlyBinary. GoBGP's own
+// decoder tells two- from four-octet AS numbers.
+func binaryOriginAS(p *api.Path) uint32 {
+	for _, a := range p.GetPattrsBinary() {
+		if len(a) < 2 || a[1] != attrTypeASPath {
+			continue
+		}
+		var ap bgp.PathAttributeAsPath
+		if err := ap.DecodeFromBytes(a); err != nil || len(ap.Value) == 0 {
+			return 0
+		}
+		last := ap.Value[len(ap.Value)-1]
+		if as := last.GetAS(); last.GetType() == bgp.BGP_ASPATH_ATTR_TYPE_SEQ && len(as) > 0 {
+			return as[len(as)-1]
+		}
+		return 0
+	}
+	return 0
 }

@@ -248,6 +248,7 @@ type decodedPath struct {
 	sourceAS  uint32
 	localPref uint32
 	asPathLen int
+	originAS  uint32 // see routing.Policy.Accepts
 	origin    uint32
 	med       uint32
 }
@@ -300,6 +301,12 @@ func decodePath(p *api.Path) (decodedPath, error) {
 		case *api.MultiExitDiscAttribute:
 			d.med = v.GetMed()
 		case *api.AsPathAttribute:
+			d.originAS = 0
+			if segs := v.GetSegments(); len(segs) > 0 {
+				if last := segs[len(segs)-1]; last.GetType() == 2 && len(last.GetNumbers()) > 0 {
+					d.originAS = last.GetNumbers()[len(last.GetNumbers())-1]
+				}
+			}
 			for _, s := range v.GetSegments() {
 				switch s.GetType() {
 				case 1: // AS_SET counts as one

@@ -136,6 +136,9 @@ func (g *Speaker) stopsExporting() ([]netip.Prefix, map[netip.Prefix]advert) {
 //	local routes (our own AddPath routes pass the import policy too)   accept
 //	own blocks and more specifics                                      reject
 //	per owner: its pool blocks (exact) from a node with next hop = owner accept
+//	with BlockOwnerAS, per external neighbour and owner AS: that AS's
+//	  blocks in the import list (exact), AS path origin = that AS       accept
+//	with BlockOwnerAS, any other pool prefix from an external neighbour reject
 //	per external neighbour: its import ranges from that neighbour      accept
 //
 // The export policy, default REJECT:
@@ -191,17 +194,17 @@ func buildPolicy(p routing.Policy, kinds map[netip.Addr]routing.PeerKind) *api.S
 			}
 		}
 	}
+	if p.BlockOwnerAS != nil && extSet != "" {
+		imp = append(imp, originStatements(b, p, externals, extSet)...)
+	}
 	for _, ext := range externals {
-		var peerSet string
 		for _, f := range families {
 			name := fmt.Sprintf("import-%s-%s", f.tag, ext)
 			s := b.rangeSet("hr-"+name, f, p.ExternalImports[ext])
 			if s == "" {
 				continue
 			}
-			if peerSet == "" {
-				peerSet = b.neighborSet("hr-peer-"+ext.String(), []netip.Addr{ext})
-			}
+			peerSet := b.neighborSet("hr-peer-"+ext.String(), []netip.Addr{ext})
 			imp = append(imp, statement("hr-im-"+name, &api.Conditions{PrefixSet: matchAny(s), NeighborSet: matchAny(peerSet)}, true))
 		}
 	}
@@ -235,6 +238,46 @@ func buildPolicy(p routing.Policy, kinds map[netip.Addr]routing.PeerKind) *api.S
 		DefinedSets: b.sets,
 		Policies:    []*api.Policy{{Name: importPolicyName, Statements: imp}, {Name: exportPolicyName, Statements: exp}},
 	}
+}
+
+// originStatements are the import rules for pool prefixes from external neighbours
+// (routing.Policy.Accepts, rule 2, with BlockOwnerAS set): per neighbour, family and
+// owner AS, the assigned blocks of that AS in the neighbour's import list (exact) with
+// an AS path originating in that AS (`_AS$`, which GoBGP matches against the last AS
+// of the final AS_SEQUENCE) → accept; then any other pool prefix from an external
+// neighbour → reject, before the import lists accept the rest. Hazard: one statement
+// per neighbour, family and AS, so AS per node makes the list linear in the cluster.
+func originStatements(b *policyBuilder, p routing.Policy, externals []netip.Addr, extSet string) []*api.Statement {
+	var out []*api.Statement
+	for _, ext := range externals {
+		for _, f := range families {
+			byAS := map[uint32][]netip.Prefix{}
+			for blk, as := range p.BlockOwnerAS {
+				blk = blk.Masked()
+				if !blk.IsValid() || blk.Addr().Is4() != f.v4 || p.InOwnBlock(blk) {
+					continue
+				}
+				if _, inPool := p.PoolOf(blk); !inPool || !slices.ContainsFunc(p.ExternalImports[ext], func(r routing.PrefixRange) bool { return r.Matches(blk) }) {
+					continue
+				}
+				byAS[as] = append(byAS[as], blk)
+			}
+			for _, as := range slices.Sorted(maps.Keys(byAS)) {
+				name := fmt.Sprintf("origin-%s-%s-as%d", f.tag, ext, as)
+				out = append(out, statement("hr-im-"+name, &api.Conditions{
+					PrefixSet:   matchAny(b.prefixSet("hr-"+name, f.only(byAS[as]), false)),
+					NeighborSet: matchAny(b.neighborSet("hr-peer-"+ext.String(), []netip.Addr{ext})),
+					AsPathSet:   matchAny(b.asPathSet(fmt.Sprintf("hr-origin-as%d", as), fmt.Sprintf("_%d$", as))),
+				}, true))
+			}
+		}
+	}
+	for _, f := range families {
+		if s := b.prefixSet("hr-pools-"+f.tag, f.only(p.Pools), true); s != "" {
+			out = append(out, statement("hr-im-pools-external-"+f.tag, &api.Conditions{PrefixSet: matchAny(s), NeighborSet: matchAny(extSet)}, false))
+		}
+	}
+	return out
 }
 
 // assignments are the global import and export assignments of the policies buildPolicy
@@ -275,13 +318,31 @@ func (f family) only(ps []netip.Prefix) []netip.Prefix {
 	return slices.Compact(out)
 }
 
-type policyBuilder struct{ sets []*api.DefinedSet }
+// policyBuilder collects the defined sets. A set is added once per name: a name is
+// always built from the same inputs, so a second request for it reuses the first.
+type policyBuilder struct {
+	sets  []*api.DefinedSet
+	names map[string]bool
+}
+
+// has reports whether a set of that name exists, and reserves the name if not.
+func (b *policyBuilder) has(name string) bool {
+	if b.names == nil {
+		b.names = map[string]bool{}
+	}
+	seen := b.names[name]
+	b.names[name] = true
+	return seen
+}
 
 // prefixSet adds a prefix set and returns its name ("" when ps is empty). ranged sets
 // match each prefix and its more specifics, others the exact prefixes.
 func (b *policyBuilder) prefixSet(name string, ps []netip.Prefix, ranged bool) string {
 	if len(ps) == 0 {
 		return ""
+	}
+	if b.has(name) {
+		return name
 	}
 	s := &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: name}
 	for _, p := range ps {
@@ -315,6 +376,9 @@ func (b *policyBuilder) rangeSet(name string, f family, rs []routing.PrefixRange
 	if len(entries) == 0 {
 		return ""
 	}
+	if b.has(name) {
+		return name
+	}
 	b.sets = append(b.sets, &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: name, Prefixes: entries})
 	return name
 }
@@ -325,11 +389,22 @@ func (b *policyBuilder) neighborSet(name string, addrs []netip.Addr) string {
 	if len(addrs) == 0 {
 		return ""
 	}
+	if b.has(name) {
+		return name
+	}
 	s := &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: name}
 	for _, a := range addrs {
 		s.List = append(s.List, netip.PrefixFrom(a, a.BitLen()).String())
 	}
 	b.sets = append(b.sets, s)
+	return name
+}
+
+// asPathSet adds an AS-path set of one regular expression and returns its name.
+func (b *policyBuilder) asPathSet(name, re string) string {
+	if !b.has(name) {
+		b.sets = append(b.sets, &api.DefinedSet{DefinedType: api.DefinedType_AS_PATH, Name: name, List: []string{re}})
+	}
 	return name
 }
 

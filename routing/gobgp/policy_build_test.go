@@ -88,6 +88,16 @@ func policyCases() []policyCase {
 	external.BlockOwners = map[netip.Prefix]netip.Addr{gbPfx("10.244.0.0/26"): ptA}
 	external.ExternalImports = map[netip.Addr][]routing.PrefixRange{ptToR: {{Prefix: gbPfx("0.0.0.0/0")}}}
 
+	racks := meshPolicy()
+	racks.BlockOwnerAS = map[netip.Prefix]uint32{
+		gbPfx("10.244.0.0/26"): 64601, gbPfx("10.244.0.64/26"): 64601, gbPfx("10.244.0.128/26"): 64602,
+		gbPfx("10.244.0.192/26"): 64601, gbPfx("10.244.1.0/26"): 64603, // the last one not in the import list below
+	}
+	racks.ExternalImports = map[netip.Addr][]routing.PrefixRange{
+		ptToR:  {{Prefix: gbPfx("0.0.0.0/0")}, {Prefix: gbPfx("10.244.0.0/24"), MaxLen: 26}},
+		ptToR2: {{Prefix: gbPfx("10.244.0.128/26")}},
+	}
+
 	return []policyCase{
 		{"mesh", "a three-node full mesh, one IPv4 pool", meshPolicy(), mesh},
 		{"mesh-tor", "the mesh and two ToRs, one with an import list (the default route and 198.51.100.0/24 le 28), one without",
@@ -102,6 +112,8 @@ func policyCases() []policyCase {
 			v6, map[netip.Addr]routing.PeerKind{ptB: routing.KindMesh, ptToR6: routing.KindExternal}},
 		{"external-only", "no node neighbours, one ToR: no rule that needs a node neighbour set",
 			external, map[netip.Addr]routing.PeerKind{ptToR: routing.KindExternal}},
+		{"as-per-rack", "AS per rack (A and B in 64601, C in 64602) behind two ToRs that carry the blocks between racks: a pool block from a ToR only with its owner's AS as origin",
+			racks, map[netip.Addr]routing.PeerKind{ptToR: routing.KindExternal, ptToR2: routing.KindExternal}},
 		{"edge-cases", "extra exports, a no-export range, a /32 with its own owner, blocks outside every pool, an IPv4 owner of an IPv6 block, the pool itself as a block",
 			edgePolicy(), map[netip.Addr]routing.PeerKind{ptB: routing.KindMesh, ptC: routing.KindReflectorClient, ptToR: routing.KindExternal}},
 	}
@@ -156,7 +168,11 @@ func goldenText(c policyCase) string {
 	line("pools", p.Pools)
 	line("no export to external", p.NoExportToExternal)
 	for _, blk := range slices.SortedFunc(maps.Keys(p.BlockOwners), netip.Prefix.Compare) {
-		fmt.Fprintf(&b, "#   block %s owner %s\n", blk, p.BlockOwners[blk])
+		as := ""
+		if a, ok := p.BlockOwnerAS[blk]; ok {
+			as = fmt.Sprintf(" AS %d", a)
+		}
+		fmt.Fprintf(&b, "#   block %s owner %s%s\n", blk, p.BlockOwners[blk], as)
 	}
 	for _, a := range slices.SortedFunc(maps.Keys(p.ExternalImports), netip.Addr.Compare) {
 		fmt.Fprintf(&b, "#   imports from %s %v\n", a, p.ExternalImports[a])
@@ -230,7 +246,7 @@ func TestBuildPolicyInvariants(t *testing.T) {
 			}
 			for _, pol := range a.Policies {
 				for _, s := range pol.Statements {
-					for _, ms := range []*api.MatchSet{s.Conditions.GetPrefixSet(), s.Conditions.GetNeighborSet()} {
+					for _, ms := range []*api.MatchSet{s.Conditions.GetPrefixSet(), s.Conditions.GetNeighborSet(), s.Conditions.GetAsPathSet()} {
 						if ms != nil && sets[ms.Name] == nil {
 							t.Errorf("statement %s names the missing set %s", s.Name, ms.Name)
 						}
@@ -264,7 +280,7 @@ func TestInstalledPolicyMatchesBuilt(t *testing.T) {
 			got := &api.SetPoliciesRequest{}
 			var as []*api.PolicyAssignment
 			var errs []error
-			for _, typ := range []api.DefinedType{api.DefinedType_PREFIX, api.DefinedType_NEIGHBOR} {
+			for _, typ := range []api.DefinedType{api.DefinedType_PREFIX, api.DefinedType_NEIGHBOR, api.DefinedType_AS_PATH} {
 				errs = append(errs, s.srv.ListDefinedSet(ctx, &api.ListDefinedSetRequest{DefinedType: typ}, func(d *api.DefinedSet) {
 					d.DefinedType = typ // GoBGP leaves PREFIX (0) out anyway
 					got.DefinedSets = append(got.DefinedSets, d)

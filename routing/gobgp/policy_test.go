@@ -65,7 +65,10 @@ func checkAgreement(t *testing.T, n *gbNode, p routing.Policy) {
 					if pfx, nh, local, err := decodeWatchPath(path); err != nil || pfx != dp.prefix || nh != dp.nextHop || local != dp.local {
 						t.Errorf("decodeWatchPath = %v via %v local=%v (%v), decodePath = %+v", pfx, nh, local, err, dp)
 					}
-					ok, reason := p.Accepts(kind, a, dp.prefix, dp.nextHop)
+					if o := binaryOriginAS(path); o != dp.originAS {
+						t.Errorf("%v: binaryOriginAS = %d, decodePath's origin AS = %d", dp.prefix, o, dp.originAS)
+					}
+					ok, reason := p.Accepts(kind, a, dp.prefix, dp.nextHop, dp.originAS)
 					if accepted := inRIB[from{dp.prefix, a}]; ok != accepted {
 						t.Errorf("%s: %v from %v via %v: GoBGP accepted=%v, Accepts=%v (%s)",
 							n.name, dp.prefix, a, dp.nextHop, accepted, ok, reason)
