@@ -1,0 +1,175 @@
+package torfilter
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+)
+
+// Formats are the configuration languages Render writes.
+var Formats = []string{"bird", "frr"}
+
+// Render writes f in format ("bird" or "frr"): a comment header that says how to apply
+// the filters and what was left out, then one filter per node.
+func Render(w io.Writer, format string, f Filters) error {
+	var b strings.Builder
+	switch format {
+	case "bird":
+		renderBIRD(&b, f)
+	case "frr":
+		renderFRR(&b, f)
+	default:
+		return fmt.Errorf("format %q: want bird or frr", format)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// summary is the header's count of what the filters hold.
+func summary(f Filters) string {
+	blocks := 0
+	for _, n := range f.Nodes {
+		blocks += len(n.Blocks)
+	}
+	return fmt.Sprintf("%d %s, %d %s", len(f.Nodes), plural(len(f.Nodes), "node"), blocks, plural(blocks, "block"))
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+func comments(b *strings.Builder, mark string, lines ...string) {
+	for _, l := range lines {
+		if l == "" {
+			b.WriteString(mark + "\n")
+			continue
+		}
+		b.WriteString(mark + " " + l + "\n")
+	}
+}
+
+func problems(b *strings.Builder, mark string, f Filters) {
+	if len(f.Problems) == 0 {
+		return
+	}
+	comments(b, mark, "", "Left out:")
+	for _, p := range f.Problems {
+		comments(b, mark, "  "+p)
+	}
+}
+
+func sessions(n Node) string {
+	var s []string
+	for _, a := range []string{n.Address.String(), n.Address6.String()} {
+		if a != "invalid IP" {
+			s = append(s, a)
+		}
+	}
+	return strings.Join(s, ", ")
+}
+
+// renderBIRD writes one filter per node. `net = P` compares the whole prefix, so a
+// more specific never matches; bgp_path.last is the origin AS (0 for an empty path or
+// one ending in an AS_SET).
+func renderBIRD(b *strings.Builder, f Filters) {
+	comments(b, "#",
+		"hostroute: ToR import filters for BIRD 2 (routectl tor-filters --format bird).",
+		"A node may announce only its own blocks (exact prefixes, no more specifics),",
+		"originated in its own AS. Use each node's filter as the import filter of that",
+		"node's session, in every channel it has (ipv4, ipv6), e.g.",
+		"  protocol bgp n_192_0_2_1 from node {",
+		"    neighbor 192.0.2.1 as 64512;",
+		"    ipv4 { import filter hostroute_import_node_1; };",
+		"  }",
+		"Regenerate and `birdc configure` whenever a block is assigned or released: until",
+		"then the ToR refuses a node's new block. For eBGP sessions (the ToR in another AS",
+		"than the node): over iBGP the path is empty and the filter refuses everything.",
+		"",
+		summary(f)+".")
+	problems(b, "#", f)
+	for _, n := range f.Nodes {
+		fmt.Fprintf(b, "\n# %s: %s, AS %d, %d %s\n", n.Name, sessions(n), n.AS, len(n.Blocks), plural(len(n.Blocks), "block"))
+		fmt.Fprintf(b, "filter %s {\n", n.BIRDName)
+		if len(n.Blocks) > 0 {
+			fmt.Fprintf(b, "  if bgp_path.last != %d then reject;\n", n.AS)
+		}
+		for _, p := range n.Blocks {
+			fmt.Fprintf(b, "  if net = %s then accept;\n", p)
+		}
+		b.WriteString("  reject;\n}\n")
+	}
+}
+
+// renderFRR writes an as-path access-list per AS and, per node, an IPv4 and an IPv6
+// prefix-list (a prefix-list entry without ge/le matches the exact prefix only) and a
+// route-map that needs both the prefix and the origin AS. Every list is deleted before
+// it is written, so pasting a newer output also drops released blocks; the route-map's
+// implicit deny refuses the rest.
+func renderFRR(b *strings.Builder, f Filters) {
+	comments(b, "!",
+		"hostroute: ToR import filters for FRR 8.4 (routectl tor-filters --format frr).",
+		"A node may announce only its own blocks (exact prefixes, no more specifics),",
+		"originated in its own AS. Apply each node's route-map inbound on that node's",
+		"session, in each address family it carries (a neighbour's own route-map",
+		"overrides its peer-group's):",
+		"  router bgp 65000",
+		"   address-family ipv4 unicast",
+		"    neighbor 192.0.2.1 route-map hostroute-node-1 in",
+		"   exit-address-family",
+		"Load it with `vtysh -f FILE` (or paste it into `configure terminal`), then",
+		"`clear bgp * soft in`. Regenerate whenever a block is assigned or released: until",
+		"then the ToR refuses a node's new block. For eBGP sessions (the ToR in another AS",
+		"than the node): over iBGP the path is empty and the route-map refuses everything.",
+		"",
+		summary(f)+".")
+	problems(b, "!", f)
+	var ases []uint32
+	for _, n := range f.Nodes {
+		if len(n.Blocks) > 0 {
+			ases = append(ases, n.AS)
+		}
+	}
+	slices.Sort(ases)
+	if ases = slices.Compact(ases); len(ases) > 0 {
+		b.WriteString("!\n")
+	}
+	for _, as := range ases {
+		fmt.Fprintf(b, "no bgp as-path access-list %s\n", asList(as))
+		fmt.Fprintf(b, "bgp as-path access-list %s seq 5 permit _%d$\n", asList(as), as)
+	}
+	for _, n := range f.Nodes {
+		fmt.Fprintf(b, "!\n! %s: %s, AS %d, %d %s\n", n.Name, sessions(n), n.AS, len(n.Blocks), plural(len(n.Blocks), "block"))
+		fmt.Fprintf(b, "no route-map %s\n", n.FRRName)
+		seq := 10
+		for _, fam := range []struct {
+			v4         bool
+			list, addr string
+		}{{true, "ip prefix-list", "ip address"}, {false, "ipv6 prefix-list", "ipv6 address"}} {
+			var ps []string
+			for _, p := range n.Blocks {
+				if p.Addr().Is4() == fam.v4 {
+					ps = append(ps, p.String())
+				}
+			}
+			if len(ps) == 0 {
+				continue
+			}
+			fmt.Fprintf(b, "no %s %s\n", fam.list, n.FRRName)
+			for i, p := range ps {
+				fmt.Fprintf(b, "%s %s seq %d permit %s\n", fam.list, n.FRRName, 5*(i+1), p)
+			}
+			fmt.Fprintf(b, "route-map %s permit %d\n match %s prefix-list %s\n match as-path %s\nexit\n",
+				n.FRRName, seq, fam.addr, n.FRRName, asList(n.AS))
+			seq += 10
+		}
+		if seq == 10 {
+			fmt.Fprintf(b, "route-map %s deny 10\nexit\n", n.FRRName)
+		}
+	}
+}
+
+func asList(as uint32) string { return fmt.Sprintf("hostroute-origin-%d", as) }
