@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hostroute/hostroute/api/v1alpha1"
@@ -324,6 +325,10 @@ func kubeletRollout(t *testing.T, l *harness.Lab, bfd bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	oldBFD, err := k.BFDPod()
+	if err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(time.Second)
 	start := time.Now()
 	k.Apply(tag)
@@ -335,6 +340,10 @@ func kubeletRollout(t *testing.T, l *harness.Lab, bfd bool) {
 	}
 	if cur.UID == old.UID {
 		t.Fatalf("the agent pod %s was not replaced", old.Name)
+	}
+	// The BFD daemon (OnDelete) is not part of the roll: its sessions stay Up throughout.
+	if curBFD, err := k.BFDPod(); err != nil || curBFD.UID != oldBFD.UID || restarts(curBFD) != restarts(oldBFD) {
+		t.Errorf("hostroute-bfd's pod was restarted by the agent's rollout (%v)", err)
 	}
 	k.WaitReady(30 * time.Second)
 	// Traffic must flow again after the rollout: wait for a clean stretch.
@@ -353,11 +362,21 @@ func kubeletRollout(t *testing.T, l *harness.Lab, bfd bool) {
 		t.Errorf("only %d datagrams sent", r.sent)
 	}
 	// Measured here: nothing is lost either way. Without BFD the peers keep the node's
-	// routes under graceful restart and its kernel routes stay; with BFD the stopping
-	// agent says AdminDown first, so its peers do not take it for dead (RFC 5882 3.2) and
-	// graceful restart applies too. (Before the AdminDown goodbye, BFD peers withdrew
-	// the node's block until the new agent was up: one outage of 3.7–4.3 s.)
+	// routes under graceful restart and its kernel routes stay; with BFD the sessions
+	// belong to hostroute-bfd, which the roll leaves running, so the peers see BFD Up
+	// throughout and graceful restart applies too. (With BFD inside the agent and no
+	// goodbye, BFD peers withdrew the node's block until the new agent was up: one
+	// outage of 3.7–4.3 s.)
 	if r.lost > 10 {
 		t.Errorf("the rollout lost %d datagrams (BFD %v, longest outage %v); graceful restart should keep traffic flowing", r.lost, bfd, r.longestGap)
 	}
+}
+
+// restarts sums the restart counts of a pod's containers.
+func restarts(p *corev1.Pod) int32 {
+	var n int32
+	for _, c := range p.Status.ContainerStatuses {
+		n += c.RestartCount
+	}
+	return n
 }

@@ -229,10 +229,16 @@ func (k *KubeletNode) hostrouteImage(tag string, build int) (string, error) {
 }
 
 // AgentPod returns the DaemonSet's pod on this node.
-func (k *KubeletNode) AgentPod() (*corev1.Pod, error) {
+func (k *KubeletNode) AgentPod() (*corev1.Pod, error) { return k.daemonPod("hostroute-node") }
+
+// BFDPod returns hostroute-bfd's pod on this node.
+func (k *KubeletNode) BFDPod() (*corev1.Pod, error) { return k.daemonPod("hostroute-bfd") }
+
+// daemonPod returns the live pod of DaemonSet app on this node.
+func (k *KubeletNode) daemonPod(app string) (*corev1.Pod, error) {
 	e := k.env
 	pods, err := e.Kube.CoreV1().Pods(Namespace).List(e.Ctx, metav1.ListOptions{
-		LabelSelector: "app.kubernetes.io/name=hostroute-node", FieldSelector: "spec.nodeName=" + k.Name})
+		LabelSelector: "app.kubernetes.io/name=" + app, FieldSelector: "spec.nodeName=" + k.Name})
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +249,7 @@ func (k *KubeletNode) AgentPod() (*corev1.Pod, error) {
 		}
 	}
 	if len(live) != 1 {
-		return nil, fmt.Errorf("%d live DaemonSet pods on %s", len(live), k.Name)
+		return nil, fmt.Errorf("%d live %s pods on %s", len(live), app, k.Name)
 	}
 	return &live[0], nil
 }
@@ -297,6 +303,14 @@ func (k *KubeletNode) DaemonSetRolledOut() string {
 	}
 	if !PodReady(p) {
 		return fmt.Sprintf("pod %s not Ready (phase %s)", p.Name, p.Status.Phase)
+	}
+	// hostroute-bfd updates OnDelete: it only has to run (on whichever image).
+	b, err := k.BFDPod()
+	if err != nil {
+		return err.Error()
+	}
+	if !PodReady(b) {
+		return fmt.Sprintf("pod %s not Ready (phase %s)", b.Name, b.Status.Phase)
 	}
 	return ""
 }

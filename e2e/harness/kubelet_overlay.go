@@ -85,6 +85,7 @@ patches:
   - path: drop-controller.yaml
   - path: drop-default-pool.yaml
   - path: daemonset.yaml
+  - path: bfd-daemonset.yaml
 `, strconv.Quote(o.Manifests), LabImageName, strconv.Quote(o.Tag), install.ConflistName),
 		install.ConflistName: string(o.Conflist) + "\n",
 		"drop-controller.yaml": `$patch: delete
@@ -128,6 +129,20 @@ spec:
         - {name: lab-cni, configMap: {name: hostroute-lab-cni}}
 `, LabKubeletLabel, install.ConflistName,
 			host("/var/lib/hostroute"), host("/run/hostroute"), host("/opt/cni/bin"), host("/etc/cni/net.d")),
+		// The BFD daemon shares the agent's socket directory.
+		"bfd-daemonset.yaml": fmt.Sprintf(`apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: hostroute-bfd
+  namespace: hostroute-system
+spec:
+  template:
+    spec:
+      nodeSelector:
+        %s: "true"
+      volumes:
+        - {name: run, hostPath: {path: %s, type: DirectoryOrCreate}}
+`, LabKubeletLabel, host("/run/hostroute")),
 	}
 }
 

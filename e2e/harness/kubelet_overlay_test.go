@@ -64,7 +64,7 @@ func TestOverlayRenders(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kubectl kustomize: %v\n%s", err, out)
 	}
-	var ds *appsv1.DaemonSet
+	dss := map[string]*appsv1.DaemonSet{}
 	var cmName string
 	for _, doc := range strings.Split(string(out), "\n---\n") {
 		var meta struct {
@@ -87,14 +87,23 @@ func TestOverlayRenders(t *testing.T) {
 				t.Errorf("ConfigMap %s lacks the lab conflist:\n%s", cmName, doc)
 			}
 		case "DaemonSet":
-			ds = &appsv1.DaemonSet{}
-			if err := yaml.Unmarshal([]byte(doc), ds); err != nil {
+			d := &appsv1.DaemonSet{}
+			if err := yaml.Unmarshal([]byte(doc), d); err != nil {
 				t.Fatal(err)
 			}
+			dss[d.Name] = d
 		}
 	}
-	if ds == nil {
-		t.Fatalf("no DaemonSet in:\n%s", out)
+	ds, bfdDS := dss["hostroute-node"], dss["hostroute-bfd"]
+	if ds == nil || bfdDS == nil {
+		t.Fatalf("want DaemonSets hostroute-node and hostroute-bfd in:\n%s", out)
+	}
+	// The BFD daemon runs on the lab node too, sharing the agent's socket directory.
+	bspec := bfdDS.Spec.Template.Spec
+	if bspec.NodeSelector[LabKubeletLabel] != "true" || len(bspec.Volumes) != 1 || bspec.Volumes[0].HostPath == nil ||
+		bspec.Volumes[0].HostPath.Path != "/h/run/hostroute" || bspec.Containers[0].Image != LabImageName+":t7" ||
+		!containsAll(bspec.Containers[0].Args, "--socket=/run/hostroute/bfd.sock") {
+		t.Errorf("hostroute-bfd not placed for the lab: nodeSelector %v, volumes %+v, containers %+v", bspec.NodeSelector, bspec.Volumes, bspec.Containers)
 	}
 	spec := ds.Spec.Template.Spec
 	if spec.NodeSelector[LabKubeletLabel] != "true" {
@@ -133,7 +142,7 @@ func TestOverlayRenders(t *testing.T) {
 	if env["KUBERNETES_SERVICE_HOST"] != "127.0.0.1" || env["KUBERNETES_SERVICE_PORT"] != "6443" {
 		t.Errorf("agent env %v", env)
 	}
-	if !containsAll(agentArgs, "--state-dir=/var/lib/hostroute", "--socket=/run/hostroute/agent.sock") {
+	if !containsAll(agentArgs, "--state-dir=/var/lib/hostroute", "--socket=/run/hostroute/agent.sock", "--bfd-socket=/run/hostroute/bfd.sock") {
 		t.Errorf("agent args changed: %v", agentArgs)
 	}
 	var install corev1.Container
