@@ -112,18 +112,37 @@ func compareRoutes(want map[netip.Prefix]routes.Route, rib map[netip.Prefix][]ne
 	return out
 }
 
+// BFDUnreachable is a session's BFD state while the agent cannot reach its BFD daemon.
+const BFDUnreachable = "Unreachable"
+
+// bfdStates returns each peer's BFD state as the status shows it: Down for a session b
+// does not know, BFDUnreachable for every peer while b is a BFD daemon the agent cannot
+// reach (the daemon may well hold them Up; "Down" would be a guess).
+func bfdStates(b BFD) func(netip.Addr) string {
+	if c, ok := b.(interface{ Connected() bool }); ok && !c.Connected() {
+		return func(netip.Addr) string { return BFDUnreachable }
+	}
+	states := map[netip.Addr]string{}
+	if bs, ok := b.(bfdSessions); ok {
+		for _, s := range bs.Sessions() {
+			states[s.Peer] = s.State.String()
+		}
+	}
+	return func(p netip.Addr) string {
+		if st, ok := states[p]; ok {
+			return st
+		}
+		return bfd.Down.String()
+	}
+}
+
 // sessions lists the BGP neighbours with their BFD state.
 func (a *Agent) sessions() []*agentv1.Session {
 	peers, err := a.cfg.BGP.Speaker.Peers()
 	if err != nil {
 		return nil
 	}
-	bfdState := map[netip.Addr]string{}
-	if bs, ok := a.cfg.BGP.BFD.(bfdSessions); ok && a.cfg.BGP.BFD != nil {
-		for _, s := range bs.Sessions() {
-			bfdState[s.Peer] = s.State.String()
-		}
-	}
+	bfdState := bfdStates(a.cfg.BGP.BFD)
 	out := make([]*agentv1.Session, 0, len(peers))
 	for _, p := range peers {
 		s := &agentv1.Session{
@@ -135,10 +154,7 @@ func (a *Agent) sessions() []*agentv1.Session {
 			s.SinceUnix = p.Since.Unix()
 		}
 		if p.Config.BFD {
-			s.BfdState = bfdState[p.Config.Address]
-			if s.BfdState == "" {
-				s.BfdState = bfd.Down.String()
-			}
+			s.BfdState = bfdState(p.Config.Address)
 		}
 		out = append(out, s)
 	}

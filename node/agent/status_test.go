@@ -69,3 +69,30 @@ func TestHealthAndChange(t *testing.T) {
 		t.Errorf("session down: %+v", c.Conditions)
 	}
 }
+
+// daemonBFD is a heldBFD that may have lost its daemon.
+type daemonBFD struct {
+	heldBFD
+	connected bool
+}
+
+func (d *daemonBFD) Connected() bool { return d.connected }
+
+// The status says Up or Down for what BFD knows, Down for a session it lacks, and
+// Unreachable for every peer while the BFD daemon is not reachable (not a guessed Down).
+func TestBFDStates(t *testing.T) {
+	up, none := netip.MustParseAddr("192.0.2.254"), netip.MustParseAddr("192.0.2.9")
+	d := &daemonBFD{heldBFD: heldBFD{fakeBFD{sessions: map[netip.Addr]netip.Addr{up: netip.MustParseAddr("192.0.2.1")}}}, connected: true}
+	st := bfdStates(d)
+	if st(up) != "Up" || st(none) != "Down" {
+		t.Fatalf("connected: %s %s, want Up Down", st(up), st(none))
+	}
+	d.connected = false
+	st = bfdStates(d)
+	if st(up) != BFDUnreachable || st(none) != BFDUnreachable {
+		t.Fatalf("daemon unreachable: %s %s, want %s for both", st(up), st(none), BFDUnreachable)
+	}
+	if st := bfdStates(nil); st(up) != "Down" {
+		t.Fatalf("no BFD: %s", st(up))
+	}
+}
