@@ -329,6 +329,20 @@ func kubeletRollout(t *testing.T, l *harness.Lab, bfd bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if bfd { // the sessions are hostroute-bfd's, running without any capability
+		l.Eventually(30*time.Second, "BFD Up on every session of "+k.Name, func() string {
+			ss, err := routingSessions(k.Node)
+			if err != nil {
+				return err.Error()
+			}
+			for _, s := range ss {
+				if s.BfdState != "Up" {
+					return fmt.Sprintf("session to %s: BGP %s, BFD %q", s.Peer, s.State, s.BfdState)
+				}
+			}
+			return ""
+		})
+	}
 	time.Sleep(time.Second)
 	start := time.Now()
 	k.Apply(tag)
