@@ -102,7 +102,8 @@ Exit codes: 0 healthy, 1 something unhealthy was found, 2 routectl could not ans
 	f.StringVar(&o.node, "node", "", "the node to show (read from the API server instead of the local agent)")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table, wide, json or yaml")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the agent and the API server")
-	root.AddCommand(newStatusCommand(o), newNodesCommand(o), newRoutesCommand(o), newIPAMCommand(o), newPeersCommand(o))
+	root.AddCommand(newStatusCommand(o), newNodesCommand(o), newRoutesCommand(o), newIPAMCommand(o), newPeersCommand(o),
+		newTorFiltersCommand(o))
 	return root
 }
 

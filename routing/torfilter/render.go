@@ -3,6 +3,7 @@ package torfilter
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
 	"strings"
 )
@@ -76,14 +77,15 @@ func sessions(n Node) string {
 // more specific never matches; bgp_path.last is the origin AS (0 for an empty path or
 // one ending in an AS_SET).
 func renderBIRD(b *strings.Builder, f Filters) {
+	ex := exampleOf(f)
 	comments(b, "#",
 		"hostroute: ToR import filters for BIRD 2 (routectl tor-filters --format bird).",
 		"A node may announce only its own blocks (exact prefixes, no more specifics),",
 		"originated in its own AS. Use each node's filter as the import filter of that",
 		"node's session, in every channel it has (ipv4, ipv6), e.g.",
-		"  protocol bgp n_192_0_2_1 from node {",
-		"    neighbor 192.0.2.1 as 64512;",
-		"    ipv4 { import filter hostroute_import_node_1; };",
+		"  protocol bgp "+birdProto(ex.addr)+" from node {",
+		fmt.Sprintf("    neighbor %s as %d;", ex.addr, ex.n.AS),
+		fmt.Sprintf("    %s { import filter %s; };", ex.channel, ex.n.BIRDName),
 		"  }",
 		"Regenerate and `birdc configure` whenever a block is assigned or released: until",
 		"then the ToR refuses a node's new block. For eBGP sessions (the ToR in another AS",
@@ -106,19 +108,22 @@ func renderBIRD(b *strings.Builder, f Filters) {
 
 // renderFRR writes an as-path access-list per AS and, per node, an IPv4 and an IPv6
 // prefix-list (a prefix-list entry without ge/le matches the exact prefix only) and a
-// route-map that needs both the prefix and the origin AS. Every list is deleted before
-// it is written, so pasting a newer output also drops released blocks; the route-map's
+// route-map that needs both the prefix and the origin AS. Every prefix-list and
+// route-map is deleted before it is written, so loading a newer output also drops
+// released blocks (FRR deletes an absent one silently; an absent as-path list would be
+// an error, and each has one fixed entry, so those are only re-added). The route-map's
 // implicit deny refuses the rest.
 func renderFRR(b *strings.Builder, f Filters) {
+	ex := exampleOf(f)
 	comments(b, "!",
 		"hostroute: ToR import filters for FRR 8.4 (routectl tor-filters --format frr).",
 		"A node may announce only its own blocks (exact prefixes, no more specifics),",
 		"originated in its own AS. Apply each node's route-map inbound on that node's",
 		"session, in each address family it carries (a neighbour's own route-map",
 		"overrides its peer-group's):",
-		"  router bgp 65000",
-		"   address-family ipv4 unicast",
-		"    neighbor 192.0.2.1 route-map hostroute-node-1 in",
+		"  router bgp TOR-AS",
+		"   address-family "+ex.channel+" unicast",
+		fmt.Sprintf("    neighbor %s route-map %s in", ex.addr, ex.n.FRRName),
 		"   exit-address-family",
 		"Load it with `vtysh -f FILE` (or paste it into `configure terminal`), then",
 		"`clear bgp * soft in`. Regenerate whenever a block is assigned or released: until",
@@ -138,7 +143,6 @@ func renderFRR(b *strings.Builder, f Filters) {
 		b.WriteString("!\n")
 	}
 	for _, as := range ases {
-		fmt.Fprintf(b, "no bgp as-path access-list %s\n", asList(as))
 		fmt.Fprintf(b, "bgp as-path access-list %s seq 5 permit _%d$\n", asList(as), as)
 	}
 	for _, n := range f.Nodes {
@@ -173,3 +177,28 @@ func renderFRR(b *strings.Builder, f Filters) {
 }
 
 func asList(as uint32) string { return fmt.Sprintf("hostroute-origin-%d", as) }
+
+// example is the session the header's example applies a filter to.
+type example struct {
+	n       Node
+	addr    netip.Addr
+	channel string // ipv4 or ipv6
+}
+
+// exampleOf picks the first node (a made-up one when there is none).
+func exampleOf(f Filters) example {
+	if len(f.Nodes) == 0 {
+		return example{n: Node{AS: 64512, BIRDName: "hostroute_import_node_1", FRRName: "hostroute-node-1"},
+			addr: netip.MustParseAddr("192.0.2.1"), channel: "ipv4"}
+	}
+	n := f.Nodes[0]
+	if n.Address.IsValid() {
+		return example{n, n.Address, "ipv4"}
+	}
+	return example{n, n.Address6, "ipv6"}
+}
+
+// birdProto names a session after the neighbour's address, as the tests' ToR does.
+func birdProto(a netip.Addr) string {
+	return "n_" + strings.NewReplacer(".", "_", ":", "_").Replace(a.String())
+}

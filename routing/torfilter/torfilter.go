@@ -48,6 +48,8 @@ type Node struct {
 type Filters struct {
 	Nodes    []Node
 	Problems []string // sorted
+	// LeftOut says why a node has no filter, by node name.
+	LeftOut map[string]string
 }
 
 // Compute derives every node's filter. A node's address and AS come from
@@ -61,8 +63,15 @@ type Filters struct {
 //
 // A node without blocks still gets a filter: it refuses everything.
 func Compute(in Inputs) Filters {
-	var f Filters
+	f := Filters{LeftOut: map[string]string{}}
 	problem := func(format string, a ...any) { f.Problems = append(f.Problems, fmt.Sprintf(format, a...)) }
+	leftOut := func(node, format string, a ...any) {
+		why := fmt.Sprintf(format, a...)
+		if _, seen := f.LeftOut[node]; !seen {
+			f.LeftOut[node] = why
+		}
+		problem("node %s: %s; no filter", node, why)
+	}
 
 	byName := map[string]*Node{}
 	owners := map[netip.Addr][]string{}
@@ -74,10 +83,10 @@ func Compute(in Inputs) Filters {
 		nb, err := routing.NodeBGPOf(n, in.Config)
 		switch {
 		case errors.Is(err, routing.ErrNoAddress):
-			problem("node %s: no InternalIP yet; no filter", n.Name)
+			leftOut(n.Name, "no InternalIP yet")
 			continue
 		case err != nil:
-			problem("node %s: %v; no filter", n.Name, err)
+			leftOut(n.Name, "%v", err)
 			continue
 		}
 		if _, dup := byName[nb.Name]; dup {
@@ -94,8 +103,9 @@ func Compute(in Inputs) Filters {
 	for _, a := range slices.SortedFunc(maps.Keys(owners), netip.Addr.Compare) {
 		if ns := owners[a]; len(ns) > 1 {
 			slices.Sort(ns)
-			problem("nodes %s share address %s; no filter for them (hostroute peers neither)", strings.Join(ns, ", "), a)
 			for _, n := range ns {
+				leftOut(n, "shares address %s with %s (hostroute peers neither)", a,
+					strings.Join(slices.DeleteFunc(slices.Clone(ns), func(o string) bool { return o == n }), ", "))
 				delete(byName, n)
 			}
 		}
@@ -164,14 +174,17 @@ func Compute(in Inputs) Filters {
 	return f
 }
 
-// Only returns the filters of one node; false when it has none.
-func (f Filters) Only(node string) (Filters, bool) {
+// Only returns the filters of one node, or an error that says why it has none.
+func (f Filters) Only(node string) (Filters, error) {
 	for _, n := range f.Nodes {
 		if n.Name == node {
-			return Filters{Nodes: []Node{n}, Problems: f.Problems}, true
+			return Filters{Nodes: []Node{n}, Problems: f.Problems, LeftOut: f.LeftOut}, nil
 		}
 	}
-	return Filters{Problems: f.Problems}, false
+	if why, ok := f.LeftOut[node]; ok {
+		return Filters{}, fmt.Errorf("node %s has no filter: %s", node, why)
+	}
+	return Filters{}, fmt.Errorf("node %s has no filter: no such Node", node)
 }
 
 // birdIdent turns a node name (a DNS subdomain) into the rest of a BIRD identifier.

@@ -162,11 +162,17 @@ func TestCompute(t *testing.T) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("filters (-want +got):\n%s", d)
 	}
-	if one, ok := f.Only("node-3"); !ok || len(one.Nodes) != 1 || one.Nodes[0].Name != "node-3" {
-		t.Errorf("Only(node-3) = %+v, %v", one, ok)
+	if one, err := f.Only("node-3"); err != nil || len(one.Nodes) != 1 || one.Nodes[0].Name != "node-3" {
+		t.Errorf("Only(node-3) = %+v, %v", one, err)
 	}
-	if _, ok := f.Only("twin-a"); ok {
-		t.Error("Only(twin-a): a node sharing its address has a filter")
+	for node, want := range map[string]string{
+		"twin-a":  "node twin-a has no filter: shares address 192.0.2.7 with twin-b (hostroute peers neither)",
+		"joining": "node joining has no filter: no InternalIP yet",
+		"nobody":  "node nobody has no filter: no such Node",
+	} {
+		if _, err := f.Only(node); err == nil || err.Error() != want {
+			t.Errorf("Only(%s): %v, want %q", node, err, want)
+		}
 	}
 	if err := Render(&bytes.Buffer{}, "junos", f); err == nil {
 		t.Error("Render junos: no error")
