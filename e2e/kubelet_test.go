@@ -315,9 +315,11 @@ func kubeletRollout(t *testing.T, l *harness.Lab, bfd bool) {
 	p := k.RunPod("echo", "-listen", ":8080")
 	dst := netip.AddrPortFrom(netip.MustParseAddr(p.Status.PodIP), 8080)
 	s := startStream(t, other.NS, dst, 10*time.Millisecond)
+	// The same from the external host: through the BIRD ToR (BFD there too when on).
+	x := startStream(t, l.ExtNS, dst, 10*time.Millisecond)
 	l.Eventually(10*time.Second, "UDP echo from the kubelet pod", func() string {
-		if s.received() == 0 {
-			return "no echo yet"
+		if s.received() == 0 || x.received() == 0 {
+			return fmt.Sprintf("echoes: %d from the pod, %d from the external host", s.received(), x.received())
 		}
 		return ""
 	})
@@ -362,18 +364,24 @@ func kubeletRollout(t *testing.T, l *harness.Lab, bfd bool) {
 	k.WaitReady(30 * time.Second)
 	// Traffic must flow again after the rollout: wait for a clean stretch.
 	l.Eventually(30*time.Second, "loss-free traffic after the rollout", func() string {
-		if gap := s.sinceLastEcho(); gap > 100*time.Millisecond {
-			return fmt.Sprintf("last echo %v ago", gap)
+		for _, st := range []*stream{s, x} {
+			if gap := st.sinceLastEcho(); gap > 100*time.Millisecond {
+				return fmt.Sprintf("last echo %v ago", gap)
+			}
 		}
 		return ""
 	})
 	time.Sleep(2 * time.Second)
-	r := s.stop()
-	t.Logf("rolling update %s → %s (pod %s → %s) took %v; BFD %v: sent %d, lost %d (%.1f%%), longest outage %v",
+	r, rx := s.stop(), x.stop()
+	t.Logf("rolling update %s → %s (pod %s → %s) took %v; BFD %v: from a pod sent %d, lost %d (%.1f%%), longest outage %v; "+
+		"from the external host through the ToR sent %d, lost %d, longest outage %v",
 		old.Spec.Containers[0].Image, k.Tag, old.Name, cur.Name, took.Round(time.Millisecond), bfd,
-		r.sent, r.lost, 100*float64(r.lost)/float64(max(r.sent, 1)), r.longestGap)
-	if r.sent < 100 {
-		t.Errorf("only %d datagrams sent", r.sent)
+		r.sent, r.lost, 100*float64(r.lost)/float64(max(r.sent, 1)), r.longestGap, rx.sent, rx.lost, rx.longestGap)
+	if r.sent < 100 || rx.sent < 100 {
+		t.Errorf("only %d and %d datagrams sent", r.sent, rx.sent)
+	}
+	if rx.lost > 10 {
+		t.Errorf("the rollout lost %d datagrams from the external host (BFD %v, longest outage %v): the ToR dropped the node's routes", rx.lost, bfd, rx.longestGap)
 	}
 	// Measured here: nothing is lost either way. Without BFD the peers keep the node's
 	// routes under graceful restart and its kernel routes stay; with BFD the sessions
