@@ -89,7 +89,7 @@ func runAgent(args []string) error {
 	var cfg agent.Config
 	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig (default: in-cluster)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	nat := fs.Bool("nat", true, "program NAT outgoing for natOutgoing pools (nftables table inet hostroute)")
+	nat := fs.Bool("nat", true, "masquerade traffic from natOutgoing pools leaving the cluster (false: never; the pod guard in table inet hostroute stays either way)")
 	fs.StringVar(&cfg.NodeName, "node-name", host, "this node's name (default $NODE_NAME, else the hostname)")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/hostroute", "where allocations are kept on the host")
 	fs.StringVar(&cfg.SocketPath, "socket", "/run/hostroute/agent.sock", "the agent's unix socket for the CNI plugin")
@@ -155,13 +155,7 @@ func runAgent(args []string) error {
 			cfg.BGP.BFD = srv
 		}
 	}
-	if *nat {
-		n, err := newNAT(log)
-		if err != nil {
-			return err
-		}
-		cfg.NAT = n
-	}
+	cfg.NAT = newNAT(log, *nat)
 	a, err := agent.New(log, kube, hr, cfg)
 	if err != nil {
 		return err

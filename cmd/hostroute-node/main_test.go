@@ -1,11 +1,14 @@
 package main
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hostroute/hostroute/node/nat"
 )
 
 func TestSubcommand(t *testing.T) {
@@ -82,5 +85,23 @@ func TestSysctlsCommand(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(root, "net/ipv4/ip_forward"))
 	if strings.TrimSpace(string(b)) != "1" {
 		t.Fatalf("ip_forward = %q", b)
+	}
+}
+
+type recordNAT struct{ got []nat.Config }
+
+func (r *recordNAT) Apply(c nat.Config) error { r.got = append(r.got, c); return nil }
+
+// --nat=false still builds the table (it carries the pod guard), only without masquerade.
+func TestNATFalseKeepsTheGuard(t *testing.T) {
+	pools := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
+	for _, masq := range []bool{true, false} {
+		r := &recordNAT{}
+		if err := (natApplier{m: r, masquerade: masq}).Apply(pools, pools); err != nil {
+			t.Fatal(err)
+		}
+		if len(r.got) != 1 || len(r.got[0].AllPools) != 1 || (len(r.got[0].NATPools) == 1) != masq {
+			t.Fatalf("masquerade %v: applied %+v", masq, r.got)
+		}
 	}
 }
