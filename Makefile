@@ -60,12 +60,12 @@ lint:
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-## test: lint, generated-files check, unit, integration and end-to-end tests (as root), the race detector on the agent, route table and BGP packages, bounded fuzzing
+## test: lint, generated-files check, unit, integration and end-to-end tests (as root), the race detector on the agent, BFD daemon, route table and BGP packages, bounded fuzzing
 # Packages run one at a time (-p 1): several start their own kube-apiserver, and the
 # end-to-end tests are timing-sensitive on a 2-core machine.
 test: deps tools lint verify-generated
 	HOSTROUTE_TOOLS_DIR=$$(e2e/tools/ensure.sh) $(GO) test -p 1 -count=1 -timeout 30m ./...
-	$(GO) test -race -p 1 -count=1 ./node/agent/... ./node/routes/... ./routing/...
+	$(GO) test -race -p 1 -count=1 ./node/agent/... ./node/bfdd/... ./node/routes/... ./routing/...
 	$(GO) test -run '^$$' -fuzz '^FuzzAllocator$$' -fuzztime $(FUZZTIME) ./node/ipam
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./node/cni
 
