@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # deps.sh installs the Debian packages hostroute's generate step, tests and lab use,
-# when they are missing. Idempotent: a second run only checks.
+# when they are missing. Idempotent: a second run only checks. iperf3 and ethtool are for
+# `make bench` (data plane, offloads on and off).
 #
 # frr is a ToR in the tests, run only inside test namespaces. Its package would start
 # zebra and bgpd in the root namespace on install: a policy-rc.d that refuses every
 # service start (exit 101) is in place while apt runs (removed afterwards only if this
 # script made it), and the script fails if FRR daemons run after the install.
 set -euo pipefail
-want=(protobuf-compiler containernetworking-plugins nftables iptables iproute2 iputils-ping procps bird2 frr containerd runc)
+want=(protobuf-compiler containernetworking-plugins nftables iptables iproute2 iputils-ping procps bird2 frr containerd runc iperf3 ethtool)
 missing=()
 for p in "${want[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
