@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -49,10 +48,7 @@ func BenchmarkDataPlane(b *testing.B) {
 			b.Fatalf("%s is needed (make deps installs it): %v", tool, err)
 		}
 	}
-	rounds := 3
-	if v, err := strconv.Atoi(os.Getenv("HOSTROUTE_BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
+	rounds := benchRounds()
 	l := harness.NewLab(b, bin, netns.OwnedPrefix(harness.NSPrefix), harness.LabOptions{Nodes: 2, PodsPerNode: 2})
 	l.WaitMesh(30 * time.Second)
 	n1, n2 := l.Nodes[0], l.Nodes[1]
