@@ -166,7 +166,8 @@ func torFilterRogue(t *testing.T, kind string) {
 		return ""
 	})
 	rec, acc := l.tor.counts(t, n1.Addr)
-	t.Logf("%s: the ToR received %d routes from the rogue %s and accepted %d", kind, rec, n1.Addr, acc)
+	t.Logf("%s: the ToR received %d routes from %s and accepted %d (BIRD's counters include the agent's session before the rogue's)",
+		kind, rec, n1.Addr, acc)
 	l.waitOwnersOnly(t, 5*time.Second)
 	for _, p := range claims[2:] {
 		if got := l.tor.paths(t, p); len(got) != 0 {
