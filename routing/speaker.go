@@ -120,8 +120,10 @@ type Policy struct {
 	// from an external neighbour (a ToR carrying blocks between racks) is accepted only
 	// when it is an assigned block, in that neighbour's import list, and its AS path
 	// originates in the owner's AS: a node, or the ToR, cannot announce another node's
-	// block or a more specific of one through the ToR. Hazard: nil turns that check
-	// off, and pool prefixes from external neighbours follow the import list alone.
+	// block or a more specific of one through the ToR. Hazards: nil turns that check
+	// off, and pool prefixes from external neighbours follow the import list alone; over
+	// iBGP (a BGPPeer in the node's own AS) a block's AS path is empty, names no AS and
+	// is refused: blocks go between nodes of one AS over the mesh or reflectors.
 	BlockOwnerAS map[netip.Prefix]uint32
 	// Pools are the pool prefixes; longer prefixes inside a pool follow BlockOwners.
 	Pools []netip.Prefix
