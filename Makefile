@@ -79,17 +79,28 @@ lab-down:
 	@$(GO) build -o $(BIN)/lab ./e2e/lab
 	@$(BIN)/lab down
 
-## bench: benchmarks, each against a baseline measured in the same run (report in bench.out)
-#   CNI ADD latency: hostroute vs ptp + host-local; kernel route writes vs ip -batch;
-#   BGP → kernel routes/s vs BIRD; withdrawal with BFD vs the hold timer; block propagation
-#   through the mesh vs a route reflector.
-BENCHTIME ?= 300x
+## bench: benchmarks, each against a baseline measured in the same run, interleaved; writes
+#   bench/results.json, bench/README.md and bench/chart.svg (the log goes to bench.out).
+#   Data plane: iperf3 and 1-byte request/response, pod paths vs node paths and a VXLAN
+#   overlay, offloads on and off. Pod start-up: CNI ADD/DEL at 1 and 8 concurrent vs ptp and
+#   bridge with host-local. Kernel route writes vs ip -batch; BGP → kernel vs BIRD; failure
+#   detection with BFD vs the hold timer; block propagation, mesh vs route reflector.
+#   BENCH_ROUNDS repetitions of each (default 3).
+BENCH_ROUNDS ?= 3
+BENCHRAW := bench/raw.jsonl
 bench: deps tools
-	@export HOSTROUTE_TOOLS_DIR=$$(e2e/tools/ensure.sh); { \
-	  $(GO) test -run '^$$' -bench 'CNIAdd' -benchtime $(BENCHTIME) -count 1 ./e2e/ && \
-	  $(GO) test -run '^$$' -bench 'KernelRoutes' -benchtime 1x -count 1 ./node/routes/ && \
-	  $(GO) test -run '^$$' -bench 'BGPToKernel|WithdrawalBFDvsHold|ReflectorPropagation' -benchtime 1x -count 1 -v ./e2e/ ; \
-	} 2>&1 | grep -vE '^\s+[IW][0-9]{4} |level=(INFO|DEBUG)' | tee bench.out
+	@mkdir -p bench && rm -f $(BENCHRAW)
+	@set -o pipefail; export HOSTROUTE_TOOLS_DIR=$$(e2e/tools/ensure.sh) HOSTROUTE_BENCH_OUT=$(CURDIR)/$(BENCHRAW) HOSTROUTE_BENCH_ROUNDS=$(BENCH_ROUNDS); { \
+	  echo ">> bench: data plane (~5 min)" >&2 && \
+	  $(GO) test -run '^$$' -bench 'DataPlane' -benchtime 1x -count 1 -timeout 40m ./e2e/ && \
+	  echo ">> bench: pod start-up (~2 min)" >&2 && \
+	  $(GO) test -run '^$$' -bench 'PodStartup' -benchtime 1x -count 1 -timeout 20m ./e2e/ && \
+	  echo ">> bench: kernel route writes (~1 min)" >&2 && \
+	  $(GO) test -run '^$$' -bench 'KernelRoutes' -benchtime $(BENCH_ROUNDS)x -count 1 ./node/routes/ && \
+	  echo ">> bench: BGP → kernel, failure detection, propagation (~10 min)" >&2 && \
+	  $(GO) test -run '^$$' -bench 'BGPToKernel|WithdrawalBFDvsHold|ReflectorPropagation' -benchtime $(BENCH_ROUNDS)x -count 1 -timeout 60m -v ./e2e/ ; \
+	} 2>&1 | grep -vE '^\s+[IW][0-9]{4} |level=(INFO|DEBUG)|"level":"(warn|info)"' | tee bench.out
+	$(GO) run ./internal/benchreport/gen -in $(BENCHRAW) -out bench
 
 clean:
 	rm -rf $(BIN)

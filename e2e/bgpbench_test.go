@@ -21,6 +21,7 @@ import (
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/controller"
 	"github.com/hostroute/hostroute/e2e/harness"
+	"github.com/hostroute/hostroute/internal/benchreport"
 	"github.com/hostroute/hostroute/internal/testenv/bird"
 	"github.com/hostroute/hostroute/internal/testenv/netns"
 	"github.com/hostroute/hostroute/node/routes"
@@ -319,7 +320,11 @@ protocol bgp tor { local %s as 64512; neighbor %s as 65000; error wait time 1, 5
 			limit := 60*time.Second + time.Duration(s.n)*time.Millisecond // generous: a failure, not a measurement
 			b.Logf("lab set up in %s (apiserver, controller, agent, two BIRDs; the ToR parsed %d static routes)",
 				setupTook.Round(time.Millisecond), 2*(1_000+10_000+100_000))
-			type res struct{ add, first, del, cpu time.Duration }
+			type res struct {
+				add, first, del, cpu time.Duration
+				// per iteration, for the report: routes/s in and out, CPU µs per route
+				addRates, delRates, cpuPer []float64
+			}
 			results := make([]res, len(impls))
 			var polls int
 			var pollTime time.Duration
@@ -342,6 +347,9 @@ protocol bgp tor { local %s as 64512; neighbor %s as 65000; error wait time 1, 5
 					}
 					del, _ := impl.c.wait(b, start, s.n, 0, limit)
 					r.add += add
+					r.addRates = append(r.addRates, float64(s.n)/add.Seconds())
+					r.delRates = append(r.delRates, float64(s.n)/del.Seconds())
+					r.cpuPer = append(r.cpuPer, float64(cpu.Nanoseconds())/1000/float64(s.n))
 					r.first += first
 					r.del += del
 					r.cpu += cpu
@@ -358,6 +366,29 @@ protocol bgp tor { local %s as 64512; neighbor %s as 65000; error wait time 1, 5
 				b.ReportMetric(rate(results[j].del), impl.name+"-withdraw-routes/s")
 				// CPU time the node's daemon spent per route installed (10 ms resolution).
 				b.ReportMetric(float64(results[j].cpu.Nanoseconds())/1000/float64(s.n*b.N), impl.name+"-cpu-us/route")
+			}
+			group := "BGP → kernel (a BIRD ToR announces N prefixes)"
+			for j, impl := range impls {
+				base := ""
+				var t *benchreport.Target
+				if impl.name == "hostroute" {
+					base = "bird"
+					t = &benchreport.Target{Of: "ratio", Op: ">=", Value: map[int]float64{1_000: 0, 10_000: 1, 100_000: 0.5}[s.n]}
+					if t.Value == 0 {
+						t = nil
+					}
+				}
+				name := func(what string, who string) string { return fmt.Sprintf("%s %s, %s prefixes", who, what, s.name) }
+				fig := func(what, unit string, runs []float64, lower bool, t *benchreport.Target) {
+					f := benchreport.Figure{Group: group, Name: name(what, impl.name), Unit: unit, Runs: runs, LowerIsBetter: lower, Target: t}
+					if base != "" {
+						f.Baseline = name(what, base)
+					}
+					benchreport.Record(b, f)
+				}
+				fig("install rate", "routes/s", results[j].addRates, false, t)
+				fig("withdraw rate", "routes/s", results[j].delRates, false, nil)
+				fig("CPU per route", "µs", results[j].cpuPer, true, nil)
 			}
 			b.ReportMetric(rate(results[0].add)/rate(results[1].add), "ratio")
 			b.ReportMetric(float64(pollTime.Microseconds())/1000/float64(max(polls, 1)), "poll-ms")
@@ -444,6 +475,12 @@ func BenchmarkWithdrawalBFDvsHold(b *testing.B) {
 			mean := ms(sum) / float64(len(all))
 			means[m.name] = mean
 			b.Logf("%s: %v", m.name, all)
+			f := benchreport.Figure{Group: "Failure detection (the ToR freezes: SIGSTOP)", Name: "routes gone, " + m.name, Unit: "ms", Runs: durMs(all), LowerIsBetter: true}
+			if m.bfd {
+				f.Baseline = "routes gone, " + modes[1].name
+				f.Target = &benchreport.Target{Of: "value", Op: "<=", Value: 1000}
+			}
+			benchreport.Record(b, f)
 			b.ReportMetric(mean, "mean-ms")
 			b.ReportMetric(ms(lo), "min-ms")
 			b.ReportMetric(ms(hi), "max-ms")
@@ -637,6 +674,11 @@ func BenchmarkReflectorPropagation(b *testing.B) {
 					}
 				}
 			}
+			f := benchreport.Figure{Group: "A new block reaches every other node (5 nodes)", Name: m.name, Unit: "ms", Runs: durMs(all), LowerIsBetter: true}
+			if m.reflector {
+				f.Baseline = modes[0].name
+			}
+			benchreport.Record(b, f)
 			b.ReportMetric(mean(all), "mean-ms")
 			b.ReportMetric(float64(hi.Microseconds())/1000, "max-ms")
 			b.ReportMetric(mean(origin), "origin-ms")
@@ -647,4 +689,13 @@ func BenchmarkReflectorPropagation(b *testing.B) {
 	if mesh, rr := means[modes[0].name], means[modes[1].name]; mesh > 0 && rr > 0 {
 		b.Logf("a new block on all other nodes: full mesh %.0f ms, route reflector %.0f ms (%.2fx)", mesh, rr, rr/mesh)
 	}
+}
+
+// durMs converts durations to milliseconds for the report.
+func durMs(ds []time.Duration) []float64 {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = float64(d.Microseconds()) / 1000
+	}
+	return out
 }
