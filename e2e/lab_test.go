@@ -284,4 +284,43 @@ func TestLabASPerRack(t *testing.T) {
 	if st, _ := netns.Output(l.Nodes[0].NS, "ss", "-tn", "state", "established", "( dport = :179 or sport = :179 )"); strings.Contains(st, harness.NodeAddr(2)+":") {
 		t.Fatalf("node-1 has a BGP session with node-2 though the mesh is off:\n%s", st)
 	}
+
+	// The ToR itself originates node-2's block (a misconfigured or hijacked ToR): its
+	// static route wins in BIRD and goes to node-1 with AS path [65000], which does not
+	// originate in node-2's AS. node-1 refuses it instead of sending node-2's pods'
+	// traffic to the ToR's blackhole.
+	var block2 string
+	bs, err := l.HR.IPAMBlocks.List(l.Ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs.Items {
+		if b.Spec.Node == "node-2" {
+			block2 = b.Spec.CIDR
+		}
+	}
+	tc := harness.TorConfig{AS: harness.TorAS, Neighbors: map[string]uint32{harness.NodeAddr(1): harness.RackAS(1), harness.NodeAddr(2): harness.RackAS(2)},
+		Originate: []string{block2}}
+	if err := l.Tor.Reconfigure(tc.Config()); err != nil {
+		t.Fatal(err)
+	}
+	l.Eventually(10*time.Second, "the ToR announcing its own route for node-2's block to node-1", func() string {
+		out, _ := l.Tor.Query("show route export n_192_0_2_1 for " + block2 + " all")
+		if !strings.Contains(out, "static") && !strings.Contains(out, "originated") {
+			return out
+		}
+		return ""
+	})
+	l.Eventually(10*time.Second, "node-1 logging the refusal", func() string {
+		if log := l.Nodes[0].Log(); !strings.Contains(log, "route rejected") || !strings.Contains(log, "prefix="+block2) {
+			return "no log line about " + block2
+		}
+		return ""
+	})
+	time.Sleep(time.Second)
+	for _, hop := range kernelRoute(t, l.Nodes[0].NS, block2) {
+		if hop == harness.FabricGateway {
+			t.Fatalf("node-1 routes node-2's block %s to the ToR: the ToR's own origination was accepted", block2)
+		}
+	}
 }

@@ -152,6 +152,9 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 
 func rackAS(i int) uint32 { return uint32(64600 + i) }
 
+// RackAS is node-i's AS with LabOptions.ASPerRack.
+func RackAS(i int) uint32 { return rackAS(i) }
+
 // WaitMesh waits until every node routes to every other node's block.
 func (l *Lab) WaitMesh(timeout time.Duration) {
 	l.Eventually(timeout, "every node routes to every other node's block", func() string {

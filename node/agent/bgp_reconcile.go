@@ -66,26 +66,11 @@ func computeInputs(src bgpSources) (bgpInputs, error) {
 // disableBGPExport pools to external peers.
 func policyFor(own []netip.Prefix, set routing.PeerSet, nodes []*corev1.Node, conf *v1alpha1.BGPConfiguration,
 	blocks []*v1alpha1.IPAMBlock, pools []*v1alpha1.IPPool) routing.Policy {
-	pol := routing.Policy{OwnBlocks: slices.Clone(own), BlockOwners: map[netip.Prefix]netip.Addr{},
-		ExternalImports: map[netip.Addr][]routing.PrefixRange{}}
-	byName := map[string]routing.NodeBGP{}
-	for _, n := range nodes {
-		if nb, err := routing.NodeBGPOf(n, conf); err == nil {
-			byName[nb.Name] = nb
-		}
-	}
-	for _, blk := range blocks {
-		p, err := netip.ParsePrefix(blk.Spec.CIDR)
-		nb, ok := byName[blk.Spec.Node]
-		if err != nil || !ok {
-			continue
-		}
-		owner := nb.Address
-		if p.Addr().Is6() && nb.Address6.IsValid() {
-			owner = nb.Address6
-		}
-		pol.BlockOwners[p] = owner
-	}
+	pol := routing.Policy{OwnBlocks: slices.Clone(own), ExternalImports: map[netip.Addr][]routing.PrefixRange{}}
+	// Each block's owner (next hop) and the owner's AS: a block is accepted from a node
+	// only with its owner as next hop, and from an external neighbour only with an AS
+	// path that originates in the owner's AS.
+	pol.BlockOwners, pol.BlockOwnerAS = routing.OwnerMaps(routing.BlockOwnersOf(nodes, conf, blocks))
 	for _, pool := range pools {
 		p, err := netip.ParsePrefix(pool.Spec.CIDR)
 		if err != nil {

@@ -59,6 +59,7 @@ func TestPolicyFor(t *testing.T) {
 		OwnBlocks: []netip.Prefix{p("10.244.0.0/26")},
 		// A block of a node that no longer exists has no owner: nobody may announce it.
 		BlockOwners:        map[netip.Prefix]netip.Addr{p("10.244.0.0/26"): a("192.0.2.1"), p("10.244.0.64/26"): a("192.0.2.2"), p("10.244.0.128/26"): a("192.0.2.3")},
+		BlockOwnerAS:       map[netip.Prefix]uint32{p("10.244.0.0/26"): 64512, p("10.244.0.64/26"): 64512, p("10.244.0.128/26"): 64512},
 		Pools:              []netip.Prefix{p("10.99.0.0/16"), p("10.244.0.0/16")},
 		NoExportToExternal: []netip.Prefix{p("10.99.0.0/16")},
 		ExternalImports:    map[netip.Addr][]routing.PrefixRange{a("192.0.2.254"): {{Prefix: p("0.0.0.0/0"), MaxLen: 0}}},
