@@ -108,10 +108,14 @@ type bgpReconciler interface {
 // because BFD was turned off for it (its next hop is no longer dead, its session no
 // longer shut: BFD no longer has a say).
 func newReconcilers(log *slog.Logger, sp routing.Speaker, b BFD, onStart func(), onBFDRemoved func(netip.Addr)) []bgpReconciler {
+	// The policy goes before the announcements: GoBGP judges a route against the export
+	// policy when it is added and never again, so a new block must be in the export set
+	// first (the speaker withdraws what a new policy stops exporting by itself). Then no
+	// block change needs a soft reset out.
 	rs := []bgpReconciler{
 		&speakerStarter{sp: sp, log: log, onStart: onStart},
-		&advertiser{sp: sp, log: log, advertised: map[netip.Prefix]netip.Addr{}},
 		&policySetter{sp: sp},
+		&advertiser{sp: sp, log: log, advertised: map[netip.Prefix]netip.Addr{}},
 		&peerSetter{sp: sp},
 	}
 	if b != nil {

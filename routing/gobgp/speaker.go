@@ -76,6 +76,9 @@ type Speaker struct {
 	applied      *api.SetPoliciesRequest         // the GoBGP policy installed last (nil = none)
 	appliedPol   routing.Policy                  // the Policy it was built from
 	appliedKinds map[netip.Addr]routing.PeerKind // and the neighbour kinds
+	// onReset, when set (tests), hears every soft reset the policy code asks for: the
+	// neighbour's address, "" for all of them.
+	onReset func(addr string)
 }
 
 // advert is one of our own routes in GoBGP's RIB.

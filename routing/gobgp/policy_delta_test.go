@@ -1,0 +1,131 @@
+package gobgp
+
+import (
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hostroute/hostroute/routing"
+)
+
+// resetLog records the soft resets a speaker's policy code asks for.
+type resetLog struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (r *resetLog) note(a string) { r.mu.Lock(); r.seen = append(r.seen, a); r.mu.Unlock() }
+
+func (r *resetLog) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.seen
+	r.seen = nil
+	return out
+}
+
+// A block change touches no neighbour it does not concern: with c meshed to a, b and an
+// external neighbour e, a second block for a (announced by a before c knew of it) is
+// accepted after one soft reset in of a alone; releasing it again resets only a and
+// drops the route; a new block of c's own resets only e (whose import list could have
+// let it in). A node's first block (a new statement) still re-installs the policy and
+// resets everyone.
+func TestBlockChangeTouchesOnlyItsOwner(t *testing.T) {
+	port := gbFreePort(t)
+	a := gbStart(t, "a", "127.0.9.11", gbAS, port, true)
+	b := gbStart(t, "b", "127.0.9.12", gbAS, port, true)
+	c := gbStart(t, "c", "127.0.9.13", gbAS, port, true)
+	e := gbStart(t, "e", "127.0.9.21", 65001, port, false)
+	log := &resetLog{}
+	c.s.onReset = log.note
+	const a1, a2, b1, c1, c2, d1 = "10.244.1.0/26", "10.244.1.64/26", "10.244.2.0/26", "10.244.3.0/26", "10.244.3.64/26", "10.244.4.0/26"
+	pol := routing.Policy{
+		OwnBlocks:       []netip.Prefix{gbPfx(c1)},
+		BlockOwners:     map[netip.Prefix]netip.Addr{gbPfx(a1): a.addr, gbPfx(b1): b.addr, gbPfx(c1): c.addr},
+		Pools:           []netip.Prefix{gbPfx("10.244.0.0/16")},
+		ExternalImports: map[netip.Addr][]routing.PrefixRange{e.addr: {{Prefix: gbPfx("198.51.100.0/24")}}},
+	}
+	c.setPolicy(pol)
+	c.advertise(c1, c.addr)
+	a.advertise(a1, a.addr)
+	a.advertise(a2, a.addr) // not assigned yet, as far as c knows
+	b.advertise(b1, b.addr)
+	a.setPeers(a.peerOf(c, routing.KindMesh))
+	b.setPeers(b.peerOf(c, routing.KindMesh))
+	e.setPeers(e.peerOf(c, routing.KindExternal))
+	c.setPeers(c.peerOf(a, routing.KindMesh), c.peerOf(b, routing.KindMesh), c.peerOf(e, routing.KindExternal))
+	c.waitBest(a1, 10*time.Second, a.addr)
+	c.waitBest(b1, 10*time.Second, b.addr)
+	if hops := c.best(a2); hops != nil {
+		t.Fatalf("c took the unassigned %s via %v", a2, hops)
+	}
+	log.take()
+
+	step := func(what string, change func(p *routing.Policy), want []string) {
+		t.Helper()
+		next := pol.Clone()
+		change(&next)
+		applied := c.s.applied
+		c.setPolicy(next)
+		pol = next
+		if got := log.take(); !slices.Equal(got, want) {
+			t.Fatalf("%s: soft resets %q, want %q", what, got, want)
+		}
+		if want == nil || want[0] != "" {
+			if c.s.applied == applied {
+				t.Fatalf("%s: the installed policy was not updated", what)
+			}
+		}
+	}
+	step("a second block for a", func(p *routing.Policy) { p.BlockOwners[gbPfx(a2)] = a.addr }, []string{a.addr.String()})
+	c.waitBest(a2, 5*time.Second, a.addr)
+	step("a's second block released", func(p *routing.Policy) { delete(p.BlockOwners, gbPfx(a2)) }, []string{a.addr.String()})
+	c.waitBest(a2, 5*time.Second)
+	step("a new block of c's own", func(p *routing.Policy) {
+		p.OwnBlocks = append(p.OwnBlocks, gbPfx(c2))
+		p.BlockOwners[gbPfx(c2)] = c.addr
+	}, []string{e.addr.String()})
+	c.advertise(c2, c.addr)
+	a.waitBest(c2, 5*time.Second, c.addr) // exported without any reset out
+	c.waitBest(b1, time.Second, b.addr)   // b untouched
+	step("the first block of a new node d", func(p *routing.Policy) {
+		p.BlockOwners[gbPfx(d1)] = netip.MustParseAddr("127.0.9.14")
+	}, []string{""})
+	checkAgreement(t, c, pol)
+}
+
+func TestResetTargets(t *testing.T) {
+	n1, n2, rr, ext := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("192.0.2.254")
+	mesh := map[netip.Addr]routing.PeerKind{n1: routing.KindMesh, n2: routing.KindMesh, ext: routing.KindExternal}
+	client := map[netip.Addr]routing.PeerKind{rr: routing.KindReflector, ext: routing.KindExternal}
+	reflector := map[netip.Addr]routing.PeerKind{n1: routing.KindReflectorClient, n2: routing.KindReflectorClient, rr: routing.KindMesh}
+	d := func(names ...string) []setDelta {
+		var out []setDelta
+		for _, n := range names {
+			out = append(out, setDelta{name: n})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		deltas []setDelta
+		kinds  map[netip.Addr]routing.PeerKind
+		want   []netip.Addr
+		all    bool
+	}{
+		{"mesh: the owner only", d("hr-owner-v4-192.0.2.2"), mesh, []netip.Addr{n2}, false},
+		{"client: its reflector", d("hr-owner-v4-192.0.2.2"), client, []netip.Addr{rr}, false},
+		{"reflector: the owner and the other reflectors", d("hr-owner-v4-192.0.2.2"), reflector, []netip.Addr{n2, rr}, false},
+		{"own block: the externals", d("hr-own-v4"), mesh, []netip.Addr{ext}, false},
+		{"origin set: the externals", d("hr-origin-v4-192.0.2.254-as64512"), mesh, []netip.Addr{ext}, false},
+		{"export set: nobody", d("hr-export-v4"), mesh, nil, false},
+		{"pools: everyone", d("hr-pools-v4"), mesh, nil, true},
+	} {
+		got, all := resetTargets(tc.deltas, tc.kinds)
+		if !slices.Equal(got, tc.want) || all != tc.all {
+			t.Errorf("%s: %v all=%v, want %v all=%v", tc.name, got, all, tc.want, tc.all)
+		}
+	}
+}
