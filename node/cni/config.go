@@ -13,6 +13,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/hostroute/hostroute/node/podif"
 	"github.com/hostroute/hostroute/node/routes"
 )
 
@@ -194,7 +195,7 @@ func HostVethName(containerID, ifName string) string {
 	return hostVethPrefix + hex.EncodeToString(sum[:])[:11]
 }
 
-const hostVethPrefix = "hr"
+const hostVethPrefix = podif.HostVethPrefix
 
 // isHostVethName reports whether name has the shape HostVethName produces.
 func isHostVethName(name string) bool {

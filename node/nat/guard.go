@@ -7,6 +7,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/hostroute/hostroute/node/podif"
 )
 
 // The pod guard: what `table inet hostroute` drops from pod interfaces so that a pod
@@ -49,8 +51,8 @@ const (
 	ChainPodPrerouting = "pod-prerouting"
 	ChainPodInput      = "pod-input"
 
-	// PodIfacePrefix starts the name of the host side of every pod veth (node/cni).
-	PodIfacePrefix = "hr"
+	// PodIfacePrefix starts the name of the host side of every pod veth (node/podif).
+	PodIfacePrefix = podif.HostVethPrefix
 )
 
 // Control-plane ports dropped from pods.
