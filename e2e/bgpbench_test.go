@@ -324,6 +324,7 @@ protocol bgp tor { local %s as 64512; neighbor %s as 65000; error wait time 1, 5
 				add, first, del, cpu time.Duration
 				// per iteration, for the report: routes/s in and out, CPU µs per route
 				addRates, delRates, cpuPer []float64
+				rss                        []float64 // the daemon's MB with all N routes
 			}
 			results := make([]res, len(impls))
 			var polls int
@@ -341,6 +342,7 @@ protocol bgp tor { local %s as 64512; neighbor %s as 65000; error wait time 1, 5
 					}
 					add, first := impl.c.wait(b, start, 0, s.n, limit)
 					cpu, torCPU := bbCPU(b, impl.pid)-cpu0, bbCPU(b, torPID)-tor0
+					r.rss = append(r.rss, rssMB(b, impl.pid))
 					start = time.Now()
 					if out, err := l.bird.Query("disable " + proto); err != nil || !strings.Contains(out, "disabled") {
 						b.Fatalf("birdc disable %s: %v: %s", proto, err, out)
@@ -389,6 +391,11 @@ protocol bgp tor { local %s as 64512; neighbor %s as 65000; error wait time 1, 5
 				fig("install rate", "routes/s", results[j].addRates, false, t)
 				fig("withdraw rate", "routes/s", results[j].delRates, false, nil)
 				fig("CPU per route", "µs", results[j].cpuPer, true, nil)
+				var rt *benchreport.Target
+				if impl.name == "hostroute" && s.n == 100_000 {
+					rt = &benchreport.Target{Of: "value", Op: "<=", Value: 150}
+				}
+				fig("RSS", "MB", results[j].rss, true, rt)
 			}
 			b.ReportMetric(rate(results[0].add)/rate(results[1].add), "ratio")
 			b.ReportMetric(float64(pollTime.Microseconds())/1000/float64(max(polls, 1)), "poll-ms")

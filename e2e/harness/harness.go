@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"os/exec"
@@ -74,6 +75,8 @@ type Env struct {
 	Prefix string
 	// NodeAnnotations are set on the Node objects AddNode creates, by node name.
 	NodeAnnotations map[string]map[string]string
+	// NodeLabels are set on them too (beside SegmentLabel), by node name.
+	NodeLabels map[string]map[string]string
 }
 
 // FabricGateway is the ToR's address on the first node segment (192.0.2.0/24, br0).
@@ -216,8 +219,12 @@ func (e *Env) AddNodeOn(segment, name, addr string) *Node {
 	node.Name = name
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}}
 	node.Annotations = e.NodeAnnotations[name]
+	node.Labels = maps.Clone(e.NodeLabels[name])
 	if e.Fabric != "" {
-		node.Labels = map[string]string{SegmentLabel: segment}
+		if node.Labels == nil {
+			node.Labels = map[string]string{}
+		}
+		node.Labels[SegmentLabel] = segment
 	}
 	if _, err := e.Kube.CoreV1().Nodes().Create(e.Ctx, node, metav1.CreateOptions{}); err != nil {
 		e.T.Fatalf("create node %s: %v", name, err)
@@ -303,6 +310,27 @@ func (n *Node) proxyAPI() {
 	if err := WriteKubeconfig(n.Kubeconfig, "https://127.0.0.1:6443", tok); err != nil {
 		e.T.Fatal(err)
 	}
+}
+
+// PID is the agent's process ID (0 when it is not running). `ip netns exec` executes
+// the agent in its own place, so this is hostroute-node's PID.
+func (n *Node) PID() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
+// BFDPID is the node's BFD daemon's process ID (0 when it is not running).
+func (n *Node) BFDPID() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.bfd == nil {
+		return 0
+	}
+	return n.bfd.Process.Pid
 }
 
 // BFDSocket is where the node's BFD daemon listens.
