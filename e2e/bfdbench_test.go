@@ -40,7 +40,7 @@ func benchBFDIdle(b *testing.B, n int) {
 	for i := 1; i <= n; i++ {
 		a, p := bfdBenchAddr(0, i), bfdBenchAddr(1, i)
 		cmds = append(cmds, []string{ours, "ip", "addr", "add", a.String() + "/16", "dev", "a0"}, []string{theirs, "ip", "addr", "add", p.String() + "/16", "dev", "b0"})
-		fmt.Fprintf(&conf, "  neighbor %s local %s dev \"b0\";\n", a, p)
+		fmt.Fprintf(&conf, "  neighbor %s dev \"b0\" local %s;\n", a, p)
 	}
 	conf.WriteString("}\n")
 	for _, c := range cmds {
