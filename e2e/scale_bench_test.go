@@ -1,9 +1,14 @@
 package e2e_test
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -56,6 +61,10 @@ func benchScale(b *testing.B, name string, nodes int, reflectors bool) {
 		}
 	}
 	e.RunController(controller.Config{})
+	profDir := os.Getenv("HOSTROUTE_BENCH_PROFILE") // CPU profiles of a client and a reflector during the rounds
+	if profDir != "" {
+		e.AgentArgs = append(e.AgentArgs, "--pprof")
+	}
 	start := time.Now()
 	ns := make([]*harness.Node, nodes)
 	for i := range ns {
@@ -109,6 +118,17 @@ func benchScale(b *testing.B, name string, nodes int, reflectors bool) {
 	owner := nodes - 1
 	rounds := 5 * benchRounds()
 	var p50s, maxs, cpus []float64
+	var profiles sync.WaitGroup
+	if profDir != "" {
+		for _, i := range []int{0, nodes / 2} {
+			profiles.Add(1)
+			go func() {
+				defer profiles.Done()
+				fetchProfile(b, ns[i], filepath.Join(profDir, fmt.Sprintf("%d-nodes-%s.pprof", nodes, ns[i].Name)), 8)
+			}()
+		}
+	}
+	defer profiles.Wait()
 	for r := 0; r < rounds; r++ {
 		pfx := netip.MustParsePrefix(fmt.Sprintf("10.200.%d.0/26", 200+r%50))
 		blk := &v1alpha1.IPAMBlock{Spec: v1alpha1.IPAMBlockSpec{CIDR: pfx.String(), Pool: "pods", Node: ns[owner].Name}}
@@ -193,4 +213,21 @@ func agentsCPU(b *testing.B, ns []*harness.Node) time.Duration {
 // prefixNet is p as a *net.IPNet for netlink filters.
 func prefixNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// fetchProfile saves a CPU profile of n's agent over the next seconds (its --pprof).
+func fetchProfile(b *testing.B, n *harness.Node, path string, seconds int) {
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return netns.DialIn(ctx, n.NS, network, addr)
+	}}}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:9402/debug/pprof/profile?seconds=%d", seconds))
+	if err != nil {
+		b.Errorf("profile of %s: %v", n.Name, err)
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		b.Error(err)
+	}
 }

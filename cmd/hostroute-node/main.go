@@ -107,6 +107,7 @@ func runAgent(args []string) error {
 	fs.IntVar(&bgpPort, "bgp-port", 0, "BGP listen port (0: BGPConfiguration listenPort, default 179; -1: do not listen)")
 	fs.DurationVar(&cfg.BGP.StaleGrace, "stale-grace", agent.DefaultStaleGrace, "after a restart, keep learned routes this long while BGP re-learns them")
 	fs.StringVar(&cfg.MetricsAddress, "metrics-address", ":9402", "serve /metrics, /healthz and /readyz here (empty: off)")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "also serve /debug/pprof on the metrics address (profiling: keep that port private)")
 	fs.DurationVar(&cfg.StatusInterval, "status-interval", 5*time.Second, "least time between two NodeNetworkStatus writes")
 	secretNS := agent.DefaultNamespace
 	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {

@@ -61,6 +61,8 @@ type Config struct {
 	BGP BGPConfig
 	// MetricsAddress serves /metrics, /healthz and /readyz ("" = not served).
 	MetricsAddress string
+	// Pprof also serves /debug/pprof on MetricsAddress (profiling; off by default).
+	Pprof bool
 	// StatusInterval is the least time between two NodeNetworkStatus writes (default 5s).
 	StatusInterval time.Duration
 }

@@ -144,6 +144,10 @@ func b2f(b bool) float64 {
 // listens before returning so that a taken port fails the agent's start, not silently.
 func (o *observer) serveOps(ctx context.Context, addr string) (net.Addr, error) {
 	o.metrics.reg.MustRegister(prometheus.CollectorFunc(o.collect))
+	var opts []ops.Option
+	if o.a.cfg.Pprof {
+		opts = append(opts, ops.WithPprof())
+	}
 	bound, err := ops.Serve(ctx, o.log, addr, o.metrics.reg, ops.Probes{
 		Healthy: func(*http.Request) error { return o.alive() },
 		Ready: func(r *http.Request) error {
@@ -156,7 +160,7 @@ func (o *observer) serveOps(ctx context.Context, addr string) (net.Addr, error) 
 			}
 			return nil
 		},
-	})
+	}, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -43,6 +43,9 @@ func (g *Speaker) SetPolicy(p routing.Policy) error {
 	g.op.Lock()
 	defer g.op.Unlock()
 	g.policy, g.hasPolicy = p.Clone(), true
+	g.mu.Lock()
+	g.advGen++
+	g.mu.Unlock()
 	if !g.isStarted() {
 		return nil
 	}
@@ -94,7 +97,7 @@ func (g *Speaker) installPolicy(kinds map[netip.Addr]routing.PeerKind) (err erro
 		if err == nil {
 			g.applied, g.appliedPol, g.appliedKinds = req, g.policy, kinds
 			addrs, all := resetTargets(deltas, kinds)
-			return g.resetIn(ctx, addrs, all)
+			return g.resetIn(ctx, addrs, all, deltas)
 		}
 		g.log.Warn("bgp: editing the policy in place failed; installing it whole", "err", err)
 	}

@@ -137,8 +137,9 @@ func resetTargets(deltas []setDelta, kinds map[netip.Addr]routing.PeerKind) (add
 }
 
 // resetIn re-judges the routes received from the targets (soft reset in): all of them
-// when all is set.
-func (g *Speaker) resetIn(ctx context.Context, addrs []netip.Addr, all bool) error {
+// when all is set; otherwise only targets that sent a route the deltas concern (a block
+// seen in the API before its route arrives, the common order, needs no reset at all).
+func (g *Speaker) resetIn(ctx context.Context, addrs []netip.Addr, all bool, deltas []setDelta) error {
 	if all {
 		g.noteReset("")
 		if err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Soft: true, Direction: api.ResetPeerRequest_BOTH}); err != nil {
@@ -146,7 +147,11 @@ func (g *Speaker) resetIn(ctx context.Context, addrs []netip.Addr, all bool) err
 		}
 		return nil
 	}
+	prefixes := changedPrefixes(deltas)
 	for _, a := range addrs {
+		if !g.adjInHas(ctx, a, prefixes) {
+			continue // nothing to judge again: what it sends later meets the new sets
+		}
 		g.noteReset(a.String())
 		if err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: a.String(), Soft: true, Direction: api.ResetPeerRequest_IN}); err != nil {
 			return fmt.Errorf("bgp: soft reset in of %s after policy change: %w", a, err)
@@ -159,4 +164,37 @@ func (g *Speaker) noteReset(addr string) {
 	if g.onReset != nil {
 		g.onReset(addr)
 	}
+}
+
+// changedPrefixes are the entries the deltas add or remove (a ranged entry as its
+// prefix, matched with its more specifics by adjInHas).
+func changedPrefixes(deltas []setDelta) []*api.Prefix {
+	var out []*api.Prefix
+	for _, d := range deltas {
+		out = append(append(out, d.add...), d.del...)
+	}
+	return out
+}
+
+// adjInHas reports whether neighbour a sent any route matching the entries (accepted or
+// not: GoBGP keeps what it refused in the Adj-RIB-In). On an error it says yes: a reset
+// too many is harmless.
+func (g *Speaker) adjInHas(ctx context.Context, a netip.Addr, entries []*api.Prefix) bool {
+	for _, e := range entries {
+		p, err := netip.ParsePrefix(e.IpPrefix)
+		if err != nil {
+			return true
+		}
+		lookup := &api.TableLookupPrefix{Prefix: p.String(), Type: api.TableLookupPrefix_EXACT}
+		if int(e.MaskLengthMax) > p.Bits() {
+			lookup.Type = api.TableLookupPrefix_LONGER
+		}
+		found := false
+		err = g.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_ADJ_IN, Name: a.String(),
+			Family: familyOf(p.Addr()), Prefixes: []*api.TableLookupPrefix{lookup}}, func(*api.Destination) { found = true })
+		if err != nil || found {
+			return true
+		}
+	}
+	return false
 }

@@ -76,6 +76,11 @@ type Speaker struct {
 	applied      *api.SetPoliciesRequest         // the GoBGP policy installed last (nil = none)
 	appliedPol   routing.Policy                  // the Policy it was built from
 	appliedKinds map[netip.Addr]routing.PeerKind // and the neighbour kinds
+	// Advertised counts as of advCounted (Peers); advGen counts changes of our routes,
+	// the policy and sessions that came up, advCountedGen is advGen at the last count.
+	advCounts             map[netip.Addr]uint64
+	advCounted            time.Time
+	advGen, advCountedGen uint64
 	// onReset, when set (tests), hears every soft reset the policy code asks for: the
 	// neighbour's address, "" for all of them.
 	onReset func(addr string)
@@ -263,6 +268,9 @@ func (g *Speaker) onPeerEvent(r *api.WatchEventResponse) {
 	default:
 		return
 	}
+	g.mu.Lock()
+	g.advGen++ // a session came up or went down: count Advertised again
+	g.mu.Unlock()
 	if pe.GetPeer().GetState().GetSessionState() == api.PeerState_ESTABLISHED {
 		return
 	}
@@ -308,6 +316,7 @@ func (g *Speaker) Advertise(prefix netip.Prefix, nextHop netip.Addr) error {
 	}
 	g.mu.Lock()
 	g.adv[prefix] = advert{nextHop: nextHop, uuid: uuid}
+	g.advGen++
 	g.mu.Unlock()
 	return nil
 }
@@ -331,6 +340,7 @@ func (g *Speaker) Withdraw(prefix netip.Prefix) error {
 	}
 	g.mu.Lock()
 	delete(g.adv, prefix)
+	g.advGen++
 	g.mu.Unlock()
 	return nil
 }
