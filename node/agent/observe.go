@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -160,11 +161,28 @@ func (o *observer) run(ctx context.Context) {
 // alive; readers treat a much older one as an agent that stopped reporting.
 const statusHeartbeat = time.Minute
 
-// sameStatus compares everything but the timestamps.
+// sameStatus compares everything but the timestamps and the counters (routes received,
+// accepted, advertised, in the kernel; addresses in use): those change with every block
+// and pod anywhere in the cluster, and writing them at once would make every block change
+// cost one API write per node. They are refreshed by the heartbeat; health, session and
+// BFD states, blocks, errors and missing or stale routes are written within
+// StatusInterval.
 func sameStatus(a, b v1alpha1.NodeNetworkStatusStatus) bool {
-	a.Updated, b.Updated = nil, nil
-	a.Conditions, b.Conditions = stripTimes(a.Conditions), stripTimes(b.Conditions)
-	return equality.Semantic.DeepEqual(a, b)
+	norm := func(s v1alpha1.NodeNetworkStatusStatus) v1alpha1.NodeNetworkStatusStatus {
+		s.Updated = nil
+		s.Conditions = stripTimes(s.Conditions)
+		s.Routes.Kernel = 0
+		s.Sessions = slices.Clone(s.Sessions)
+		for i := range s.Sessions {
+			s.Sessions[i].Received, s.Sessions[i].Accepted, s.Sessions[i].Advertised = 0, 0, 0
+		}
+		s.Blocks = slices.Clone(s.Blocks)
+		for i := range s.Blocks {
+			s.Blocks[i].InUse = 0
+		}
+		return s
+	}
+	return equality.Semantic.DeepEqual(norm(a), norm(b))
 }
 
 func stripTimes(cs []metav1.Condition) []metav1.Condition {

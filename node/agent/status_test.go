@@ -63,6 +63,13 @@ func TestHealthAndChange(t *testing.T) {
 	if a.Conditions[0].Status != "True" {
 		t.Errorf("healthy node: %+v", a.Conditions)
 	}
+	// Counters alone (routes learned as other nodes' blocks come and go, addresses in
+	// use) wait for the heartbeat: no API write per block change per node.
+	r.Sessions[0].Received, r.Sessions[0].Accepted, r.Blocks[0].InUse = 40, 40, 7
+	r.Routes = append(r.Routes, &agentv1.Route{Prefix: "10.244.9.0/26", State: nodestatus.RouteOK})
+	if counted := nodestatus.FromRouting(r, time.Unix(250, 0)); !sameStatus(a, counted) {
+		t.Error("a status that differs only in counters must count as unchanged until the heartbeat")
+	}
 	r.Sessions[0].State = "Active"
 	c := nodestatus.FromRouting(r, time.Unix(300, 0))
 	if sameStatus(a, c) || c.Conditions[0].Reason != nodestatus.ReasonSessionDown {
