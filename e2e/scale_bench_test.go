@@ -65,12 +65,19 @@ func benchScale(b *testing.B, name string, nodes int, reflectors bool) {
 	if profDir != "" {
 		e.AgentArgs = append(e.AgentArgs, "--pprof")
 	}
-	start := time.Now()
+	// Every node prepared first (namespace, Node object, token), then every agent started
+	// at once: the cold start of a cluster whose nodes come up together.
+	e.DeferStart = true
+	prep := time.Now()
 	ns := make([]*harness.Node, nodes)
 	for i := range ns {
 		ns[i] = e.AddNode(fmt.Sprintf("node-%d", i+1), fmt.Sprintf("192.0.2.%d", i+1))
 	}
-	created := time.Since(start)
+	created := time.Since(prep)
+	start := time.Now()
+	for _, n := range ns {
+		n.Start()
+	}
 	handles := make([]*netlink.Handle, nodes)
 	for i, n := range ns {
 		h, err := netns.Handle(n.NS)
@@ -110,9 +117,21 @@ func benchScale(b *testing.B, name string, nodes int, reflectors bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	cold := time.Since(start)
-	b.Logf("%s: %d nodes created in %s, all routing every block after %s", name, nodes, created.Round(time.Millisecond), cold.Round(time.Millisecond))
-	benchreport.Record(b, benchreport.Figure{Group: group, Name: name + ": cold start, first node created → every node routes every block", Unit: "s",
-		Runs: []float64{cold.Seconds()}, LowerIsBetter: true, Note: fmt.Sprintf("the harness took %.1f s to create the nodes", created.Seconds())})
+	b.Logf("%s: %d nodes prepared in %s; all routing every block %s after their agents started together", name, nodes, created.Round(time.Millisecond), cold.Round(time.Millisecond))
+	var coldT *benchreport.Target
+	if nodes == 100 {
+		coldT = &benchreport.Target{Of: "value", Op: "<=", Value: 30}
+	}
+	benchreport.Record(b, benchreport.Figure{Group: group, Name: name + ": cold start, all agents started → every node routes every block", Unit: "s",
+		Runs: []float64{cold.Seconds()}, LowerIsBetter: true, Target: coldT})
+
+	// Idle: what the agents use with nothing changing (status snapshots, keepalives,
+	// BFD off), per agent, so that it can be taken out of the block-change figure.
+	time.Sleep(3 * time.Second)
+	idle0, idleT := agentsCPU(b, ns), time.Now()
+	time.Sleep(5 * time.Second)
+	idleRate := float64((agentsCPU(b, ns) - idle0).Microseconds()) / 1000 / float64(nodes) / time.Since(idleT).Seconds() // ms per agent per s
+	benchreport.Record(b, benchreport.Figure{Group: group, Name: name + ": idle agent CPU", Unit: "% core", Runs: []float64{idleRate / 10}, LowerIsBetter: true})
 
 	// One new block on a client node, rounds times.
 	owner := nodes - 1
@@ -140,7 +159,8 @@ func benchScale(b *testing.B, name string, nodes int, reflectors bool) {
 		}
 		seen := waitAll(b, handles, owner, pfx, true, t0)
 		time.Sleep(500 * time.Millisecond) // the tail of the work (status writes, resets) counts too
-		cpus = append(cpus, float64((agentsCPU(b, ns)-cpu0).Microseconds())/1000/float64(nodes))
+		window := time.Since(t0).Seconds()
+		cpus = append(cpus, max(0, float64((agentsCPU(b, ns)-cpu0).Microseconds())/1000/float64(nodes)-idleRate*window))
 		p50s = append(p50s, benchreport.Summarize(seen).Median)
 		maxs = append(maxs, slices.Max(seen))
 		if err := e.HR.IPAMBlocks.Delete(e.Ctx, blk.Name, metav1.DeleteOptions{}); err != nil {
@@ -162,7 +182,7 @@ func benchScale(b *testing.B, name string, nodes int, reflectors bool) {
 	}
 	fig("a new block on the median node", "ms", p50s, p50T)
 	fig("a new block on the slowest node", "ms", maxs, maxT)
-	fig("agent CPU per block change, per agent", "ms", cpus, nil)
+	fig("agent CPU per block change, per agent (idle use taken out)", "ms", cpus, nil)
 	b.ReportMetric(benchreport.Summarize(maxs).Median, "slowest-ms")
 	b.ReportMetric(0, "ns/op")
 }

@@ -77,6 +77,9 @@ type Env struct {
 	NodeAnnotations map[string]map[string]string
 	// NodeLabels are set on them too (beside SegmentLabel), by node name.
 	NodeLabels map[string]map[string]string
+	// DeferStart makes AddNode prepare the node (namespace, Node object, identity) but
+	// not start its agent: the caller calls Start, e.g. for all nodes at once.
+	DeferStart bool
 }
 
 // FabricGateway is the ToR's address on the first node segment (192.0.2.0/24, br0).
@@ -230,7 +233,9 @@ func (e *Env) AddNodeOn(segment, name, addr string) *Node {
 		e.T.Fatalf("create node %s: %v", name, err)
 	}
 	n.proxyAPI()
-	n.Start()
+	if !e.DeferStart {
+		n.Start()
+	}
 	e.T.Cleanup(func() { n.Kill(); n.KillBFD() })
 	return n
 }
