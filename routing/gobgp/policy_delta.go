@@ -2,10 +2,12 @@ package gobgp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
 	"google.golang.org/protobuf/proto"
@@ -147,15 +149,44 @@ func (g *Speaker) resetIn(ctx context.Context, addrs []netip.Addr, all bool, del
 		}
 		return nil
 	}
-	prefixes := changedPrefixes(deltas)
+	added, removed := changedPrefixes(deltas)
+	var errs []error
 	for _, a := range addrs {
-		if !g.adjInHas(ctx, a, prefixes) {
+		if !g.adjInHas(ctx, a, added) {
 			continue // nothing to judge again: what it sends later meets the new sets
 		}
-		g.noteReset(a.String())
-		if err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: a.String(), Soft: true, Direction: api.ResetPeerRequest_IN}); err != nil {
-			return fmt.Errorf("bgp: soft reset in of %s after policy change: %w", a, err)
-		}
+		errs = append(errs, g.softResetIn(ctx, a))
+	}
+	// A prefix that left a set (a block released) is usually withdrawn by its sender
+	// within milliseconds; judge again only what is still there after removalGrace.
+	if len(removed) > 0 && len(addrs) > 0 {
+		time.AfterFunc(removalGrace, func() {
+			g.op.Lock()
+			defer g.op.Unlock()
+			if !g.isStarted() {
+				return
+			}
+			for _, a := range addrs {
+				if g.adjInHas(context.Background(), a, removed) {
+					if err := g.softResetIn(context.Background(), a); err != nil {
+						g.log.Warn("bgp: soft reset after a block was released", "neighbor", a, "err", err)
+					}
+				}
+			}
+		})
+	}
+	return errors.Join(errs...)
+}
+
+// removalGrace is how long a route for a released block may stay before it is judged
+// again (see resetIn): the controller hands a released block to another node only after
+// its own, much longer, grace.
+const removalGrace = 2 * time.Second
+
+func (g *Speaker) softResetIn(ctx context.Context, a netip.Addr) error {
+	g.noteReset(a.String())
+	if err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: a.String(), Soft: true, Direction: api.ResetPeerRequest_IN}); err != nil {
+		return fmt.Errorf("bgp: soft reset in of %s after policy change: %w", a, err)
 	}
 	return nil
 }
@@ -166,14 +197,13 @@ func (g *Speaker) noteReset(addr string) {
 	}
 }
 
-// changedPrefixes are the entries the deltas add or remove (a ranged entry as its
+// changedPrefixes are the entries the deltas add and remove (a ranged entry as its
 // prefix, matched with its more specifics by adjInHas).
-func changedPrefixes(deltas []setDelta) []*api.Prefix {
-	var out []*api.Prefix
+func changedPrefixes(deltas []setDelta) (added, removed []*api.Prefix) {
 	for _, d := range deltas {
-		out = append(append(out, d.add...), d.del...)
+		added, removed = append(added, d.add...), append(removed, d.del...)
 	}
-	return out
+	return added, removed
 }
 
 // adjInHas reports whether neighbour a sent any route matching the entries (accepted or

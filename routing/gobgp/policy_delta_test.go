@@ -29,8 +29,8 @@ func (r *resetLog) take() []string {
 
 // A block change touches no neighbour it does not concern: with c meshed to a, b and an
 // external neighbour e, a second block for a (announced by a before c knew of it) is
-// accepted after one soft reset in of a alone; releasing it again resets only a and
-// drops the route; a block nobody has announced yet, or a new block of c's own, resets
+// accepted after one soft reset in of a alone; releasing it while a still announces it
+// resets only a, after removalGrace, and drops the route; a block nobody has announced yet, or a new block of c's own, resets
 // nobody. A node's first block (a new statement) still re-installs the policy and
 // resets everyone.
 func TestBlockChangeTouchesOnlyItsOwner(t *testing.T) {
@@ -82,7 +82,17 @@ func TestBlockChangeTouchesOnlyItsOwner(t *testing.T) {
 	}
 	step("a second block for a", func(p *routing.Policy) { p.BlockOwners[gbPfx(a2)] = a.addr }, []string{a.addr.String()})
 	c.waitBest(a2, 5*time.Second, a.addr)
-	step("a's second block released", func(p *routing.Policy) { delete(p.BlockOwners, gbPfx(a2)) }, []string{a.addr.String()})
+	// Released while a still announces it: judged again after removalGrace (a sender
+	// normally withdraws a released block long before), then dropped.
+	step("a's second block released", func(p *routing.Policy) { delete(p.BlockOwners, gbPfx(a2)) }, nil)
+	var late []string
+	gbWaitFor(t, removalGrace+3*time.Second, "the deferred reset of a", func() bool {
+		late = append(late, log.take()...)
+		return len(late) > 0
+	})
+	if !slices.Equal(late, []string{a.addr.String()}) {
+		t.Fatalf("deferred resets %q, want only a", late)
+	}
 	c.waitBest(a2, 5*time.Second)
 	// The common order: the block is in the API before its route arrives. Nobody has
 	// sent it, so nobody is reset, and the route is accepted when it comes.
