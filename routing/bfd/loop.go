@@ -82,7 +82,7 @@ func (s *Server) tick(now time.Time) time.Time {
 			s.transmit(x, false, now)
 			x.schedule(now)
 		}
-		if !x.nextTx.IsZero() && !now.Before(x.nextTx) {
+		if x.txDue(now) {
 			s.transmit(x, false, now)
 			x.schedule(now)
 			if x.removing > 0 {
@@ -121,7 +121,7 @@ func (s *Server) add(peer, local netip.Addr, oob []byte, cfg Config, now time.Ti
 		x.cfg = cfg
 		x.setState(Down, DiagNone, now)
 		s.emit(x, now)
-		x.nextTx = now
+		x.nextTx, x.earlyTx = now, time.Time{}
 		return
 	}
 	if x.configure(cfg) {

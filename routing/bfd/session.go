@@ -103,6 +103,11 @@ type session struct {
 	removing         int // AdminDown packets still to send before the session is dropped
 
 	since, lastRx, lastTx, nextTx time.Time
+	// earlyTx is the earliest the next periodic packet may go (75 % of the interval after
+	// the last: RFC 5880 6.8.7's jitter range); zero for "not before nextTx". The loop
+	// sends a packet that is due within its window whenever it is awake anyway, so that
+	// many sessions need few wake-ups.
+	earlyTx time.Time
 	txIval                        time.Duration // the interval nextTx was scheduled with
 	txFailing                     bool
 	stats                         Counters
@@ -276,10 +281,20 @@ func (s *session) sent(now time.Time, periodic bool) {
 func (s *session) schedule(from time.Time) {
 	s.txIval = s.txInterval()
 	if s.txIval == 0 {
-		s.nextTx = time.Time{}
+		s.nextTx, s.earlyTx = time.Time{}, time.Time{}
 		return
 	}
 	s.nextTx = from.Add(jittered(s.txIval, s.cfg.Multiplier))
+	s.earlyTx = from.Add(s.txIval * 75 / 100)
+}
+
+// txDue reports whether a periodic packet may go at now: its window has opened (see
+// earlyTx). The loop only sleeps until nextTx, so a packet goes at nextTx at the latest.
+func (s *session) txDue(now time.Time) bool {
+	if s.nextTx.IsZero() {
+		return false
+	}
+	return !now.Before(s.nextTx) || !s.earlyTx.IsZero() && !now.Before(s.earlyTx)
 }
 
 // hurry brings the next transmission forward when the interval shrank (Final

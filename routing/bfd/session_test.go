@@ -237,3 +237,28 @@ func TestPeerRemoteMinRxZeroStopsPeriodic(t *testing.T) {
 		t.Fatalf("peer asked for no packets, next tx %v", s.nextTx)
 	}
 }
+
+// A periodic packet may go anywhere in its jitter window (75–100 % of the interval after
+// the last one), never before: the loop sends what is in its window whenever it is awake,
+// so N sessions need far fewer than 10·N wake-ups a second.
+func TestTxWindow(t *testing.T) {
+	s := newSession(peerAddr, ourAddr, Config{DesiredMinTx: 100 * time.Millisecond, RequiredMinRx: 100 * time.Millisecond, Multiplier: 3}, 7, t0)
+	s.state, s.remoteMinRx, s.txInUse = Up, 100*time.Millisecond, 100*time.Millisecond
+	for i := 0; i < 200; i++ {
+		s.schedule(t0)
+		if s.txDue(t0.Add(74 * time.Millisecond)) {
+			t.Fatal("due before 75 % of the interval")
+		}
+		if !s.txDue(t0.Add(75 * time.Millisecond)) {
+			t.Fatal("not due at 75 % of the interval: its window is open")
+		}
+		if d := s.nextTx.Sub(t0); d < 75*time.Millisecond || d > 100*time.Millisecond {
+			t.Fatalf("latest send %v after the last, want 75–100 ms", d)
+		}
+	}
+	s.remoteMinRx = 0 // the peer wants no periodic packets
+	s.schedule(t0)
+	if s.txDue(t0.Add(time.Hour)) {
+		t.Fatal("due though the peer asked for none")
+	}
+}
