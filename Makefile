@@ -84,8 +84,9 @@ lab-down:
 #   Data plane: iperf3 and 1-byte request/response, pod paths vs node paths and a VXLAN
 #   overlay, offloads on and off. Pod start-up: CNI ADD/DEL at 1 and 8 concurrent vs ptp and
 #   bridge with host-local. Kernel route writes vs ip -batch; BGP → kernel vs BIRD; failure
-#   detection with BFD vs the hold timer; block propagation, mesh vs route reflector.
-#   BENCH_ROUNDS repetitions of each (default 3).
+#   detection with BFD vs the hold timer; block propagation, mesh vs route reflector; BFD
+#   idle CPU vs BIRD's; footprint; 100 real agents (cold start, block propagation, CPU per
+#   block change). BENCH_ROUNDS repetitions of each (default 3).
 BENCH_ROUNDS ?= 3
 BENCHRAW := bench/raw.jsonl
 bench: deps tools
@@ -98,7 +99,11 @@ bench: deps tools
 	  echo ">> bench: kernel route writes (~1 min)" >&2 && \
 	  $(GO) test -run '^$$' -bench 'KernelRoutes' -benchtime $(BENCH_ROUNDS)x -count 1 ./node/routes/ && \
 	  echo ">> bench: BGP → kernel, failure detection, propagation (~10 min)" >&2 && \
-	  $(GO) test -run '^$$' -bench 'BGPToKernel|WithdrawalBFDvsHold|ReflectorPropagation' -benchtime $(BENCH_ROUNDS)x -count 1 -timeout 60m -v ./e2e/ ; \
+	  $(GO) test -run '^$$' -bench 'BGPToKernel|WithdrawalBFDvsHold|ReflectorPropagation' -benchtime $(BENCH_ROUNDS)x -count 1 -timeout 60m -v ./e2e/ && \
+	  echo ">> bench: BFD idle CPU vs BIRD, footprint (~3 min)" >&2 && \
+	  $(GO) test -run '^$$' -bench 'BFDIdleCPU|Footprint' -benchtime 1x -count 1 -timeout 20m ./e2e/ && \
+	  echo ">> bench: 100 agents — a 25-node mesh, 25 and 100 nodes through two reflectors (~5 min)" >&2 && \
+	  $(GO) test -run '^$$' -bench 'Scale' -benchtime 1x -count 1 -timeout 40m ./e2e/ ; \
 	} 2>&1 | grep -vE '^\s+[IW][0-9]{4} |level=(INFO|DEBUG)|"level":"(warn|info)"' | tee bench.out
 	$(GO) run ./internal/benchreport/gen -in $(BENCHRAW) -out bench
 
