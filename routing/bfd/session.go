@@ -107,10 +107,10 @@ type session struct {
 	// the last: RFC 5880 6.8.7's jitter range); zero for "not before nextTx". The loop
 	// sends a packet that is due within its window whenever it is awake anyway, so that
 	// many sessions need few wake-ups.
-	earlyTx time.Time
-	txIval                        time.Duration // the interval nextTx was scheduled with
-	txFailing                     bool
-	stats                         Counters
+	earlyTx   time.Time
+	txIval    time.Duration // the interval nextTx was scheduled with
+	txFailing bool
+	stats     Counters
 
 	// ifindex is the interface of the route to the peer, where its packets must
 	// arrive (0 = unknown, not checked), looked up at ifCheckedAt.
