@@ -216,9 +216,7 @@ func debianPlugin(b *testing.B, n *harness.Node, name, typeFields, subnet string
 func execPlugin(n *harness.Node, name, plugin string, conf []byte, cniPath string) podPlugin {
 	run := func(command string, p *harness.Pod) error {
 		cmd := exec.Command("nsenter", "--net=/run/netns/"+n.NS, plugin)
-		cmd.Env = append(os.Environ(), "CNI_COMMAND="+command, "CNI_CONTAINERID="+p.ContainerID,
-			"CNI_NETNS=/run/netns/"+p.NS, "CNI_IFNAME=eth0", "CNI_PATH="+cniPath,
-			fmt.Sprintf("CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s", p.Name, p.ContainerID, p.UID))
+		cmd.Env = harness.CNIEnv(command, p, cniPath)
 		cmd.Stdin = bytesReader(conf)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("%s %s: %w: %s", name, command, err, out)

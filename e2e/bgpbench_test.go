@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -557,19 +556,11 @@ func BenchmarkReflectorPropagation(b *testing.B) {
 			for _, n := range ns {
 				n.WaitReady(30 * time.Second)
 			}
-			handles := make([]*netlink.Handle, nodes)
-			for i, n := range ns {
-				h, err := netns.Handle(n.NS)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(h.Close)
-				handles[i] = h
-			}
+			handles := nodeHandles(b, ns)
 			// has reports whether node i routes dst (blackhole when via is empty).
 			has := func(i int, dst netip.Prefix, via string) bool {
 				rs, err := handles[i].RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{
-					Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), 32)}, Protocol: bbProtoHR,
+					Dst: prefixNet(dst), Protocol: bbProtoHR,
 				}, netlink.RT_FILTER_DST|netlink.RT_FILTER_PROTOCOL)
 				if err != nil {
 					return false // an interrupted dump: ask again

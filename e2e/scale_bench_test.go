@@ -78,15 +78,7 @@ func benchScale(b *testing.B, name string, nodes int, reflectors bool) {
 	for _, n := range ns {
 		n.Start()
 	}
-	handles := make([]*netlink.Handle, nodes)
-	for i, n := range ns {
-		h, err := netns.Handle(n.NS)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(h.Close)
-		handles[i] = h
-	}
+	handles := nodeHandles(b, ns)
 	// learned counts node i's routes of ours with a gateway (other nodes' blocks).
 	learned := func(i int) int {
 		rs, err := handles[i].RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: bbProtoHR}, netlink.RT_FILTER_PROTOCOL)
@@ -250,4 +242,18 @@ func fetchProfile(b *testing.B, n *harness.Node, path string, seconds int) {
 	if err := os.WriteFile(path, body, 0o644); err != nil {
 		b.Error(err)
 	}
+}
+
+// nodeHandles opens a netlink handle in every node's namespace, closed when b ends.
+func nodeHandles(b *testing.B, ns []*harness.Node) []*netlink.Handle {
+	handles := make([]*netlink.Handle, len(ns))
+	for i, n := range ns {
+		h, err := netns.Handle(n.NS)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(h.Close)
+		handles[i] = h
+	}
+	return handles
 }

@@ -64,19 +64,8 @@ type CNIResult struct {
 // CNI_* environment and the network configuration on stdin. It returns stdout and the
 // exit error.
 func (n *Node) CNI(command string, p *Pod, conf []byte) ([]byte, error) {
-	netnsPath := ""
-	if p.NS != "" {
-		netnsPath = "/run/netns/" + p.NS
-	}
 	cmd := exec.Command("ip", "netns", "exec", n.NS, filepath.Join(n.env.Bin, "hostroute-cni"))
-	cmd.Env = append(os.Environ(),
-		"CNI_COMMAND="+command,
-		"CNI_CONTAINERID="+p.ContainerID,
-		"CNI_NETNS="+netnsPath,
-		"CNI_IFNAME=eth0",
-		"CNI_PATH="+n.env.Bin+":/usr/lib/cni",
-		fmt.Sprintf("CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s", p.Name, p.ContainerID, p.UID),
-	)
+	cmd.Env = CNIEnv(command, p, n.env.Bin+":/usr/lib/cni")
 	cmd.Stdin = bytes.NewReader(conf)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -85,6 +74,23 @@ func (n *Node) CNI(command string, p *Pod, conf []byte) ([]byte, error) {
 		err = fmt.Errorf("%w (stderr: %s)", err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.Bytes(), err
+}
+
+// CNIEnv is the environment a runtime gives a CNI plugin for p (the process's own, plus
+// CNI_* with the Kubernetes pod arguments), plugins looked up in cniPath.
+func CNIEnv(command string, p *Pod, cniPath string) []string {
+	netnsPath := ""
+	if p.NS != "" {
+		netnsPath = "/run/netns/" + p.NS
+	}
+	return append(os.Environ(),
+		"CNI_COMMAND="+command,
+		"CNI_CONTAINERID="+p.ContainerID,
+		"CNI_NETNS="+netnsPath,
+		"CNI_IFNAME=eth0",
+		"CNI_PATH="+cniPath,
+		fmt.Sprintf("CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s", p.Name, p.ContainerID, p.UID),
+	)
 }
 
 // NewPod makes a pod sandbox namespace (not yet wired).
