@@ -96,6 +96,7 @@ bench: deps tools
 	  $(GO) test -run '^$$' -bench 'DataPlane' -benchtime 1x -count 1 -timeout 40m ./e2e/ && \
 	  echo ">> bench: pod start-up (~2 min)" >&2 && \
 	  $(GO) test -run '^$$' -bench 'PodStartup' -benchtime 1x -count 1 -timeout 20m ./e2e/ && \
+	  echo ">> bench: plugin RPC stack, gRPC vs ttrpc (~1 min)" >&2 && $(GO) test -run '^$$' -bench 'PluginRPC' -benchtime 1x -count 1 ./internal/rpcbench/ && \
 	  echo ">> bench: kernel route writes (~1 min)" >&2 && \
 	  $(GO) test -run '^$$' -bench 'KernelRoutes' -benchtime $(BENCH_ROUNDS)x -count 1 ./node/routes/ && \
 	  echo ">> bench: BGP → kernel, failure detection, propagation (~10 min)" >&2 && \
