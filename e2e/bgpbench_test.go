@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,6 +59,8 @@ type bbLabConfig struct {
 	imports []v1alpha1.PrefixMatch
 	// torConf renders the ToR's BIRD configuration (default: harness.TorConfig).
 	torConf func(harness.TorConfig) string
+	// agentArgs are extra flags for node-1's agent.
+	agentArgs []string
 }
 
 // bbNewLab is newLab (routing_test.go) for one node and a testing.TB: a BIRD ToR
@@ -66,6 +69,7 @@ type bbLabConfig struct {
 func bbNewLab(tb testing.TB, c bbLabConfig) *bbLab {
 	tb.Helper()
 	e := harness.NewEnv(tb, bin)
+	e.AgentArgs = append(e.AgentArgs, c.agentArgs...)
 	tor := e.MakeFabric()
 	e.Pool("pods", "10.200.0.0/16", 26, true)
 	peer := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{
@@ -270,10 +274,18 @@ func BenchmarkBGPToKernel(b *testing.B) {
 		}
 		return c.String()
 	}
+	// HOSTROUTE_BENCH_PROFILE=dir saves the agent's CPU profile over the first 100k install
+	// and its heap with the 100k routes held (bgp-to-kernel-100k-{cpu,heap}.pprof).
+	profDir := os.Getenv("HOSTROUTE_BENCH_PROFILE")
+	var agentArgs []string
+	if profDir != "" {
+		agentArgs = []string{"--pprof"}
+	}
 	setup := time.Now()
 	l := bbNewLab(b, bbLabConfig{
-		imports: []v1alpha1.PrefixMatch{{CIDR: bbBenchNet, MaxLength: bbPtr(int32(bbBenchLen))}},
-		torConf: torConf,
+		imports:   []v1alpha1.PrefixMatch{{CIDR: bbBenchNet, MaxLength: bbPtr(int32(bbBenchLen))}},
+		torConf:   torConf,
+		agentArgs: agentArgs,
 	})
 
 	// The baseline node: a namespace on the fabric bridge running BIRD as its daemon.
@@ -334,6 +346,15 @@ protocol bgp tor { local %s as 64512; neighbor %s as 65000; error wait time 1, 5
 					r := &results[(i+j)%len(impls)]
 					proto := impl.set + s.name
 					impl.c.polls, impl.c.pollTime = 0, 0
+					profile := profDir != "" && impl.name == "hostroute" && s.n == 100_000 && i == 0
+					var prof sync.WaitGroup
+					if profile {
+						prof.Add(1)
+						go func() {
+							defer prof.Done()
+							fetchProfile(b, l.node, "profile?seconds=3", filepath.Join(profDir, "bgp-to-kernel-100k-cpu.pprof"))
+						}()
+					}
 					cpu0, tor0 := bbCPU(b, impl.pid), bbCPU(b, torPID)
 					start := time.Now()
 					if out, err := l.bird.Query("enable " + proto); err != nil || !strings.Contains(out, "enabled") {
@@ -342,6 +363,10 @@ protocol bgp tor { local %s as 64512; neighbor %s as 65000; error wait time 1, 5
 					add, first := impl.c.wait(b, start, 0, s.n, limit)
 					cpu, torCPU := bbCPU(b, impl.pid)-cpu0, bbCPU(b, torPID)-tor0
 					r.rss = append(r.rss, rssMB(b, impl.pid))
+					if profile {
+						prof.Wait()
+						fetchProfile(b, l.node, "heap", filepath.Join(profDir, "bgp-to-kernel-100k-heap.pprof"))
+					}
 					start = time.Now()
 					if out, err := l.bird.Query("disable " + proto); err != nil || !strings.Contains(out, "disabled") {
 						b.Fatalf("birdc disable %s: %v: %s", proto, err, out)

@@ -135,7 +135,7 @@ func benchScale(b *testing.B, name string, nodes int, reflectors bool) {
 			profiles.Add(1)
 			go func() {
 				defer profiles.Done()
-				fetchProfile(b, ns[i], filepath.Join(profDir, fmt.Sprintf("%d-nodes-%s.pprof", nodes, ns[i].Name)), 8)
+				fetchProfile(b, ns[i], "profile?seconds=8", filepath.Join(profDir, fmt.Sprintf("%d-nodes-%s.pprof", nodes, ns[i].Name)))
 			}()
 		}
 	}
@@ -227,12 +227,13 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-// fetchProfile saves a CPU profile of n's agent over the next seconds (its --pprof).
-func fetchProfile(b *testing.B, n *harness.Node, path string, seconds int) {
+// fetchProfile saves one of n's agent's /debug/pprof/ profiles (its --pprof), e.g.
+// "profile?seconds=8" (CPU over the next 8 s) or "heap".
+func fetchProfile(b *testing.B, n *harness.Node, which, path string) {
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return netns.DialIn(ctx, n.NS, network, addr)
 	}}}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:9402/debug/pprof/profile?seconds=%d", seconds))
+	resp, err := c.Get("http://127.0.0.1:9402/debug/pprof/" + which)
 	if err != nil {
 		b.Errorf("profile of %s: %v", n.Name, err)
 		return

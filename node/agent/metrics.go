@@ -120,8 +120,13 @@ func (o *observer) collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	byState := map[string]int{nodestatus.RouteOK: 0, nodestatus.RouteMissing: 0, nodestatus.RouteStale: 0, nodestatus.RouteKept: 0}
-	for _, r := range snap.GetRoutes() {
-		byState[r.GetState()]++
+	if c := snap.GetRouteCounts(); c != nil {
+		byState[nodestatus.RouteOK], byState[nodestatus.RouteMissing] = int(c.GetOk()), int(c.GetMissing())
+		byState[nodestatus.RouteStale], byState[nodestatus.RouteKept] = int(c.GetStale()), int(c.GetKept())
+	} else {
+		for _, r := range snap.GetRoutes() {
+			byState[r.GetState()]++
+		}
 	}
 	for state, n := range byState {
 		gauge(descRoutes, float64(n), state)

@@ -20,80 +20,133 @@ type bfdSessions interface {
 	Sessions() []bfd.SessionState
 }
 
-// routingState builds the Routing RPC's answer: sessions, blocks, and the routes the
-// agent wants next to what the kernel holds. It reads the speaker and the kernel, so it
-// is not for the packet path; the observer calls it once a second and caches the result.
-func (a *Agent) routingState(ctx context.Context) *agentv1.RoutingResponse {
+// routeView is the routes part of a routing snapshot.
+type routeView struct {
+	rows    []*agentv1.Route
+	counts  *agentv1.RouteCounts
+	all     bool   // rows holds every route, not only those not ok
+	listErr string // reading the kernel failed
+}
+
+// routeView reads the kernel and lines it up with the route table. With all, every route
+// is listed (the Routing RPC); otherwise only those not ok, with the counts of all (the
+// observer's snapshot, which with 100k routes would otherwise hold 100k messages).
+func (a *Agent) routeView(all bool) routeView {
+	v := routeView{all: all}
+	kernel, err := a.cfg.Kernel.List()
+	if err != nil {
+		v.listErr = "list kernel routes: " + err.Error()
+	}
+	var src wantedSource = a.table
+	if a.bgp == nil {
+		src = noRIB{a.table}
+	}
+	v.rows, v.counts = compareRoutes(src, kernel, a.table.Keeping(), all)
+	return v
+}
+
+// routingState builds the Routing RPC's answer: sessions, blocks, and the routes of v.
+// It reads the speaker, so it is not for the packet path.
+func (a *Agent) routingState(ctx context.Context, v routeView) *agentv1.RoutingResponse {
 	resp := &agentv1.RoutingResponse{Node: a.cfg.NodeName}
 	a.obs.fillLocal(resp)
 	if a.obs.ready != nil {
 		resp.Ready, resp.Message = a.obs.ready(ctx)
 	}
 	resp.Blocks = blockUsage(a.alloc)
-
-	want := map[netip.Prefix]routes.Route{}
-	for _, r := range a.table.Wanted() {
-		want[r.Dst] = r
-	}
-	rib := map[netip.Prefix][]netip.Addr{}
 	if a.bgp != nil {
 		resp.Sessions = a.sessions()
-		rib = a.table.Learned()
 	}
-	keep := a.table.Keeping()
 	for _, c := range a.table.Conflicts() {
 		resp.LastError = joinNonEmpty(resp.LastError, "kernel route conflict: "+c.String())
 	}
-	kernel, err := a.cfg.Kernel.List()
-	if err != nil {
-		resp.LastError = joinNonEmpty(resp.LastError, "list kernel routes: "+err.Error())
-	}
-	resp.Routes = compareRoutes(want, rib, kernel, keep)
+	resp.LastError = joinNonEmpty(resp.LastError, v.listErr)
+	resp.Routes, resp.RouteCounts, resp.RoutesOkOmitted = v.rows, v.counts, !v.all
 	return resp
 }
 
-// compareRoutes lines up the wanted routes, the RIB and the kernel per prefix.
-func compareRoutes(want map[netip.Prefix]routes.Route, rib map[netip.Prefix][]netip.Addr, kernel []routes.Route, keep bool) []*agentv1.Route {
-	byDst := map[netip.Prefix]*agentv1.Route{}
-	get := func(p netip.Prefix) *agentv1.Route {
-		if r, ok := byDst[p]; ok {
-			return r
-		}
-		r := &agentv1.Route{Prefix: p.String()}
-		byDst[p] = r
-		return r
-	}
-	for p, w := range want {
-		r := get(p)
-		r.WantBlackhole, r.WantNextHops = w.Blackhole, sortedAddrs(w.NextHops)
-	}
-	for p, hops := range rib {
-		get(p).RibNextHops = sortedAddrs(hops)
-	}
+// wantedSource is what compareRoutes reads of the route table.
+type wantedSource interface {
+	EachWanted(fn func(r routes.Route, rib []netip.Addr))
+	LearnedFor(netip.Prefix) []netip.Addr
+}
+
+// noRIB hides the RIB (an agent without BGP shows none).
+type noRIB struct{ t *routes.Table }
+
+func (n noRIB) EachWanted(fn func(routes.Route, []netip.Addr)) {
+	n.t.EachWanted(func(r routes.Route, _ []netip.Addr) { fn(r, nil) })
+}
+func (noRIB) LearnedFor(netip.Prefix) []netip.Addr { return nil }
+
+// kernelEntry is what the kernel holds at one destination (a current and a legacy route
+// there are merged, as routectl shows them).
+type kernelEntry struct {
+	blackhole bool
+	hops      []netip.Addr
+	wanted    bool // matched by a wanted route
+}
+
+// compareRoutes lines up the wanted routes, the RIB and the kernel per prefix, and counts
+// them by state. With all, every row is returned; otherwise only the rows not ok, so that
+// a node with 100k routes in order builds no message for them.
+func compareRoutes(src wantedSource, kernel []routes.Route, keep, all bool) ([]*agentv1.Route, *agentv1.RouteCounts) {
+	inKernel := make(map[netip.Prefix]*kernelEntry, len(kernel))
 	for _, k := range kernel {
-		r := get(k.Dst)
-		r.KernelBlackhole = r.KernelBlackhole || k.Blackhole
-		r.KernelNextHops = append(r.KernelNextHops, sortedAddrs(k.NextHops)...)
+		e := inKernel[k.Dst]
+		if e == nil {
+			e = &kernelEntry{}
+			inKernel[k.Dst] = e
+		}
+		e.blackhole = e.blackhole || k.Blackhole
+		e.hops = append(e.hops, k.NextHops...)
 	}
+	counts := &agentv1.RouteCounts{Kernel: uint32(len(inKernel))}
 	type keyed struct {
 		p netip.Prefix
 		r *agentv1.Route
 	}
-	rows := make([]keyed, 0, len(byDst))
-	for p, r := range byDst {
-		_, wanted := want[p]
-		inKernel := r.KernelBlackhole || len(r.KernelNextHops) > 0
-		switch {
-		case wanted && inKernel && r.WantBlackhole == r.KernelBlackhole && slices.Equal(r.WantNextHops, r.KernelNextHops):
-			r.State = nodestatus.RouteOK
-		case wanted:
-			r.State = nodestatus.RouteMissing
-		case inKernel && keep:
-			r.State = nodestatus.RouteKept
-		case inKernel:
-			r.State = nodestatus.RouteStale
-		default:
-			continue // in the RIB only: our own block seen back, or every next hop dead
+	var rows []keyed
+	src.EachWanted(func(w routes.Route, rib []netip.Addr) {
+		k := inKernel[w.Dst]
+		state := nodestatus.RouteMissing
+		if k != nil {
+			k.wanted = true
+			if (k.blackhole || len(k.hops) > 0) && k.blackhole == w.Blackhole && sameAddrs(w.NextHops, k.hops) {
+				state = nodestatus.RouteOK
+			}
+		}
+		if state == nodestatus.RouteOK {
+			counts.Ok++
+			if !all {
+				return
+			}
+		} else {
+			counts.Missing++
+		}
+		r := &agentv1.Route{Prefix: w.Dst.String(), WantBlackhole: w.Blackhole, WantNextHops: sortedAddrs(w.NextHops), State: state}
+		if len(rib) > 0 {
+			r.RibNextHops = sortedAddrs(rib)
+		}
+		if k != nil {
+			r.KernelBlackhole, r.KernelNextHops = k.blackhole, sortedAddrs(k.hops)
+		}
+		rows = append(rows, keyed{w.Dst, r})
+	})
+	for p, k := range inKernel {
+		if k.wanted {
+			continue
+		}
+		state := nodestatus.RouteStale
+		if keep {
+			state = nodestatus.RouteKept
+			counts.Kept++
+		} else {
+			counts.Stale++
+		}
+		r := &agentv1.Route{Prefix: p.String(), KernelBlackhole: k.blackhole, KernelNextHops: sortedAddrs(k.hops), State: state}
+		if rib := src.LearnedFor(p); len(rib) > 0 {
+			r.RibNextHops = sortedAddrs(rib)
 		}
 		rows = append(rows, keyed{p, r})
 	}
@@ -109,7 +162,20 @@ func compareRoutes(want map[netip.Prefix]routes.Route, rib map[netip.Prefix][]ne
 	for i, k := range rows {
 		out[i] = k.r
 	}
-	return out
+	return out, counts
+}
+
+// sameAddrs reports whether sorted a and b (any order) hold the same addresses, as many
+// times each; it allocates only when b is not sorted.
+func sameAddrs(a, b []netip.Addr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if !slices.IsSortedFunc(b, netip.Addr.Compare) {
+		b = slices.Clone(b)
+		slices.SortFunc(b, netip.Addr.Compare)
+	}
+	return slices.Equal(a, b)
 }
 
 // BFDUnreachable is a session's BFD state while the agent cannot reach its BFD daemon.

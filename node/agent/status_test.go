@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -30,7 +31,8 @@ func TestCompareRoutes(t *testing.T) {
 		{Dst: wrong, NextHops: []netip.Addr{a("192.0.2.5")}},
 		{Dst: stale, NextHops: []netip.Addr{a("192.0.2.9")}},
 	}
-	got := compareRoutes(want, rib, kernel, false)
+	src := mapSource{want, rib}
+	got, counts := compareRoutes(src, kernel, false, true)
 	wantRoutes := []*agentv1.Route{
 		{Prefix: "10.244.0.0/26", WantBlackhole: true, KernelBlackhole: true, State: nodestatus.RouteOK},
 		{Prefix: "10.244.0.64/26", WantNextHops: []string{"192.0.2.2", "192.0.2.3"}, RibNextHops: []string{"192.0.2.2", "192.0.2.3"}, KernelNextHops: []string{"192.0.2.2", "192.0.2.3"}, State: nodestatus.RouteOK},
@@ -45,11 +47,46 @@ func TestCompareRoutes(t *testing.T) {
 	if c.Kernel != 4 || c.Missing != 2 || c.Stale != 1 {
 		t.Errorf("counts %+v", c)
 	}
+	wantCounts := &agentv1.RouteCounts{Ok: 2, Missing: 2, Stale: 1, Kernel: 4}
+	if d := cmp.Diff(wantCounts, counts, protocmp.Transform()); d != "" {
+		t.Errorf("counts (-want +got):\n%s", d)
+	}
+	// The periodic snapshot leaves out the rows in order, and counts the same.
+	problems, pc := compareRoutes(src, kernel, false, false)
+	if d := cmp.Diff([]*agentv1.Route{wantRoutes[2], wantRoutes[3], wantRoutes[4]}, problems, protocmp.Transform()); d != "" {
+		t.Errorf("rows not ok (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(wantCounts, pc, protocmp.Transform()); d != "" {
+		t.Errorf("counts without ok rows (-want +got):\n%s", d)
+	}
+	if g := nodestatus.CountsOf(&agentv1.RoutingResponse{Routes: problems, RouteCounts: pc}); g != c {
+		t.Errorf("CountsOf a snapshot without ok rows: %+v, want %+v", g, c)
+	}
 	// During a graceful restart the unknown kernel route is kept on purpose, not stale.
-	if kept := compareRoutes(want, rib, kernel, true); kept[4].State != nodestatus.RouteKept {
-		t.Errorf("restart: state %q, want kept", kept[4].State)
+	if kept, kc := compareRoutes(src, kernel, true, true); kept[4].State != nodestatus.RouteKept || kc.Kept != 1 || kc.Stale != 0 {
+		t.Errorf("restart: state %q (counts %v), want kept", kept[4].State, kc)
+	}
+	// Kernel next hops in another order, or repeated, are compared as sets with counts.
+	if !sameAddrs([]netip.Addr{a("192.0.2.2"), a("192.0.2.3")}, []netip.Addr{a("192.0.2.3"), a("192.0.2.2")}) ||
+		sameAddrs([]netip.Addr{a("192.0.2.2")}, []netip.Addr{a("192.0.2.2"), a("192.0.2.2")}) {
+		t.Error("sameAddrs")
 	}
 }
+
+// mapSource is a route table as two maps: wanted routes (next hops sorted) and the RIB.
+type mapSource struct {
+	want map[netip.Prefix]routes.Route
+	rib  map[netip.Prefix][]netip.Addr
+}
+
+func (m mapSource) EachWanted(fn func(routes.Route, []netip.Addr)) {
+	for p, r := range m.want {
+		r.NextHops = slices.SortedFunc(slices.Values(r.NextHops), netip.Addr.Compare)
+		fn(r, m.rib[p])
+	}
+}
+
+func (m mapSource) LearnedFor(p netip.Prefix) []netip.Addr { return m.rib[p] }
 
 func TestHealthAndChange(t *testing.T) {
 	r := &agentv1.RoutingResponse{Node: "n", Ready: true,

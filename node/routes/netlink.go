@@ -50,17 +50,29 @@ const dumpRetries = 5
 // there or re-add routes that are not missing. Every reader of kernel routes uses it.
 func Dump(h *netlink.Handle, family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
 	var rs []netlink.Route
+	err := DumpEach(h, family, filter, mask, func() { rs = rs[:0] }, func(r netlink.Route) { rs = append(rs, r) })
+	if err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// DumpEach runs fn on every route of a filtered dump without keeping the netlink routes
+// (with 100k routes, holding them all was a quarter of the agent's heap). A dump
+// interrupted by concurrent changes is retried from the start, after reset.
+func DumpEach(h *netlink.Handle, family int, filter *netlink.Route, mask uint64, reset func(), fn func(netlink.Route)) error {
 	var err error
 	for range dumpRetries {
-		rs, err = h.RouteListFiltered(family, filter, mask)
+		reset()
+		err = h.RouteListFilteredIter(family, filter, mask, func(r netlink.Route) bool { fn(r); return true })
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
 			break
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("route dump: %w", err)
+		return fmt.Errorf("route dump: %w", err)
 	}
-	return rs, nil
+	return nil
 }
 
 // List lists hostroute's routes, those of the legacy number after the current ones (so
@@ -74,15 +86,17 @@ func (n Netlink) List() ([]Route, error) {
 	var out []Route
 	for _, p := range protos {
 		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-			rs, err := Dump(n.H, fam, &netlink.Route{Protocol: netlink.RouteProtocol(p), Table: unix.RT_TABLE_MAIN},
-				netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+			mark := len(out)
+			err := DumpEach(n.H, fam, &netlink.Route{Protocol: netlink.RouteProtocol(p), Table: unix.RT_TABLE_MAIN},
+				netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE,
+				func() { out = out[:mark] },
+				func(r netlink.Route) {
+					kr := fromNetlink(r)
+					kr.Legacy = p != n.proto()
+					out = append(out, kr)
+				})
 			if err != nil {
 				return nil, err
-			}
-			for _, r := range rs {
-				kr := fromNetlink(r)
-				kr.Legacy = p != n.proto()
-				out = append(out, kr)
 			}
 		}
 	}

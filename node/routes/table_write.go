@@ -199,28 +199,56 @@ func (t *Table) resolve(r Route) (Route, error) {
 	return out, nil
 }
 
-// Wanted returns every desired route as the kernel should hold it: next hops resolved to
-// the gateways the writer last used (a next hop not resolved yet stays as it is).
+// Wanted returns every desired route as the kernel should hold it (see EachWanted),
+// sorted.
 func (t *Table) Wanted() []Route {
-	rs := t.Desired()
+	var rs []Route
+	t.EachWanted(func(r Route, _ []netip.Addr) { rs = append(rs, r) })
+	sortRoutes(rs)
+	return rs
+}
+
+// EachWanted calls fn, in no order, with every desired route as the kernel should hold
+// it — next hops resolved to the gateways the writer last used (a next hop not resolved
+// yet stays as it is) — and the RIB's next hops for its prefix, dead ones included. fn
+// runs under the table's lock: it must not call the table, nor keep rib.
+func (t *Table) EachWanted(fn func(r Route, rib []netip.Addr)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for i, r := range rs {
-		if r.Blackhole {
-			continue
+	each := func(p netip.Prefix) {
+		r, ok := t.desiredLocked(p)
+		if !ok {
+			return
 		}
-		var hops []netip.Addr
-		for _, h := range r.NextHops {
-			if gw, ok := t.gateways[h]; ok {
-				h = gw
+		if !r.Blackhole {
+			var hops []netip.Addr
+			for _, h := range r.NextHops {
+				if gw, ok := t.gateways[h]; ok {
+					h = gw
+				}
+				if !slices.Contains(hops, h) {
+					hops = append(hops, h)
+				}
 			}
-			if !slices.Contains(hops, h) {
-				hops = append(hops, h)
-			}
+			r.NextHops = sortedHops(hops)
 		}
-		rs[i].NextHops = sortedHops(hops)
+		fn(r, t.learned[p])
 	}
-	return rs
+	for p := range t.blocks {
+		each(p)
+	}
+	for p := range t.learned {
+		if !t.blocks[p] {
+			each(p)
+		}
+	}
+}
+
+// LearnedFor returns the RIB's next hops for p as last set (dead ones included).
+func (t *Table) LearnedFor(p netip.Prefix) []netip.Addr {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.learned[p])
 }
 
 func (t *Table) setConflict(c Conflict) {

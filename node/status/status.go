@@ -49,7 +49,7 @@ func FromRouting(r *agentv1.RoutingResponse, now time.Time) v1alpha1.NodeNetwork
 		RouterID:  r.GetRouterId(),
 		ASNumber:  int64(r.GetAsNumber()),
 		LastError: r.GetLastError(),
-		Routes:    Counts(r.GetRoutes()),
+		Routes:    CountsOf(r),
 	}
 	if !now.IsZero() {
 		t := metav1.NewTime(now)
@@ -86,6 +86,15 @@ func FromRouting(r *agentv1.RoutingResponse, now time.Time) v1alpha1.NodeNetwork
 	}
 	st.Conditions = []metav1.Condition{cond}
 	return st
+}
+
+// CountsOf is the route counts of a routing answer: its tallies when it has them (a
+// snapshot that leaves out the rows in order), else counted from its rows.
+func CountsOf(r *agentv1.RoutingResponse) v1alpha1.RouteCounts {
+	if c := r.GetRouteCounts(); c != nil {
+		return v1alpha1.RouteCounts{Kernel: int32(c.GetKernel()), Missing: int32(c.GetMissing()), Stale: int32(c.GetStale())}
+	}
+	return Counts(r.GetRoutes())
 }
 
 // Counts tallies the kernel routes hostroute owns and how they differ from what it wants.

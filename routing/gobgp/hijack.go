@@ -179,15 +179,31 @@ type scanPeer struct {
 	scanned time.Time // when that was
 }
 
+// due reports whether the neighbour's Adj-RIB-In is to be judged now, with the hijack
+// log at generation gen. One still sending is judged once it has been quiet for an
+// interval, not every interval while 100k routes arrive (each scan lists them all); under
+// constant churn, every refresh.
+func (sp *scanPeer) due(gen uint64, now time.Time, refresh time.Duration) bool {
+	recent := now.Sub(sp.scanned) < refresh
+	switch {
+	case sp.quiet == 0 && recent: // still sending
+		return false
+	case sp.quiet >= 2 && sp.gen == gen && recent: // judged since it went quiet
+		return false
+	}
+	return true
+}
+
 // scanRejected judges the Adj-RIB-In of every Established neighbour every interval, and
 // at once when the policy or the neighbour kinds change, until ctx ends.
 //
 // A neighbour's routes can only have changed if its session restarted or it sent an
-// UPDATE, so a neighbour is scanned when its session's start time or its count of
-// received UPDATEs changed, and once more an interval later (GoBGP counts a message
-// before its routes reach the Adj-RIB-In); otherwise only after a policy change, or
-// every rejectScanRefresh intervals to be safe. A quiet neighbour with 100,000 routes
-// costs nothing between refreshes.
+// UPDATE, so a neighbour is scanned once its session's start time and its count of
+// received UPDATEs stayed the same for an interval after changing (so also after GoBGP,
+// which counts a message before its routes reach the Adj-RIB-In, stored them); otherwise
+// only after a policy change, or every rejectScanRefresh intervals to be safe (also while
+// a neighbour never stops sending). A quiet neighbour with 100,000 routes costs nothing
+// between refreshes, and one sending 100,000 is listed once, after the last.
 func (g *Speaker) scanRejected(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -222,7 +238,8 @@ func (g *Speaker) scanPass(ctx context.Context, peers map[netip.Addr]*scanPeer, 
 		updates := p.GetState().GetMessages().GetReceived().GetUpdate()
 		sp, ok := peers[a]
 		if !ok {
-			sp = &scanPeer{uptime: uptime, updates: updates}
+			// Not scanned yet, but first seen now: wait like for a neighbour still sending.
+			sp = &scanPeer{uptime: uptime, updates: updates, scanned: time.Now()}
 			peers[a] = sp
 		} else if sp.uptime != uptime || sp.updates != updates {
 			sp.uptime, sp.updates, sp.quiet = uptime, updates, 0
@@ -230,7 +247,7 @@ func (g *Speaker) scanPass(ctx context.Context, peers map[netip.Addr]*scanPeer, 
 			sp.quiet++
 		}
 		j, pol, ok := g.hj.begin(a)
-		if !ok || sp.quiet >= 2 && sp.gen == j.gen && time.Since(sp.scanned) < refresh {
+		if !ok || !sp.due(j.gen, time.Now(), refresh) {
 			continue
 		}
 		if err := g.judgeAdjIn(ctx, a, pol, &j); err != nil {

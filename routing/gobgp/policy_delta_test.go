@@ -170,3 +170,30 @@ func BenchmarkPolicyChange(b *testing.B) {
 		})
 	}
 }
+
+// TestScanDue: a neighbour's Adj-RIB-In is listed once after it stops sending, not every
+// interval while it sends; again after a policy change once it is quiet; and at least
+// every refresh.
+func TestScanDue(t *testing.T) {
+	now := time.Unix(1000, 0)
+	const refresh = time.Minute
+	for _, c := range []struct {
+		name string
+		sp   scanPeer
+		gen  uint64
+		want bool
+	}{
+		{"first seen, sending", scanPeer{quiet: 0, scanned: now}, 1, false},
+		{"still sending", scanPeer{quiet: 0, gen: 1, scanned: now.Add(-10 * time.Second)}, 1, false},
+		{"sending for longer than refresh", scanPeer{quiet: 0, gen: 1, scanned: now.Add(-refresh)}, 1, true},
+		{"quiet for an interval", scanPeer{quiet: 1, gen: 1, scanned: now.Add(-10 * time.Second)}, 1, true},
+		{"judged since quiet", scanPeer{quiet: 2, gen: 1, scanned: now.Add(-5 * time.Second)}, 1, false},
+		{"policy changed", scanPeer{quiet: 2, gen: 1, scanned: now.Add(-5 * time.Second)}, 2, true},
+		{"policy changed while sending", scanPeer{quiet: 0, gen: 1, scanned: now.Add(-5 * time.Second)}, 2, false},
+		{"refresh", scanPeer{quiet: 2, gen: 1, scanned: now.Add(-refresh)}, 1, true},
+	} {
+		if got := c.sp.due(c.gen, now, refresh); got != c.want {
+			t.Errorf("%s: due = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -624,9 +624,14 @@ type RoutingResponse struct {
 	// last_error is the last reconcile error; empty once a pass succeeds.
 	LastError string `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// problems are BGP configuration problems (a peer skipped, a missing Secret).
-	Problems      []string `protobuf:"bytes,10,rep,name=problems,proto3" json:"problems,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Problems []string `protobuf:"bytes,10,rep,name=problems,proto3" json:"problems,omitempty"`
+	// route_counts tallies every prefix of routes by state, including rows left out.
+	RouteCounts *RouteCounts `protobuf:"bytes,11,opt,name=route_counts,json=routeCounts,proto3" json:"route_counts,omitempty"`
+	// routes_ok_omitted: routes holds only the rows not ok (the agent's periodic snapshot,
+	// behind /metrics and the NodeNetworkStatus); the Routing RPC always sends every row.
+	RoutesOkOmitted bool `protobuf:"varint,12,opt,name=routes_ok_omitted,json=routesOkOmitted,proto3" json:"routes_ok_omitted,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RoutingResponse) Reset() {
@@ -729,6 +734,97 @@ func (x *RoutingResponse) GetProblems() []string {
 	return nil
 }
 
+func (x *RoutingResponse) GetRouteCounts() *RouteCounts {
+	if x != nil {
+		return x.RouteCounts
+	}
+	return nil
+}
+
+func (x *RoutingResponse) GetRoutesOkOmitted() bool {
+	if x != nil {
+		return x.RoutesOkOmitted
+	}
+	return false
+}
+
+type RouteCounts struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Ok      uint32                 `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Missing uint32                 `protobuf:"varint,2,opt,name=missing,proto3" json:"missing,omitempty"`
+	Stale   uint32                 `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	Kept    uint32                 `protobuf:"varint,4,opt,name=kept,proto3" json:"kept,omitempty"`
+	// kernel: prefixes with a hostroute route in the kernel.
+	Kernel        uint32 `protobuf:"varint,5,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouteCounts) Reset() {
+	*x = RouteCounts{}
+	mi := &file_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteCounts) ProtoMessage() {}
+
+func (x *RouteCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteCounts.ProtoReflect.Descriptor instead.
+func (*RouteCounts) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RouteCounts) GetOk() uint32 {
+	if x != nil {
+		return x.Ok
+	}
+	return 0
+}
+
+func (x *RouteCounts) GetMissing() uint32 {
+	if x != nil {
+		return x.Missing
+	}
+	return 0
+}
+
+func (x *RouteCounts) GetStale() uint32 {
+	if x != nil {
+		return x.Stale
+	}
+	return 0
+}
+
+func (x *RouteCounts) GetKept() uint32 {
+	if x != nil {
+		return x.Kept
+	}
+	return 0
+}
+
+func (x *RouteCounts) GetKernel() uint32 {
+	if x != nil {
+		return x.Kernel
+	}
+	return 0
+}
+
 type Session struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Peer  string                 `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
@@ -754,7 +850,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +862,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +875,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Session) GetPeer() string {
@@ -886,7 +982,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +994,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1007,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Route) GetPrefix() string {
@@ -1008,7 +1104,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x04cidr\x18\x01 \x01(\tR\x04cidr\x12\x15\n" +
 	"\x06in_use\x18\x02 \x01(\x05R\x05inUse\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\"\x10\n" +
-	"\x0eRoutingRequest\"\xee\x02\n" +
+	"\x0eRoutingRequest\"\xde\x03\n" +
 	"\x0fRoutingResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\bR\x05ready\x12\x18\n" +
@@ -1021,7 +1117,15 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\t \x01(\tR\tlastError\x12\x1a\n" +
 	"\bproblems\x18\n" +
-	" \x03(\tR\bproblems\"\xc2\x02\n" +
+	" \x03(\tR\bproblems\x12B\n" +
+	"\froute_counts\x18\v \x01(\v2\x1f.hostroute.agent.v1.RouteCountsR\vrouteCounts\x12*\n" +
+	"\x11routes_ok_omitted\x18\f \x01(\bR\x0froutesOkOmitted\"y\n" +
+	"\vRouteCounts\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\rR\x02ok\x12\x18\n" +
+	"\amissing\x18\x02 \x01(\rR\amissing\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\rR\x05stale\x12\x12\n" +
+	"\x04kept\x18\x04 \x01(\rR\x04kept\x12\x16\n" +
+	"\x06kernel\x18\x05 \x01(\rR\x06kernel\"\xc2\x02\n" +
 	"\aSession\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
@@ -1068,7 +1172,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_agent_proto_goTypes = []any{
 	(*Attachment)(nil),       // 0: hostroute.agent.v1.Attachment
 	(*AllocateRequest)(nil),  // 1: hostroute.agent.v1.AllocateRequest
@@ -1083,8 +1187,9 @@ var file_agent_proto_goTypes = []any{
 	(*BlockUsage)(nil),       // 10: hostroute.agent.v1.BlockUsage
 	(*RoutingRequest)(nil),   // 11: hostroute.agent.v1.RoutingRequest
 	(*RoutingResponse)(nil),  // 12: hostroute.agent.v1.RoutingResponse
-	(*Session)(nil),          // 13: hostroute.agent.v1.Session
-	(*Route)(nil),            // 14: hostroute.agent.v1.Route
+	(*RouteCounts)(nil),      // 13: hostroute.agent.v1.RouteCounts
+	(*Session)(nil),          // 14: hostroute.agent.v1.Session
+	(*Route)(nil),            // 15: hostroute.agent.v1.Route
 }
 var file_agent_proto_depIdxs = []int32{
 	0,  // 0: hostroute.agent.v1.AllocateRequest.attachment:type_name -> hostroute.agent.v1.Attachment
@@ -1092,26 +1197,27 @@ var file_agent_proto_depIdxs = []int32{
 	0,  // 2: hostroute.agent.v1.GetRequest.attachment:type_name -> hostroute.agent.v1.Attachment
 	0,  // 3: hostroute.agent.v1.GCRequest.valid:type_name -> hostroute.agent.v1.Attachment
 	10, // 4: hostroute.agent.v1.StatusResponse.blocks:type_name -> hostroute.agent.v1.BlockUsage
-	13, // 5: hostroute.agent.v1.RoutingResponse.sessions:type_name -> hostroute.agent.v1.Session
+	14, // 5: hostroute.agent.v1.RoutingResponse.sessions:type_name -> hostroute.agent.v1.Session
 	10, // 6: hostroute.agent.v1.RoutingResponse.blocks:type_name -> hostroute.agent.v1.BlockUsage
-	14, // 7: hostroute.agent.v1.RoutingResponse.routes:type_name -> hostroute.agent.v1.Route
-	1,  // 8: hostroute.agent.v1.Agent.Allocate:input_type -> hostroute.agent.v1.AllocateRequest
-	3,  // 9: hostroute.agent.v1.Agent.Release:input_type -> hostroute.agent.v1.ReleaseRequest
-	5,  // 10: hostroute.agent.v1.Agent.Get:input_type -> hostroute.agent.v1.GetRequest
-	6,  // 11: hostroute.agent.v1.Agent.GC:input_type -> hostroute.agent.v1.GCRequest
-	8,  // 12: hostroute.agent.v1.Agent.Status:input_type -> hostroute.agent.v1.StatusRequest
-	11, // 13: hostroute.agent.v1.Agent.Routing:input_type -> hostroute.agent.v1.RoutingRequest
-	2,  // 14: hostroute.agent.v1.Agent.Allocate:output_type -> hostroute.agent.v1.AllocateResponse
-	4,  // 15: hostroute.agent.v1.Agent.Release:output_type -> hostroute.agent.v1.ReleaseResponse
-	2,  // 16: hostroute.agent.v1.Agent.Get:output_type -> hostroute.agent.v1.AllocateResponse
-	7,  // 17: hostroute.agent.v1.Agent.GC:output_type -> hostroute.agent.v1.GCResponse
-	9,  // 18: hostroute.agent.v1.Agent.Status:output_type -> hostroute.agent.v1.StatusResponse
-	12, // 19: hostroute.agent.v1.Agent.Routing:output_type -> hostroute.agent.v1.RoutingResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	15, // 7: hostroute.agent.v1.RoutingResponse.routes:type_name -> hostroute.agent.v1.Route
+	13, // 8: hostroute.agent.v1.RoutingResponse.route_counts:type_name -> hostroute.agent.v1.RouteCounts
+	1,  // 9: hostroute.agent.v1.Agent.Allocate:input_type -> hostroute.agent.v1.AllocateRequest
+	3,  // 10: hostroute.agent.v1.Agent.Release:input_type -> hostroute.agent.v1.ReleaseRequest
+	5,  // 11: hostroute.agent.v1.Agent.Get:input_type -> hostroute.agent.v1.GetRequest
+	6,  // 12: hostroute.agent.v1.Agent.GC:input_type -> hostroute.agent.v1.GCRequest
+	8,  // 13: hostroute.agent.v1.Agent.Status:input_type -> hostroute.agent.v1.StatusRequest
+	11, // 14: hostroute.agent.v1.Agent.Routing:input_type -> hostroute.agent.v1.RoutingRequest
+	2,  // 15: hostroute.agent.v1.Agent.Allocate:output_type -> hostroute.agent.v1.AllocateResponse
+	4,  // 16: hostroute.agent.v1.Agent.Release:output_type -> hostroute.agent.v1.ReleaseResponse
+	2,  // 17: hostroute.agent.v1.Agent.Get:output_type -> hostroute.agent.v1.AllocateResponse
+	7,  // 18: hostroute.agent.v1.Agent.GC:output_type -> hostroute.agent.v1.GCResponse
+	9,  // 19: hostroute.agent.v1.Agent.Status:output_type -> hostroute.agent.v1.StatusResponse
+	12, // 20: hostroute.agent.v1.Agent.Routing:output_type -> hostroute.agent.v1.RoutingResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1125,7 +1231,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
