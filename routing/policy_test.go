@@ -90,6 +90,7 @@ func TestPolicyAccepts(t *testing.T) {
 				t.Errorf("Accepts(%s, %v, %s, %v) = %v, %q; want %v, containing %q",
 					c.kind, c.neighbor, c.prefix, c.nextHop, got, reason, c.want, c.reason)
 			}
+			checkRejects(t, p, c.kind, c.neighbor, gbPfx(c.prefix), c.nextHop, 64512)
 		})
 	}
 }
@@ -141,10 +142,12 @@ func TestPolicyAcceptsOriginAS(t *testing.T) {
 		{"nodes are judged by next hop", racks, ptC, "10.244.2.0/26", 1, true, "assigned to next hop"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, reason := c.p.Accepts(KindExternal, c.neighbor, gbPfx(c.prefix), c.neighbor, c.origin)
+			kind := KindExternal
 			if c.neighbor == ptC {
-				got, reason = c.p.Accepts(KindMesh, c.neighbor, gbPfx(c.prefix), c.neighbor, c.origin)
+				kind = KindMesh
 			}
+			got, reason := c.p.Accepts(kind, c.neighbor, gbPfx(c.prefix), c.neighbor, c.origin)
+			checkRejects(t, c.p, kind, c.neighbor, gbPfx(c.prefix), c.neighbor, c.origin)
 			if got != c.want || !strings.Contains(reason, c.reason) {
 				t.Errorf("Accepts(%v, %s, origin %d) = %v, %q; want %v, containing %q",
 					c.neighbor, c.prefix, c.origin, got, reason, c.want, c.reason)
@@ -249,5 +252,21 @@ func TestPolicyClone(t *testing.T) {
 	}
 	if z := (Policy{}).Clone(); !reflect.DeepEqual(z, Policy{}) {
 		t.Errorf("Clone of the zero Policy = %+v", z)
+	}
+}
+
+// checkRejects: Rejects decides as Accepts does, with the same reason for a rejection and
+// none formatted for an acceptance.
+func checkRejects(t *testing.T, p Policy, kind PeerKind, n netip.Addr, pfx netip.Prefix, nh netip.Addr, origin uint32) {
+	t.Helper()
+	ok, why := p.Accepts(kind, n, pfx, nh, origin)
+	rejected, reason := p.Rejects(kind, n, pfx, nh, origin)
+	switch {
+	case rejected == ok:
+		t.Errorf("Rejects = %v, Accepts = %v", rejected, ok)
+	case rejected && reason != why:
+		t.Errorf("Rejects reason %q, Accepts %q", reason, why)
+	case !rejected && reason != "":
+		t.Errorf("Rejects formatted %q for an accepted route", reason)
 	}
 }

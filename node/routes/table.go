@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/hostroute/hostroute/routing"
 )
 
 // Table is the only writer of hostroute's kernel routes (the protocol its Kernel writes)
@@ -54,8 +56,11 @@ type Table struct {
 
 	mu        sync.Mutex
 	blocks    map[netip.Prefix]bool
-	learned   map[netip.Prefix][]netip.Addr
-	lastEvent map[netip.Prefix]uint64 // sequence number of each prefix's last SetLearned
+	learned   map[netip.Prefix][]netip.Addr // next hop slices shared through learnedHops
+	// lastEvent is the sequence number of each prefix's last SetLearned, until a
+	// RepairLearned from a later RIB read no longer needs it.
+	lastEvent   map[netip.Prefix]uint64
+	learnedHops routing.HopSets
 	seq       uint64
 	dead      map[netip.Addr]bool
 	dirty     map[netip.Prefix]bool
@@ -74,7 +79,8 @@ type Table struct {
 	clock func() time.Time
 
 	// Owned by the writer (Run) alone.
-	inKernel map[netip.Prefix]Route    // our routes as last read or written (kernel form)
+	inKernel   map[netip.Prefix]Route // our routes as last read or written (kernel form)
+	kernelHops routing.HopSets        // shares inKernel's next hop slices
 	onChange func(Conflict)            // called by the writer for each new conflict
 	applied  map[netip.Prefix]Conflict // conflicts last reported through onChange
 }
@@ -140,7 +146,7 @@ func (t *Table) SetLearned(p netip.Prefix, hops []netip.Addr) {
 	if len(hops) == 0 {
 		delete(t.learned, p)
 	} else {
-		t.learned[p] = slices.Compact(sortedHops(hops))
+		t.learned[p] = t.learnedHops.Get(slices.Compact(sortedHops(hops)))
 	}
 	t.dirty[p] = true
 	t.signal()
@@ -168,7 +174,7 @@ func (t *Table) RepairLearned(rib map[netip.Prefix][]netip.Addr, since uint64) [
 		if newer(p) || slices.Equal(t.learned[p], hops) {
 			continue
 		}
-		t.learned[p] = hops
+		t.learned[p] = t.learnedHops.Get(hops)
 		t.dirty[p] = true
 		fixed = append(fixed, p)
 	}
@@ -179,6 +185,9 @@ func (t *Table) RepairLearned(rib map[netip.Prefix][]netip.Addr, since uint64) [
 			fixed = append(fixed, p)
 		}
 	}
+	// Events up to since are older than the RIB read, so no later repair (whose since is
+	// larger) needs them: without this, every prefix ever learned kept an entry.
+	maps.DeleteFunc(t.lastEvent, func(_ netip.Prefix, seq uint64) bool { return seq <= since })
 	if len(fixed) > 0 {
 		t.signal()
 	}

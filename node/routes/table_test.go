@@ -157,6 +157,35 @@ func TestTableRepairFromRIB(t *testing.T) {
 	if got := k.ours(); !slices.Equal(fixed, []netip.Prefix{a}) || !slices.Equal(got, []string{"10.1.0.64/26 via 192.0.2.3"}) {
 		t.Fatalf("after a missed withdrawal: repaired %v, kernel %v", fixed, got)
 	}
+	// Nothing is remembered of events older than the last read: a prefix learned and
+	// withdrawn leaves no trace.
+	tb.mu.Lock()
+	n := len(tb.lastEvent)
+	tb.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d event sequence numbers kept after a repair from a newer read", n)
+	}
+}
+
+// Prefixes with the same next hops share one slice, in the RIB copy and in the kernel
+// copy (100k prefixes from one ToR hold one slice each side, not 100k).
+func TestTableSharesNextHops(t *testing.T) {
+	k := newFakeKernel(t)
+	tb := runTable(t, k, nil)
+	a, b := netip.MustParsePrefix("10.1.0.0/26"), netip.MustParsePrefix("10.1.0.64/26")
+	tb.SetLearned(a, addrs("192.0.2.2", "192.0.2.3"))
+	tb.SetLearned(b, addrs("192.0.2.3", "192.0.2.2"))
+	settle(t, tb)
+	tb.mu.Lock()
+	la, lb := tb.learned[a], tb.learned[b]
+	tb.mu.Unlock()
+	if &la[0] != &lb[0] {
+		t.Error("learned next hops not shared")
+	}
+	ka, kb := tb.inKernel[a].NextHops, tb.inKernel[b].NextHops // the writer is idle: settled
+	if len(ka) != 2 || &ka[0] != &kb[0] {
+		t.Errorf("kernel next hops not shared: %v %v", ka, kb)
+	}
 }
 
 // Next hops off every connected subnet are installed through the gateway that reaches

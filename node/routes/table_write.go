@@ -71,7 +71,7 @@ func (t *Table) fullPass() error {
 	if err != nil {
 		return fmt.Errorf("list kernel routes: %w", err)
 	}
-	t.inKernel = map[netip.Prefix]Route{}
+	t.inKernel = make(map[netip.Prefix]Route, len(have))
 	var errs []error
 	for _, r := range have {
 		if r.Legacy && !t.legacyOurs(r.Dst) {
@@ -84,6 +84,7 @@ func (t *Table) fullPass() error {
 			}
 			continue
 		}
+		r.NextHops = t.kernelHops.Get(r.NextHops)
 		t.inKernel[r.Dst] = r
 	}
 	t.mu.Lock()
@@ -139,6 +140,7 @@ func (t *Table) sync(p netip.Prefix, full bool) error {
 		if err := t.k.Replace(kr); err != nil {
 			return fmt.Errorf("replace %s: %w", kr, err)
 		}
+		kr.NextHops = t.kernelHops.Get(kr.NextHops)
 		t.inKernel[p] = kr
 		return nil
 	}
@@ -167,6 +169,7 @@ func (t *Table) add(want, kr Route) error {
 	if err != nil {
 		return fmt.Errorf("add %s: %w", kr, err)
 	}
+	kr.NextHops = t.kernelHops.Get(kr.NextHops)
 	t.inKernel[p] = kr
 	t.clearConflict(p)
 	return nil

@@ -285,8 +285,8 @@ func (g *Speaker) judgeAdjIn(ctx context.Context, n netip.Addr, pol routing.Poli
 					decodeErr = err
 					continue
 				}
-				ok, reason := pol.Accepts(j.kind, n, pfx, nh, binaryOriginAS(p))
-				if ok {
+				rejected, reason := pol.Rejects(j.kind, n, pfx, nh, binaryOriginAS(p))
+				if !rejected {
 					continue
 				}
 				if j.rejected == nil {

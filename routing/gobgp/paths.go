@@ -123,7 +123,7 @@ func equalCost(a, b decodedPath, ibgp func(netip.Addr, uint32) bool) bool {
 // routes stale) and End-of-RIB markers are ignored; a stale flag set that way shows in
 // BestPaths, not here.
 func (g *Speaker) WatchBestPaths(ctx context.Context, fn func(routing.BestPath)) error {
-	w := &bestWatch{last: map[netip.Prefix]routing.BestPath{}, fn: fn, log: g}
+	w := &bestWatch{last: map[netip.Prefix]watchLast{}, fn: fn, log: g}
 	err := g.srv.WatchEvent(ctx, &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
 		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}},
 	}}, w.onEvent)
@@ -135,7 +135,8 @@ func (g *Speaker) WatchBestPaths(ctx context.Context, fn func(routing.BestPath))
 
 // bestWatch is one WatchBestPaths; only GoBGP's watcher goroutine touches it.
 type bestWatch struct {
-	last map[netip.Prefix]routing.BestPath
+	last map[netip.Prefix]watchLast
+	hops routing.HopSets // shares last's next hop slices
 	fn   func(routing.BestPath)
 	log  *Speaker
 	// Scratch space of onEvent, kept between events: the sets of one event in order of
@@ -143,6 +144,12 @@ type bestWatch struct {
 	// than one prefix).
 	sets  []watchSet
 	index map[netip.Prefix]int
+}
+
+// watchLast is what the watch last reported for a prefix.
+type watchLast struct {
+	hops  []netip.Addr // shared (bestWatch.hops): never modified
+	stale bool
 }
 
 // watchSet is one prefix's paths in one event.
@@ -200,12 +207,11 @@ func (w *bestWatch) onEvent(r *api.WatchEventResponse) {
 			w.fn(routing.BestPath{Prefix: pfx})
 			continue
 		}
-		if had && old.Stale == s.stale && slices.Equal(old.NextHops, s.hops) {
+		if had && old.stale == s.stale && slices.Equal(old.hops, s.hops) {
 			continue
 		}
-		hops := slices.Clone(s.hops)
-		w.last[pfx] = routing.BestPath{Prefix: pfx, NextHops: hops, Stale: s.stale}
-		w.fn(routing.BestPath{Prefix: pfx, NextHops: slices.Clone(hops), Stale: s.stale})
+		w.last[pfx] = watchLast{hops: w.hops.Get(s.hops), stale: s.stale}
+		w.fn(routing.BestPath{Prefix: pfx, NextHops: slices.Clone(s.hops), Stale: s.stale})
 	}
 }
 
