@@ -54,22 +54,22 @@ type Table struct {
 	k   Kernel
 	log *slog.Logger
 
-	mu        sync.Mutex
-	blocks    map[netip.Prefix]bool
-	learned   map[netip.Prefix][]netip.Addr // next hop slices shared through learnedHops
+	mu      sync.Mutex
+	blocks  map[netip.Prefix]bool
+	learned map[netip.Prefix][]netip.Addr // next hop slices shared through learnedHops
 	// lastEvent is the sequence number of each prefix's last SetLearned, until a
 	// RepairLearned from a later RIB read no longer needs it.
 	lastEvent   map[netip.Prefix]uint64
 	learnedHops routing.HopSets
-	seq       uint64
-	dead      map[netip.Addr]bool
-	dirty     map[netip.Prefix]bool
-	full      bool
-	keepUntil time.Time
-	conflicts map[netip.Prefix]Conflict
-	pools     []netip.Prefix // where a legacy-protocol route may be ours
-	lastErr   error
-	busy      bool // the writer is in a pass
+	seq         uint64
+	dead        map[netip.Addr]bool
+	dirty       map[netip.Prefix]bool
+	full        bool
+	keepUntil   time.Time
+	conflicts   map[netip.Prefix]Conflict
+	pools       []netip.Prefix // where a legacy-protocol route may be ours
+	lastErr     error
+	busy        bool // the writer is in a pass
 
 	// gateways maps a next hop to the kernel gateway that reaches it, until the next
 	// full pass (written by the writer, read by Wanted).
@@ -79,10 +79,10 @@ type Table struct {
 	clock func() time.Time
 
 	// Owned by the writer (Run) alone.
-	inKernel   map[netip.Prefix]Route // our routes as last read or written (kernel form)
-	kernelHops routing.HopSets        // shares inKernel's next hop slices
-	onChange func(Conflict)            // called by the writer for each new conflict
-	applied  map[netip.Prefix]Conflict // conflicts last reported through onChange
+	inKernel   map[netip.Prefix]Route    // our routes as last read or written (kernel form)
+	kernelHops routing.HopSets           // shares inKernel's next hop slices
+	onChange   func(Conflict)            // called by the writer for each new conflict
+	applied    map[netip.Prefix]Conflict // conflicts last reported through onChange
 }
 
 // Conflict is a destination hostroute wants but someone else's route holds.
