@@ -157,13 +157,21 @@ func TestSweep(t *testing.T) {
 	}
 	waited := make(chan struct{})
 	go func() { _ = leftover.Wait(); close(waited) }()
+	// The sweep finds processes by their arguments: make sure the leftover shows them.
+	for deadline := time.Now().Add(5 * time.Second); !slices.Contains(proc.PIDsUsing(dir), leftover.Process.Pid); {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d (%v) never showed the dead node's dir in its arguments", leftover.Process.Pid, proc.Cmdline(leftover.Process.Pid))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	Sweep()
 
 	select {
 	case <-waited:
-	case <-time.After(5 * time.Second):
-		t.Errorf("process %d using the dead node's dir survived the sweep", leftover.Process.Pid)
+	case <-time.After(15 * time.Second): // a loaded machine may be slow to reap it
+		t.Errorf("process %d using the dead node's dir survived the sweep (alive: %v, arguments %v)",
+			leftover.Process.Pid, proc.Alive(leftover.Process.Pid), proc.Cmdline(leftover.Process.Pid))
 		_ = leftover.Process.Kill()
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
