@@ -279,13 +279,6 @@ func (t *Table) desiredLocked(p netip.Prefix) (Route, bool) {
 	return Route{Dst: p, NextHops: alive}, true
 }
 
-// Learned returns the best paths as last set, dead next hops included.
-func (t *Table) Learned() map[netip.Prefix][]netip.Addr {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return maps.Clone(t.learned)
-}
-
 // Desired returns every route the table wants, next hops in BGP terms.
 func (t *Table) Desired() []Route {
 	t.mu.Lock()
