@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,6 +46,9 @@ type Config struct {
 	Resync time.Duration
 	// MaxBlocksPerNode is the most blocks of one address family a node gets (default 4).
 	MaxBlocksPerNode int
+	// EmptyBlockGrace is how long a live node's extra block must stay empty before it
+	// goes back to its pool (default 10m; negative: never).
+	EmptyBlockGrace time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -60,11 +64,15 @@ func (c *Config) setDefaults() {
 	if c.MaxBlocksPerNode <= 0 {
 		c.MaxBlocksPerNode = 4
 	}
+	if c.EmptyBlockGrace == 0 {
+		c.EmptyBlockGrace = 10 * time.Minute
+	}
 }
 
-// key is a unit of work: a node (assignment/release) or a pool (status).
+// key is a unit of work: a node (assignment/release), a pool (status) or a reservation
+// (status).
 type key struct {
-	kind string // "node" or "pool"
+	kind string // "node", "pool" or "reservation"
 	name string
 }
 
@@ -82,6 +90,9 @@ type Controller struct {
 	nodesSync cache.InformerSynced
 	pools     cache.SharedIndexInformer
 	blocks    cache.SharedIndexInformer
+	// statuses are the agents' NodeNetworkStatuses (the pools each node's pods need).
+	statuses     cache.SharedIndexInformer
+	reservations cache.SharedIndexInformer
 
 	// assumed holds blocks this replica created that its informer has not delivered yet,
 	// so that a fast second pass does not assign the same node or prefix twice.
@@ -115,6 +126,8 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	c.nodesSync = nodeInf.Informer().HasSynced
 	c.pools = hr.IPPools.Informer("", cfg.Resync)
 	c.blocks = hr.IPAMBlocks.Informer("", cfg.Resync)
+	c.statuses = hr.NodeNetworkStatuses.Informer("", 0)
+	c.reservations = hr.IPReservations.Informer("", cfg.Resync)
 
 	_, _ = nodeInf.Informer().AddEventHandlerWithResyncPeriod(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.enqueueObj("node", obj) },
@@ -123,6 +136,24 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	}, cfg.Resync)
 	// Any pool change can change overlaps and selections: re-examine everything.
 	_, _ = c.pools.AddEventHandlerWithResyncPeriod(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.enqueueAll() },
+		UpdateFunc: func(any, any) { c.enqueueAll() },
+		DeleteFunc: func(any) { c.enqueueAll() },
+	}, cfg.Resync)
+	// A node's needed pools: only a change of the list matters (the status is rewritten
+	// for many other reasons).
+	_, _ = c.statuses.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { c.enqueueObj("node", obj) },
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*v1alpha1.NodeNetworkStatus)
+			n, ok2 := cur.(*v1alpha1.NodeNetworkStatus)
+			if !ok1 || !ok2 || !slices.Equal(o.Status.PoolsNeeded, n.Status.PoolsNeeded) {
+				c.enqueueObj("node", cur)
+			}
+		},
+	})
+	// Reservations change which blocks are free and how full a block is: every node.
+	_, _ = c.reservations.AddEventHandlerWithResyncPeriod(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { c.enqueueAll() },
 		UpdateFunc: func(any, any) { c.enqueueAll() },
 		DeleteFunc: func(any) { c.enqueueAll() },
@@ -144,7 +175,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.factory.Start(ctx.Done())
 	go c.pools.RunWithContext(ctx)
 	go c.blocks.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), c.nodesSync, c.pools.HasSynced, c.blocks.HasSynced) {
+	go c.statuses.RunWithContext(ctx)
+	go c.reservations.RunWithContext(ctx)
+	if !cache.WaitForCacheSync(ctx.Done(), c.nodesSync, c.pools.HasSynced, c.blocks.HasSynced, c.statuses.HasSynced, c.reservations.HasSynced) {
 		return fmt.Errorf("waiting for caches: %w", ctx.Err())
 	}
 	c.log.Info("caches synced; assigning blocks", "watermark", c.cfg.Watermark, "releaseGrace", c.cfg.ReleaseGrace)
@@ -171,6 +204,8 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		after, err = c.syncNode(ctx, k.name)
 	case "pool":
 		err = c.syncPool(ctx, k.name)
+	case "reservation":
+		err = c.syncReservation(ctx, k.name)
 	}
 	c.metrics.synced(k.kind, time.Since(start), ignoreConflict(err))
 	switch {
@@ -217,6 +252,13 @@ func (c *Controller) enqueueAll() {
 	for _, p := range c.listPools() {
 		c.queue.Add(key{"pool", p.Name})
 	}
+	c.enqueueReservations()
+}
+
+func (c *Controller) enqueueReservations() {
+	for _, k := range c.reservations.GetStore().ListKeys() {
+		c.queue.Add(key{"reservation", k})
+	}
 }
 
 func (c *Controller) blockChanged(obj any, deleted bool) {
@@ -232,6 +274,7 @@ func (c *Controller) blockChanged(obj any, deleted bool) {
 	c.mu.Unlock()
 	c.queue.Add(key{"node", b.Spec.Node})
 	c.queue.Add(key{"pool", b.Spec.Pool})
+	c.enqueueReservations()
 	if deleted {
 		// A freed block may be what a starved node waits for.
 		nodes, _ := c.nodes.List(labels.Everything())
@@ -287,8 +330,13 @@ func (c *Controller) syncNode(ctx context.Context, name string) (time.Duration, 
 		return 0, err
 	}
 	pools := analysePools(c.listPools())
-	plan := planNode(node, pools, blocks, c.cfg.Watermark, c.cfg.MaxBlocksPerNode)
+	needs := nodeNeeds{pools: c.poolsNeeded(name), reserved: c.reservedPrefixes()}
+	plan := planNode(node, pools, blocks, c.cfg.Watermark, c.cfg.MaxBlocksPerNode, needs)
+	steps, after := planHygiene(node, pools, blocks, needs, c.cfg.Watermark, time.Now(), c.cfg.EmptyBlockGrace)
 	var errs []error
+	if err := c.applyHygiene(ctx, node, steps); err != nil {
+		errs = append(errs, err)
+	}
 	for _, a := range plan.assign {
 		if err := c.createBlock(ctx, node, a); err != nil {
 			errs = append(errs, err)
@@ -306,7 +354,16 @@ func (c *Controller) syncNode(ctx context.Context, name string) (time.Duration, 
 			c.queue.Add(key{"pool", pn})
 		}
 	}
-	return 0, errors.Join(errs...)
+	return after, errors.Join(errs...)
+}
+
+// poolsNeeded are the pools a node's agent reports its pods need.
+func (c *Controller) poolsNeeded(node string) []string {
+	o, ok, _ := c.statuses.GetStore().GetByKey(node)
+	if !ok {
+		return nil
+	}
+	return o.(*v1alpha1.NodeNetworkStatus).Status.PoolsNeeded
 }
 
 func (c *Controller) createBlock(ctx context.Context, node *corev1.Node, a assignment) error {

@@ -15,6 +15,7 @@ type metrics struct {
 	syncTime   *prometheus.HistogramVec
 	syncErrors *prometheus.CounterVec
 	assigned   prometheus.Counter
+	returned   prometheus.Counter
 }
 
 var descBlockAddresses = prometheus.NewDesc("hostroute_ipam_block_addresses",
@@ -34,6 +35,9 @@ func newMetrics() *metrics {
 		assigned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hostroute_ipam_blocks_assigned_total", Help: "Blocks this replica assigned to nodes.",
 		}),
+		returned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hostroute_ipam_blocks_returned_total", Help: "Extra blocks of live nodes this replica returned to their pool after they stayed empty.",
+		}),
 	}
 }
 
@@ -47,7 +51,7 @@ func (m *metrics) synced(kind string, took time.Duration, err error) {
 // Collectors are the controller's metrics, for the caller's registry. Block gauges are
 // empty until this replica leads (its informers run only then).
 func (c *Controller) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{c.metrics.syncTime, c.metrics.syncErrors, c.metrics.assigned,
+	return []prometheus.Collector{c.metrics.syncTime, c.metrics.syncErrors, c.metrics.assigned, c.metrics.returned,
 		prometheus.CollectorFunc(c.collectBlocks)}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -41,13 +42,32 @@ type nodePlan struct {
 	short  []shortage
 }
 
-// planNode decides which blocks a node needs: one per address family that some usable
-// pool selecting the node offers, and one more when every block it has of that family is
-// at or above the high watermark (a fraction of the block's addresses in use).
-// blocks must hold every block in the cluster (for the free-block search). A node never
-// gets more than maxPerNode blocks of one family (counting every block it holds of it):
-// one runaway node must not drain a pool other nodes need.
-func planNode(node *corev1.Node, pools []*poolInfo, blocks []*v1alpha1.IPAMBlock, watermark float64, maxPerNode int) nodePlan {
+// nodeNeeds is what else decides a node's blocks besides its pools and labels.
+type nodeNeeds struct {
+	// pools its agent reports its pods need (NodeNetworkStatus.status.poolsNeeded).
+	pools []string
+	// reserved prefixes (IPReservations): counted as in use, and a block they cover
+	// whole is never assigned.
+	reserved []netip.Prefix
+}
+
+// supply is a set of pools of which a node must hold a block with room: the pools of a
+// family that serve every namespace (need == ""), or one pool its pods need.
+type supply struct {
+	cands []*poolInfo
+	need  string
+}
+
+// planNode decides which blocks a node needs, per address family: one from the pools
+// without a namespaceSelector that select the node, and one from each pool its pods need;
+// in both cases one more when every block it has of them is at or above the high
+// watermark (a fraction of the block's addresses in use or reserved). Draining blocks do
+// not count as room. blocks must hold every block in the cluster (for the free-block
+// search). A node never gets more than maxPerNode blocks of one family (counting every
+// block it holds of it), so one runaway node cannot drain a pool other nodes need — except
+// the first block of a pool its pods need, which it always gets (so many pools make as
+// many blocks).
+func planNode(node *corev1.Node, pools []*poolInfo, blocks []*v1alpha1.IPAMBlock, watermark float64, maxPerNode int, needs nodeNeeds) nodePlan {
 	var used []netip.Prefix
 	mine := map[int][]*v1alpha1.IPAMBlock{}
 	for _, b := range blocks {
@@ -62,53 +82,83 @@ func planNode(node *corev1.Node, pools []*poolInfo, blocks []*v1alpha1.IPAMBlock
 	}
 	var plan nodePlan
 	for _, fam := range []int{4, 6} {
-		cands := candidatePools(node, pools, fam)
-		if len(cands) == 0 {
-			continue
-		}
-		inCands := map[string]bool{}
-		for _, c := range cands {
-			inCands[c.pool.Name] = true
-		}
-		have, full := 0, 0
-		for _, b := range mine[fam] {
-			if !inCands[b.Spec.Pool] {
-				continue // a block of a disabled or deselected pool: kept, but not counted
+		for _, sup := range supplies(node, pools, fam, needs.pools) {
+			inCands := map[string]bool{}
+			for _, c := range sup.cands {
+				inCands[c.pool.Name] = true
 			}
-			have++
-			if atWatermark(b, watermark) {
-				full++
+			have, full := 0, 0
+			for _, b := range mine[fam] {
+				if !inCands[b.Spec.Pool] || b.Spec.Draining {
+					continue // a block of another, disabled or deselected pool, or going back
+				}
+				have++
+				if atWatermark(b, watermark, needs.reserved) {
+					full++
+				}
 			}
-		}
-		if have > 0 && full < have {
-			continue
-		}
-		if maxPerNode > 0 && len(mine[fam]) >= maxPerNode {
-			s := shortage{family: fam, capped: len(mine[fam])}
-			for _, c := range cands {
-				s.pools = append(s.pools, c.pool.Name)
+			if have > 0 && full < have {
+				continue
 			}
-			plan.short = append(plan.short, s)
-			continue
-		}
-		reason := "node has no block"
-		if have > 0 {
-			reason = fmt.Sprintf("all %d block(s) at or above the %.0f%% watermark", have, watermark*100)
-		}
-		a, ok := pickBlock(cands, used)
-		if !ok {
-			s := shortage{family: fam}
-			for _, c := range cands {
-				s.pools = append(s.pools, c.pool.Name)
+			firstOfNeed := sup.need != "" && have == 0
+			if maxPerNode > 0 && len(mine[fam]) >= maxPerNode && !firstOfNeed {
+				s := shortage{family: fam, capped: len(mine[fam])}
+				for _, c := range sup.cands {
+					s.pools = append(s.pools, c.pool.Name)
+				}
+				plan.short = append(plan.short, s)
+				continue
 			}
-			plan.short = append(plan.short, s)
-			continue
+			reason := "node has no block"
+			if sup.need != "" {
+				reason = fmt.Sprintf("the node's pods need IPPool %s and the node has no block of it", sup.need)
+			}
+			if have > 0 {
+				reason = fmt.Sprintf("all %d block(s) at or above the %.0f%% watermark", have, watermark*100)
+			}
+			a, ok := pickBlock(sup.cands, used, needs.reserved)
+			if !ok {
+				s := shortage{family: fam}
+				for _, c := range sup.cands {
+					s.pools = append(s.pools, c.pool.Name)
+				}
+				plan.short = append(plan.short, s)
+				continue
+			}
+			a.reason = reason
+			plan.assign = append(plan.assign, a)
+			used = append(used, a.prefix)
+			mine[fam] = append(mine[fam], newBlock(a, node.Name)) // later supplies see it
 		}
-		a.reason = reason
-		plan.assign = append(plan.assign, a)
-		used = append(used, a.prefix)
 	}
 	return plan
+}
+
+// supplies are the pool sets of one family a node must hold a block of: the pools serving
+// every namespace that select it, then each needed pool of the family that is usable and
+// selects it (in name order).
+func supplies(node *corev1.Node, pools []*poolInfo, fam int, needed []string) []supply {
+	var out []supply
+	var general []*poolInfo
+	for _, c := range candidatePools(node, pools, fam) {
+		if v1alpha1.ServesEveryNamespace(c.pool) {
+			general = append(general, c)
+		}
+	}
+	if len(general) > 0 {
+		out = append(out, supply{cands: general})
+	}
+	want := map[string]bool{}
+	for _, n := range needed {
+		want[n] = true
+	}
+	for _, c := range candidatePools(node, pools, fam) {
+		if want[c.pool.Name] {
+			out = append(out, supply{cands: []*poolInfo{c}, need: c.pool.Name})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].need < out[j].need })
+	return out
 }
 
 // candidatePools are the usable pools of one family whose nodeSelector matches the node.
@@ -126,17 +176,26 @@ func candidatePools(node *corev1.Node, pools []*poolInfo, fam int) []*poolInfo {
 	return out
 }
 
-func pickBlock(cands []*poolInfo, used []netip.Prefix) (assignment, bool) {
+// pickBlock finds the first free block of the first candidate pool that has one; a block
+// that a reservation covers whole is not free.
+func pickBlock(cands []*poolInfo, used, reserved []netip.Prefix) (assignment, bool) {
 	for _, c := range cands {
-		if blk, ok := nextFreeBlock(c, used); ok {
+		taken := used
+		for _, r := range reserved {
+			if r.Bits() <= c.blockSize && r.Overlaps(c.prefix) {
+				taken = append(taken[:len(taken):len(taken)], r)
+			}
+		}
+		if blk, ok := nextFreeBlock(c, taken); ok {
 			return assignment{pool: c, prefix: blk}, true
 		}
 	}
 	return assignment{}, false
 }
 
-// atWatermark reports whether a block's allocations reached the watermark.
-func atWatermark(b *v1alpha1.IPAMBlock, watermark float64) bool {
+// atWatermark reports whether a block's allocations, with its reserved addresses, reached
+// the watermark.
+func atWatermark(b *v1alpha1.IPAMBlock, watermark float64, reserved []netip.Prefix) bool {
 	p, err := netip.ParsePrefix(b.Spec.CIDR)
 	if err != nil {
 		return false
@@ -146,7 +205,27 @@ func atWatermark(b *v1alpha1.IPAMBlock, watermark float64) bool {
 	if threshold < 1 {
 		threshold = 1
 	}
-	return len(b.Status.Allocations) >= threshold
+	return len(b.Status.Allocations)+reservedIn(p, reserved) >= threshold
+}
+
+// reservedIn counts the reserved addresses of a block (capped at its capacity).
+func reservedIn(block netip.Prefix, reserved []netip.Prefix) int {
+	capacity := int(v1alpha1.BlockCapacity(block))
+	n := 0
+	for _, r := range reserved {
+		if !r.Overlaps(block) || r.Addr().BitLen() != block.Addr().BitLen() {
+			continue
+		}
+		if r.Bits() <= block.Bits() {
+			return capacity
+		}
+		shift := r.Addr().BitLen() - r.Bits()
+		if shift >= 30 {
+			return capacity
+		}
+		n += 1 << shift
+	}
+	return min(n, capacity)
 }
 
 func family(p netip.Prefix) int {

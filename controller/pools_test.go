@@ -194,7 +194,7 @@ func TestPlanNode(t *testing.T) {
 			[]*v1alpha1.IPAMBlock{block("10.2.0.0/26", "tiny", "n1", 0), block("10.2.0.64/26", "tiny", "n2", 0)}, []string{"10.1.0.0/26 from v4: " + noBlock}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			plan := planNode(tc.node, analysePools(tc.pools), tc.blocks, 0.9, 4)
+			plan := planNode(tc.node, analysePools(tc.pools), tc.blocks, 0.9, 4, nodeNeeds{})
 			var got []string
 			for _, a := range plan.assign {
 				got = append(got, fmt.Sprintf("%s from %s: %s", a.prefix, a.pool.pool.Name, a.reason))
@@ -231,7 +231,7 @@ func TestPlanNodeCap(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n := &corev1.Node{}
 			n.Name = "n1"
-			plan := planNode(n, analysePools([]*v1alpha1.IPPool{v4, v6}), full, 0.9, tc.max)
+			plan := planNode(n, analysePools([]*v1alpha1.IPPool{v4, v6}), full, 0.9, tc.max, nodeNeeds{})
 			if len(plan.assign) != tc.wantAssig {
 				t.Fatalf("%d assignments %+v, want %d", len(plan.assign), plan.assign, tc.wantAssig)
 			}

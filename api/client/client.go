@@ -38,6 +38,7 @@ type Client struct {
 	BGPConfigurations   Resource[v1alpha1.BGPConfiguration, v1alpha1.BGPConfigurationList, *v1alpha1.BGPConfiguration, *v1alpha1.BGPConfigurationList]
 	BGPPeers            Resource[v1alpha1.BGPPeer, v1alpha1.BGPPeerList, *v1alpha1.BGPPeer, *v1alpha1.BGPPeerList]
 	NodeNetworkStatuses Resource[v1alpha1.NodeNetworkStatus, v1alpha1.NodeNetworkStatusList, *v1alpha1.NodeNetworkStatus, *v1alpha1.NodeNetworkStatusList]
+	IPReservations      Resource[v1alpha1.IPReservation, v1alpha1.IPReservationList, *v1alpha1.IPReservation, *v1alpha1.IPReservationList]
 }
 
 // New builds a Client from a REST config.
@@ -59,6 +60,7 @@ func New(cfg *rest.Config) (*Client, error) {
 		BGPConfigurations:   Resource[v1alpha1.BGPConfiguration, v1alpha1.BGPConfigurationList, *v1alpha1.BGPConfiguration, *v1alpha1.BGPConfigurationList]{rc, v1alpha1.ResourceBGPConfigurations},
 		BGPPeers:            Resource[v1alpha1.BGPPeer, v1alpha1.BGPPeerList, *v1alpha1.BGPPeer, *v1alpha1.BGPPeerList]{rc, v1alpha1.ResourceBGPPeers},
 		NodeNetworkStatuses: Resource[v1alpha1.NodeNetworkStatus, v1alpha1.NodeNetworkStatusList, *v1alpha1.NodeNetworkStatus, *v1alpha1.NodeNetworkStatusList]{rc, v1alpha1.ResourceNodeNetworkStatuss},
+		IPReservations:      Resource[v1alpha1.IPReservation, v1alpha1.IPReservationList, *v1alpha1.IPReservation, *v1alpha1.IPReservationList]{rc, v1alpha1.ResourceIPReservations},
 	}, nil
 }
 

@@ -1,6 +1,10 @@
 package v1alpha1
 
-import "net/netip"
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
 
 // maxBlockCapacityShift caps BlockCapacity at 2^30 addresses so that it fits the int32
 // of IPAMBlockStatus.Capacity even for a prefix no pool would hand out (the schema
@@ -16,4 +20,29 @@ func BlockCapacity(block netip.Prefix) int32 {
 		shift = maxBlockCapacityShift
 	}
 	return 1 << shift
+}
+
+// ParseReserved reads an IPReservation entry: a prefix (masked), or an address as a host
+// prefix.
+func ParseReserved(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("reserved CIDR %q: %w", s, err)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("reserved address %q: %w", s, err)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// ServesEveryNamespace reports whether a pool serves pods of every namespace: its
+// namespaceSelector is absent or empty ({}).
+func ServesEveryNamespace(p *IPPool) bool {
+	s := p.Spec.NamespaceSelector
+	return s == nil || (len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0)
 }

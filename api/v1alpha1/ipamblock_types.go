@@ -14,6 +14,7 @@ import (
 // +kubebuilder:printcolumn:name="CIDR",type=string,JSONPath=`.spec.cidr`
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.node`
 // +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.pool`
+// +kubebuilder:printcolumn:name="Draining",type=boolean,JSONPath=`.spec.draining`,priority=1
 // +kubebuilder:printcolumn:name="InUse",type=integer,JSONPath=`.status.inUse`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type IPAMBlock struct {
@@ -44,6 +45,14 @@ type IPAMBlockSpec struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	Node string `json:"node"`
+
+	// Draining asks the node's agent to hand out no more addresses from the block: the
+	// controller sets it on an extra block that stayed empty for the empty-block grace,
+	// and deletes the block once the agent confirms it empty (status.drained). It clears
+	// it again if the block is in use after all.
+	//
+	// +optional
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Allocation is one address in use, and who uses it.
@@ -81,6 +90,10 @@ type IPAMBlockStatus struct {
 	// Capacity is the number of addresses in the block.
 	// +optional
 	Capacity int32 `json:"capacity,omitempty"`
+	// Drained is the agent's answer to spec.draining: it hands out no address from the
+	// block any more and holds none in it, so the controller may take the block back.
+	// +optional
+	Drained bool `json:"drained,omitempty"`
 }
 
 // IPAMBlockList is a list of IPAMBlocks.
@@ -97,4 +110,7 @@ const (
 	// AnnotationOrphanedAt records when the controller first saw the block's node gone,
 	// so the grace period survives a controller restart.
 	AnnotationOrphanedAt = "hostroute.io/orphaned-at"
+	// AnnotationEmptySince records when the controller first saw an extra block of a live
+	// node empty, so the empty-block grace survives a controller restart.
+	AnnotationEmptySince = "hostroute.io/empty-since"
 )

@@ -12,6 +12,7 @@ import (
 // +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="CIDR",type=string,JSONPath=`.spec.cidr`
 // +kubebuilder:printcolumn:name="Block",type=integer,JSONPath=`.status.blockSize`
+// +kubebuilder:printcolumn:name="Namespaces",type=string,JSONPath=`.spec.namespaceSelector`,priority=1
 // +kubebuilder:printcolumn:name="NAT",type=boolean,JSONPath=`.spec.natOutgoing`
 // +kubebuilder:printcolumn:name="Disabled",type=boolean,JSONPath=`.spec.disabled`
 // +kubebuilder:printcolumn:name="Blocks",type=string,JSONPath=`.status.blocksSummary`
@@ -54,6 +55,15 @@ type IPPoolSpec struct {
 	// +optional
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 
+	// NamespaceSelector chooses the namespaces whose pods take addresses from this pool
+	// (ANDed with nodeSelector). A pod in a namespace that some pool's namespaceSelector
+	// selects takes its addresses from such pools; every other pod from the pools without
+	// a namespaceSelector. Absent or empty ({}): the pool serves every namespace and is one of
+	// the pools a node gets its first block of each family from.
+	//
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
 	// NATOutgoing masquerades traffic from this pool to destinations outside every pool.
 	//
 	// +optional
@@ -70,6 +80,16 @@ type IPPoolSpec struct {
 	// +optional
 	DisableBGPExport bool `json:"disableBGPExport,omitempty"`
 }
+
+// Annotations on a Namespace or a Pod that name the pools its pods take addresses from, per
+// address family: a JSON list (["blue","green"]) or a comma-separated list of IPPool names,
+// tried in order. The pod's annotation wins over its namespace's. A pool named here must
+// exist, be of the family, and select the pod's node and namespace; otherwise CNI ADD fails
+// and says which.
+const (
+	AnnotationIPv4Pools = "hostroute.io/ipv4pools"
+	AnnotationIPv6Pools = "hostroute.io/ipv6pools"
+)
 
 // IPPool condition types.
 const (

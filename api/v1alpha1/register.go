@@ -20,6 +20,7 @@ func AddToScheme(s *runtime.Scheme) error {
 		&BGPConfiguration{}, &BGPConfigurationList{},
 		&BGPPeer{}, &BGPPeerList{},
 		&NodeNetworkStatus{}, &NodeNetworkStatusList{},
+		&IPReservation{}, &IPReservationList{},
 	)
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil
@@ -32,4 +33,5 @@ const (
 	ResourceBGPConfigurations  = "bgpconfigurations"
 	ResourceBGPPeers           = "bgppeers"
 	ResourceNodeNetworkStatuss = "nodenetworkstatuses"
+	ResourceIPReservations     = "ipreservations"
 )

@@ -45,6 +45,13 @@ type NodeNetworkStatusStatus struct {
 	// +optional
 	// +listType=atomic
 	Blocks []BlockUsage `json:"blocks,omitempty"`
+	// PoolsNeeded are the IPPools the node's pods take addresses from (by their
+	// annotations, their namespace's, or namespaceSelector), in name order: the controller
+	// keeps the node supplied with a block of each, as it does with the pools that serve
+	// every namespace.
+	// +optional
+	// +listType=set
+	PoolsNeeded []string `json:"poolsNeeded,omitempty"`
 	// Routes counts the kernel routes hostroute owns, and how they differ from the RIB.
 	// +optional
 	Routes RouteCounts `json:"routes,omitempty"`

@@ -43,6 +43,7 @@ func run() error {
 	flag.DurationVar(&cfg.ReleaseGrace, "release-grace", 5*time.Minute, "how long a deleted node's agent must be silent (NodeNetworkStatus not updated) before its blocks are released")
 	flag.DurationVar(&cfg.Resync, "resync", 5*time.Minute, "full re-examination period")
 	flag.IntVar(&cfg.MaxBlocksPerNode, "max-blocks-per-node", 4, "most blocks of one address family a node gets")
+	flag.DurationVar(&cfg.EmptyBlockGrace, "empty-block-grace", 10*time.Minute, "how long a live node's extra block must stay empty before it goes back to its pool (negative: never)")
 	flag.StringVar(&lc.Namespace, "leader-election-namespace", "hostroute-system", "namespace of the leader Lease")
 	flag.StringVar(&lc.Identity, "identity", fmt.Sprintf("%s_%d", host, os.Getpid()), "this replica's identity in the Lease")
 	flag.DurationVar(&lc.LeaseDuration, "lease-duration", 15*time.Second, "leader lease duration")

@@ -109,6 +109,7 @@ type Agent struct {
 	fresh   bool // the state dir was empty: adopt the API's copy of allocations
 	blocks  cache.SharedIndexInformer
 	pools   cache.SharedIndexInformer
+	podsrc  *podSource
 	changes *broadcast
 	kick    chan struct{} // coalesced "reconcile the kernel and NAT"
 	pub     *publisher
@@ -151,6 +152,7 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 		kick:    make(chan struct{}, 1),
 	}
 	a.kube = kube
+	a.podsrc = newPodSource(log.With("component", "pools"), cfg.NodeName, kube, hr, a.pools)
 	a.broadcaster = record.NewBroadcaster()
 	a.recorder = a.broadcaster.NewRecorder(client.NewScheme(), corev1.EventSource{Component: "hostroute-node", Host: cfg.NodeName})
 	a.obs = newObserver(a)
@@ -175,7 +177,10 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 		},
 		DeleteFunc: func(any) { a.kickOff() },
 	}
-	infs := []cache.SharedIndexInformer{a.blocks, a.pools}
+	infs := []cache.SharedIndexInformer{a.blocks, a.pools, a.podsrc.reservations}
+	if a.podsrc.self != nil {
+		infs = append(infs, a.podsrc.self)
+	}
 	if cfg.BGP.Speaker != nil {
 		a.bgp = newBGP(cfg.BGP, log, cfg.NodeName, kube, hr, a.pools, a.table)
 		a.bgp.event = a.nodeEvent
@@ -184,7 +189,26 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	for _, inf := range infs {
 		_, _ = inf.AddEventHandler(onChange)
 	}
+	// A pod, namespace, pool or node label change can change the pools the node needs
+	// (the observer publishes them at once) and the choice of a waiting ADD.
+	onPods := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.poolsMayChange() },
+		UpdateFunc: func(any, any) { a.poolsMayChange() },
+		DeleteFunc: func(any) { a.poolsMayChange() },
+	}
+	for _, inf := range []cache.SharedIndexInformer{a.podsrc.pods, a.podsrc.namespaces, a.podsrc.self, a.pools} {
+		if inf != nil {
+			_, _ = inf.AddEventHandler(onPods)
+		}
+	}
 	return a, nil
+}
+
+// poolsMayChange wakes the observer (to publish the pools the node needs) and every ADD
+// waiting for a block (its pool choice may have changed).
+func (a *Agent) poolsMayChange() {
+	a.obs.nudge()
+	a.changes.notify()
 }
 
 func (a *Agent) kickOff() {
@@ -228,7 +252,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // survived in the kernel mean this is a restart: peers get the graceful-restart flag and
 // learned routes stay until BGP re-learned them.
 func (a *Agent) startInformers(ctx context.Context) error {
-	infs := []cache.SharedIndexInformer{a.blocks, a.pools}
+	infs := append([]cache.SharedIndexInformer{a.blocks, a.pools}, a.podsrc.informers()...)
 	if a.bgp != nil {
 		infs = append(infs, a.bgp.informers()...)
 		if rs, err := a.cfg.Kernel.List(); err == nil && len(rs) > 0 {
@@ -260,6 +284,7 @@ func (a *Agent) serve(ctx context.Context) (*grpc.Server, <-chan error, error) {
 	svc := &server{
 		log: a.log, node: a.cfg.NodeName, alloc: a.alloc, waitFor: a.cfg.AllocWait,
 		publish: a.pub.trigger, changes: a.changes, routing: a.obs.routing,
+		choose: a.podsrc.choose, needPool: a.obs.nudge,
 	}
 	if a.bgp != nil {
 		svc.routed = a.bgp.ready
@@ -375,7 +400,7 @@ func (a *Agent) reconcile(full bool) error {
 // wiped state dir it adopts the API's copy of the allocations: an address recorded
 // anywhere is in use until proven free.
 func (a *Agent) syncBlocks(first bool) error {
-	var prefixes []netip.Prefix
+	var blocks []ipam.Block
 	adopt := map[netip.Addr]ipam.Owner{}
 	for _, o := range a.blocks.GetStore().List() {
 		b := o.(*v1alpha1.IPAMBlock)
@@ -387,15 +412,16 @@ func (a *Agent) syncBlocks(first bool) error {
 			a.log.Warn("ignoring block with a bad cidr", "block", b.Name, "cidr", b.Spec.CIDR)
 			continue
 		}
-		prefixes = append(prefixes, p)
+		blocks = append(blocks, ipam.Block{Prefix: p, Pool: b.Spec.Pool, Draining: b.Spec.Draining})
 		for _, al := range b.Status.Allocations {
 			if addr, err := netip.ParseAddr(al.Address); err == nil {
 				adopt[addr] = ipam.Owner{ContainerID: al.ContainerID, IfName: al.Interface, PodUID: al.PodUID, Namespace: al.Namespace, Pod: al.Pod}
 			}
 		}
 	}
-	before := a.alloc.Blocks()
-	a.alloc.SetBlocks(prefixes)
+	before := a.alloc.NodeBlocks()
+	a.alloc.SetNodeBlocks(blocks)
+	a.alloc.SetReserved(a.podsrc.reserved())
 	if first && a.fresh && len(adopt) > 0 {
 		got, err := a.alloc.Adopt(adopt)
 		if err != nil {
@@ -403,12 +429,23 @@ func (a *Agent) syncBlocks(first bool) error {
 		}
 		a.log.Warn("state dir was empty: adopted allocations recorded in the API", "count", len(got))
 	}
-	if !slices.Equal(before, a.alloc.Blocks()) { // both sorted by the allocator
-		a.log.Info("node blocks", "blocks", a.alloc.Blocks())
+	if after := a.alloc.NodeBlocks(); !slices.Equal(before, after) { // both sorted by the allocator
+		a.log.Info("node blocks", "blocks", describeBlocks(after))
 		a.changes.notify()
 		a.pub.trigger(true)
 	}
 	return nil
+}
+
+func describeBlocks(bs []ipam.Block) []string {
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = b.Prefix.String() + " (" + b.Pool + ")"
+		if b.Draining {
+			out[i] = b.Prefix.String() + " (" + b.Pool + ", draining)"
+		}
+	}
+	return out
 }
 
 func (a *Agent) poolPrefixes() (natPools, allPools []netip.Prefix) {

@@ -43,10 +43,21 @@ type observer struct {
 	lastTick time.Time // last snapshot, for /healthz
 	snap     *agentv1.RoutingResponse
 	sessions map[string]string // peer → BGP state at the last snapshot
+	// wake cuts the wait for the next snapshot short (the pools the node needs changed).
+	wake chan struct{}
 }
 
 func newObserver(a *Agent) *observer {
-	return &observer{a: a, log: a.log.With("component", "status"), metrics: newMetrics(), sessions: map[string]string{}}
+	return &observer{a: a, log: a.log.With("component", "status"), metrics: newMetrics(), sessions: map[string]string{}, wake: make(chan struct{}, 1)}
+}
+
+// nudge asks for a snapshot now; the NodeNetworkStatus is written at once if the pools
+// the node needs changed.
+func (o *observer) nudge() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
 }
 
 // reconciled records a pass of the agent's loop.
@@ -162,20 +173,41 @@ func (o *observer) run(ctx context.Context) {
 		o.lastTick = time.Now()
 		o.mu.Unlock()
 		st := nodestatus.FromRouting(snap, time.Now())
+		st.PoolsNeeded = o.a.podsrc.needs(o.a.alloc.NodeBlocks())
 		changed := published == nil || !sameStatus(*published, st)
 		due := time.Since(lastWrite) >= o.a.cfg.StatusInterval
 		heartbeat := time.Since(lastWrite) >= statusHeartbeat
-		if o.a.hr != nil && ((changed && due) || heartbeat) {
+		// The controller assigns blocks of newly needed pools from this status, and a
+		// pod's ADD may be waiting for one: no rate limit.
+		needs := published != nil && !slices.Equal(published.PoolsNeeded, st.PoolsNeeded)
+		if o.a.hr != nil && ((changed && due) || heartbeat || needs) {
 			if err := o.publish(ctx, st); err != nil {
 				o.log.Warn("writing NodeNetworkStatus failed; retrying", "err", err)
 			} else {
 				published, lastWrite = &st, time.Now()
 			}
 		}
+		o.waitTick(ctx, tick.C, published)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// waitTick waits for the next snapshot: the next tick, or a nudge after which the pools
+// the node needs differ from those published (a nudge that changes nothing, as most pod
+// events do, costs no snapshot).
+func (o *observer) waitTick(ctx context.Context, tick <-chan time.Time, published *v1alpha1.NodeNetworkStatusStatus) {
+	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick:
+			return
+		case <-o.wake:
+			if published == nil || !slices.Equal(published.PoolsNeeded, o.a.podsrc.needs(o.a.alloc.NodeBlocks())) {
+				return
+			}
 		}
 	}
 }

@@ -80,7 +80,7 @@ func (p *publisher) run(ctx context.Context) {
 
 // flush writes every block whose published allocations differ from the allocator's.
 func (p *publisher) flush(ctx context.Context) error {
-	snap := p.alloc.Snapshot()
+	snap, draining := p.alloc.SnapshotDraining()
 	var errs []error
 	for _, o := range p.blocks.List() {
 		b := o.(*v1alpha1.IPAMBlock)
@@ -89,6 +89,9 @@ func (p *publisher) flush(ctx context.Context) error {
 			continue
 		}
 		want := statusFor(pfx, snap[pfx])
+		// Drained answers the controller's draining mark once the allocator has closed the
+		// block and holds nothing in it: from then on nothing can be allocated there.
+		want.Drained = b.Spec.Draining && draining[pfx] && len(snap[pfx]) == 0
 		if equality.Semantic.DeepEqual(b.Status, want) {
 			continue
 		}

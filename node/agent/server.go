@@ -34,6 +34,12 @@ type server struct {
 	routed func() (bool, string)
 	// routing answers the Routing RPC (routectl); nil = unimplemented.
 	routing func(context.Context) *agentv1.RoutingResponse
+	// choose picks the pools of an ADD from the pod's and its namespace's annotations and
+	// the pools' selectors; nil: any block of the node.
+	choose func(context.Context, ipam.Owner) (ipam.Choice, error)
+	// needPool asks for the node's needed pools to be published now (an ADD waits for a
+	// block of a pool the node has none of).
+	needPool func()
 }
 
 // broadcast wakes every waiter when the node's blocks change.
@@ -71,7 +77,18 @@ func (s *server) Allocate(ctx context.Context, req *agentv1.AllocateRequest) (*a
 	deadline := time.Now().Add(s.waitFor)
 	for {
 		changed := s.changes.wait()
-		addrs, err := s.alloc.Allocate(o)
+		addrs, err := s.allocate(ctx, o)
+		if _, isStatus := status.FromError(err); isStatus && err != nil {
+			return nil, err
+		}
+		if errors.Is(err, ipam.ErrPoolChoice) {
+			return nil, status.Errorf(codes.FailedPrecondition, "pod %s/%s on node %s: %v", o.Namespace, o.Pod, s.node, err)
+		}
+		if errors.Is(err, errNoPool) {
+			if time.Until(deadline) <= 0 {
+				return nil, status.Errorf(codes.Unavailable, "pod %s/%s on node %s: %v (waited %s; kubectl get ippools)", o.Namespace, o.Pod, s.node, err, s.waitFor)
+			}
+		}
 		if err == nil {
 			s.publish(false)
 			s.log.Debug("allocated", "container", o.ContainerID, "ifname", o.IfName, "pod", o.Namespace+"/"+o.Pod, "addresses", addrs)
@@ -80,8 +97,11 @@ func (s *server) Allocate(ctx context.Context, req *agentv1.AllocateRequest) (*a
 		if errors.Is(err, ipam.ErrInvalid) {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
-		if !errors.Is(err, ipam.ErrFull) && !errors.Is(err, ipam.ErrNoBlock) {
+		if !errors.Is(err, ipam.ErrFull) && !errors.Is(err, ipam.ErrNoBlock) && !errors.Is(err, errNoPool) {
 			return nil, status.Errorf(codes.Internal, "allocate on node %s: %v", s.node, err)
+		}
+		if errors.Is(err, ipam.ErrNoBlock) && s.needPool != nil {
+			s.needPool()
 		}
 		s.publish(true)
 		left := time.Until(deadline)
@@ -95,6 +115,31 @@ func (s *server) Allocate(ctx context.Context, req *agentv1.AllocateRequest) (*a
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
 	}
+}
+
+// errNoPool: no pool of any family serves the pod on this node (yet).
+var errNoPool = errors.New("no IPPool serves the pod on this node (none selects the node, or none exists yet)")
+
+// allocate allocates from the pools chosen for the pod, or from any block without a
+// chooser.
+func (s *server) allocate(ctx context.Context, o ipam.Owner) ([]netip.Prefix, error) {
+	if s.choose == nil {
+		return s.alloc.Allocate(o)
+	}
+	if held := s.alloc.Get(ipam.Attachment{ContainerID: o.ContainerID, IfName: o.IfName}); len(held) > 0 {
+		return held, nil // a retried ADD keeps its addresses whatever the annotations say now
+	}
+	c, err := s.choose(ctx, o)
+	if err != nil && !errors.Is(err, ipam.ErrPoolChoice) {
+		return nil, status.Errorf(codes.Unavailable, "pod %s/%s on node %s: %v", o.Namespace, o.Pod, s.node, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.Empty() {
+		return nil, errNoPool
+	}
+	return s.alloc.AllocateFrom(o, c)
 }
 
 func (s *server) exhausted(err error) error {

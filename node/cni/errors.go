@@ -16,6 +16,9 @@ const (
 	ErrPoolExhausted uint = 100
 	// ErrCheckFailed: CHECK found the attachment not as ADD left it.
 	ErrCheckFailed uint = 101
+	// ErrPoolChoice: the pod's or its namespace's pool annotation names an IPPool that
+	// cannot serve it (unknown, other family, does not select the node or namespace).
+	ErrPoolChoice uint = 102
 	// ErrPluginNotAvailable is the spec's STATUS code 50 (cannot service ADD).
 	ErrPluginNotAvailable uint = 50
 )

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -35,6 +36,32 @@ var (
 	ErrInvalid = errors.New("invalid request")
 )
 
+// Block is one of the node's blocks as the allocator sees it.
+type Block struct {
+	Prefix netip.Prefix
+	// Pool is the IPPool the block was cut from ("" matches any choice).
+	Pool string
+	// Draining: no new address comes from the block (the controller wants it back).
+	Draining bool
+}
+
+// Choice is the pools an attachment may take its addresses from, per family, in order of
+// preference. A family with no pools gets no address.
+type Choice struct {
+	V4, V6 []string
+}
+
+// Pools returns the choice of one family (4 or 6).
+func (c Choice) Pools(fam int) []string {
+	if fam == 4 {
+		return c.V4
+	}
+	return c.V6
+}
+
+// Empty reports whether the choice wants no address at all.
+func (c Choice) Empty() bool { return len(c.V4) == 0 && len(c.V6) == 0 }
+
 // Allocator hands out addresses from the node's blocks.
 //
 // All state changes go through one mutex held across the store write: a retried ADD for
@@ -44,8 +71,10 @@ var (
 type Allocator struct {
 	mu     sync.Mutex
 	store  Store
-	blocks []netip.Prefix // sorted, the node's current blocks
-	byAddr map[netip.Addr]Owner
+	blocks []Block // sorted by prefix, the node's current blocks
+	// reserved are prefixes no new address may come from (IPReservations).
+	reserved []netip.Prefix
+	byAddr   map[netip.Addr]Owner
 	// cursor is the next address to try per block (next-fit), so a just-released
 	// address is not handed out again at once while stale conntrack or ARP entries live.
 	cursor map[netip.Prefix]netip.Addr
@@ -63,13 +92,32 @@ func New(store Store) (*Allocator, error) {
 	return &Allocator{store: store, byAddr: m, cursor: map[netip.Prefix]netip.Addr{}}, nil
 }
 
-// SetBlocks replaces the node's blocks. Allocations outside them are kept (a pod keeps its
-// address until its DEL) but no new address comes from a block the node no longer has.
+// SetBlocks replaces the node's blocks with open blocks of no particular pool.
 func (a *Allocator) SetBlocks(blocks []netip.Prefix) {
-	bs := append([]netip.Prefix(nil), blocks...)
-	sort.Slice(bs, func(i, j int) bool { return bs[i].Addr().Less(bs[j].Addr()) })
+	bs := make([]Block, len(blocks))
+	for i, p := range blocks {
+		bs[i] = Block{Prefix: p}
+	}
+	a.SetNodeBlocks(bs)
+}
+
+// SetNodeBlocks replaces the node's blocks. Allocations outside them are kept (a pod keeps
+// its address until its DEL) but no new address comes from a block the node no longer has,
+// or from a draining one.
+func (a *Allocator) SetNodeBlocks(blocks []Block) {
+	bs := append([]Block(nil), blocks...)
+	sort.Slice(bs, func(i, j int) bool { return bs[i].Prefix.Addr().Less(bs[j].Prefix.Addr()) })
 	a.mu.Lock()
 	a.blocks = bs
+	a.mu.Unlock()
+}
+
+// SetReserved replaces the reserved prefixes: no new address comes from them. Addresses
+// already allocated there stay with their owners.
+func (a *Allocator) SetReserved(reserved []netip.Prefix) {
+	rs := append([]netip.Prefix(nil), reserved...)
+	a.mu.Lock()
+	a.reserved = rs
 	a.mu.Unlock()
 }
 
@@ -93,9 +141,23 @@ func (a *Allocator) Adopt(allocs map[netip.Addr]Owner) ([]netip.Addr, error) {
 	return adopted, nil
 }
 
-// Allocate gives the owner one address per address family the node has blocks for.
-// A retry for the same attachment returns the addresses it already holds.
+// Allocate gives the owner one address per address family the node has blocks for, from
+// any of them. A retry for the same attachment returns the addresses it already holds.
 func (a *Allocator) Allocate(o Owner) ([]netip.Prefix, error) {
+	return a.allocate(o, nil)
+}
+
+// AllocateFrom gives the owner one address per family of the choice, from a block of one
+// of the family's pools (tried in order). A retry for the same attachment returns the
+// addresses it already holds.
+func (a *Allocator) AllocateFrom(o Owner, c Choice) ([]netip.Prefix, error) {
+	if c.Empty() {
+		return nil, fmt.Errorf("%w: no pool of any address family to allocate from", ErrInvalid)
+	}
+	return a.allocate(o, &c)
+}
+
+func (a *Allocator) allocate(o Owner, c *Choice) ([]netip.Prefix, error) {
 	if o.ContainerID == "" || o.IfName == "" {
 		return nil, fmt.Errorf("%w: container ID and interface name are required", ErrInvalid)
 	}
@@ -104,15 +166,25 @@ func (a *Allocator) Allocate(o Owner) ([]netip.Prefix, error) {
 	if held := a.heldLocked(o.attachment()); len(held) > 0 {
 		return held, nil
 	}
-	if len(a.blocks) == 0 {
-		return nil, ErrNoBlock
+	fams := []int{4, 6}
+	if c == nil {
+		if len(a.blocks) == 0 {
+			return nil, ErrNoBlock
+		}
+		fams = families(a.blocks)
 	}
 	var got []netip.Addr
-	for _, fam := range families(a.blocks) {
-		addr, ok := a.freeLocked(fam)
-		if !ok {
+	for _, fam := range fams {
+		var pools []string
+		if c != nil {
+			if pools = c.Pools(fam); len(pools) == 0 {
+				continue
+			}
+		}
+		addr, err := a.freeLocked(fam, pools)
+		if err != nil {
 			a.rollbackLocked(got)
-			return nil, fmt.Errorf("%w (IPv%d)", ErrFull, fam)
+			return nil, err
 		}
 		if err := a.store.Put(addr, o); err != nil {
 			a.rollbackLocked(got)
@@ -199,36 +271,72 @@ func (a *Allocator) heldLocked(at Attachment) []netip.Prefix {
 	return hostPrefixes(held)
 }
 
-// freeLocked finds a free address of the family, next-fit from each block's cursor.
-func (a *Allocator) freeLocked(fam int) (netip.Addr, bool) {
-	for _, b := range a.blocks {
-		if familyOf(b) != fam {
-			continue
+// freeLocked finds a free address of the family in a block of the pools (tried in order;
+// nil: any block), next-fit from each block's cursor. It fails with ErrNoBlock when the
+// node has no open block of those pools, and with ErrFull when they are all full.
+func (a *Allocator) freeLocked(fam int, pools []string) (netip.Addr, error) {
+	order := [][]string{nil}
+	if pools != nil {
+		order = order[:0]
+		for _, p := range pools {
+			order = append(order, []string{p})
 		}
-		start, ok := a.cursor[b]
-		if !ok || !b.Contains(start) {
-			start = b.Addr()
-		}
-		addr := start
-		for {
-			if _, used := a.byAddr[addr]; !used {
-				next := addr.Next()
-				if !b.Contains(next) {
-					next = b.Addr()
-				}
-				a.cursor[b] = next
-				return addr, true
+	}
+	open := 0
+	for _, want := range order {
+		for _, b := range a.blocks {
+			if familyOf(b.Prefix) != fam || b.Draining || (want != nil && b.Pool != want[0] && b.Pool != "") {
+				continue
 			}
-			addr = addr.Next()
-			if !b.Contains(addr) {
-				addr = b.Addr()
-			}
-			if addr == start {
-				break
+			open++
+			if addr, ok := a.freeInLocked(b.Prefix); ok {
+				return addr, nil
 			}
 		}
 	}
-	return netip.Addr{}, false
+	which := fmt.Sprintf("IPv%d", fam)
+	if pools != nil {
+		which = fmt.Sprintf("IPv%d of IPPool %s", fam, strings.Join(pools, ", "))
+	}
+	if open == 0 {
+		return netip.Addr{}, fmt.Errorf("%w (%s)", ErrNoBlock, which)
+	}
+	return netip.Addr{}, fmt.Errorf("%w (%s)", ErrFull, which)
+}
+
+// freeInLocked finds a free, unreserved address in one block, next-fit from its cursor.
+func (a *Allocator) freeInLocked(b netip.Prefix) (netip.Addr, bool) {
+	start, ok := a.cursor[b]
+	if !ok || !b.Contains(start) {
+		start = b.Addr()
+	}
+	addr := start
+	for {
+		if _, used := a.byAddr[addr]; !used && !a.reservedLocked(addr) {
+			next := addr.Next()
+			if !b.Contains(next) {
+				next = b.Addr()
+			}
+			a.cursor[b] = next
+			return addr, true
+		}
+		addr = addr.Next()
+		if !b.Contains(addr) {
+			addr = b.Addr()
+		}
+		if addr == start {
+			return netip.Addr{}, false
+		}
+	}
+}
+
+func (a *Allocator) reservedLocked(addr netip.Addr) bool {
+	for _, r := range a.reserved {
+		if r.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // Allocation is one address and its owner, for publishing and inspection.
@@ -240,17 +348,28 @@ type Allocation struct {
 // Snapshot returns every allocation, grouped by the node block holding it; allocations in
 // no current block are under the zero prefix.
 func (a *Allocator) Snapshot() map[netip.Prefix][]Allocation {
+	out, _ := a.SnapshotDraining()
+	return out
+}
+
+// SnapshotDraining is Snapshot, and the set of draining blocks read at the same instant:
+// a draining block empty in this snapshot stays empty.
+func (a *Allocator) SnapshotDraining() (map[netip.Prefix][]Allocation, map[netip.Prefix]bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := map[netip.Prefix][]Allocation{}
+	draining := map[netip.Prefix]bool{}
 	for _, b := range a.blocks {
-		out[b] = nil
+		out[b.Prefix] = nil
+		if b.Draining {
+			draining[b.Prefix] = true
+		}
 	}
 	for addr, o := range a.byAddr {
 		var key netip.Prefix
 		for _, b := range a.blocks {
-			if b.Contains(addr) {
-				key = b
+			if b.Prefix.Contains(addr) {
+				key = b.Prefix
 				break
 			}
 		}
@@ -259,20 +378,31 @@ func (a *Allocator) Snapshot() map[netip.Prefix][]Allocation {
 	for _, l := range out {
 		sort.Slice(l, func(i, j int) bool { return l[i].Addr.Less(l[j].Addr) })
 	}
-	return out
+	return out, draining
 }
 
-// Blocks returns the node's current blocks.
+// Blocks returns the prefixes of the node's current blocks, draining ones too.
 func (a *Allocator) Blocks() []netip.Prefix {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return append([]netip.Prefix(nil), a.blocks...)
+	out := make([]netip.Prefix, len(a.blocks))
+	for i, b := range a.blocks {
+		out[i] = b.Prefix
+	}
+	return out
 }
 
-func families(blocks []netip.Prefix) []int {
+// NodeBlocks returns the node's current blocks with their pools and draining marks.
+func (a *Allocator) NodeBlocks() []Block {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]Block(nil), a.blocks...)
+}
+
+func families(blocks []Block) []int {
 	var has4, has6 bool
 	for _, b := range blocks {
-		if b.Addr().Is4() {
+		if b.Prefix.Addr().Is4() {
 			has4 = true
 		} else {
 			has6 = true
