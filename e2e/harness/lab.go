@@ -212,13 +212,22 @@ func (l *Lab) Leader() string {
 	return *lease.Spec.HolderIdentity
 }
 
-// PodObject creates the Pod object a kubelet would have for a sandbox.
-func (e *Env) PodObject(p *Pod) error {
+// PodObject creates the Pod object a kubelet would have for a sandbox (bound to its node,
+// in its namespace), with the given annotations.
+func (e *Env) PodObject(p *Pod, annotations ...map[string]string) error {
 	pod := &corev1.Pod{}
-	pod.Name, pod.Namespace = p.Name, "default"
+	pod.Name, pod.Namespace = p.Name, p.KubeNamespace()
 	pod.Spec.NodeName = p.Node.Name
 	pod.Spec.Containers = []corev1.Container{{Name: "app", Image: "registry.invalid/app"}}
-	got, err := e.Kube.CoreV1().Pods("default").Create(e.Ctx, pod, metav1.CreateOptions{})
+	for _, a := range annotations {
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		for k, v := range a {
+			pod.Annotations[k] = v
+		}
+	}
+	got, err := e.Kube.CoreV1().Pods(pod.Namespace).Create(e.Ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		return err
 	}

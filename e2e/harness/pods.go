@@ -42,7 +42,9 @@ func (n *Node) NetConf() []byte {
 
 // Pod is a pod sandbox: a namespace wired by the CNI plugin.
 type Pod struct {
-	Name        string
+	Name string
+	// Namespace is the pod's Kubernetes namespace ("" = default).
+	Namespace   string
 	NS          string
 	ContainerID string
 	UID         string
@@ -89,7 +91,7 @@ func CNIEnv(command string, p *Pod, cniPath string) []string {
 		"CNI_NETNS="+netnsPath,
 		"CNI_IFNAME=eth0",
 		"CNI_PATH="+cniPath,
-		fmt.Sprintf("CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s", p.Name, p.ContainerID, p.UID),
+		fmt.Sprintf("CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s", p.KubeNamespace(), p.Name, p.ContainerID, p.UID),
 	)
 }
 
@@ -98,6 +100,14 @@ func (n *Node) NewPod(name string) *Pod {
 	n.env.T.Helper()
 	ns := netns.ForTest(n.env.T, n.env.Prefix+"p-")
 	return &Pod{Name: name, NS: ns, ContainerID: "ctr-" + ns, UID: "uid-" + ns, Node: n}
+}
+
+// KubeNamespace is the pod's Kubernetes namespace.
+func (p *Pod) KubeNamespace() string {
+	if p.Namespace == "" {
+		return "default"
+	}
+	return p.Namespace
 }
 
 // Add runs CNI ADD for the pod and records its address.

@@ -153,8 +153,9 @@ func (s *podSource) poolList() []*v1alpha1.IPPool {
 }
 
 // needs are the pools this node's pods take addresses from (see ipam.Needs), for the
-// NodeNetworkStatus. Pods that are done or on the host network need none; a pod whose
-// annotations cannot be honoured needs none either (its ADD fails and says why).
+// NodeNetworkStatus. Pods that are done, terminating (they hold their addresses until
+// their DEL, but ADD no more) or on the host network need none; a pod whose annotations
+// cannot be honoured needs none either (its ADD fails and says why).
 func (s *podSource) needs(blocks []ipam.Block) []string {
 	if s.pods == nil {
 		return nil
@@ -170,7 +171,7 @@ func (s *podSource) needs(blocks []ipam.Block) []string {
 	var choices []ipam.Choice
 	for _, o := range s.pods.GetStore().List() {
 		pod := o.(*corev1.Pod)
-		if pod.Spec.HostNetwork || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		if pod.Spec.HostNetwork || pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 			continue
 		}
 		info := ipam.PodInfo{Namespace: pod.Namespace, Name: pod.Name, Annotations: pod.Annotations}
