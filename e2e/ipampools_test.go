@@ -87,7 +87,7 @@ func TestPoolChoice(t *testing.T) {
 	green := mustAdd("ns-green", nil, "10.121.0.0/24") // namespace annotation; block on demand
 	t.Logf("first pod of pool green wired in %s (block assigned on demand)", time.Since(start).Round(time.Millisecond))
 	mustAdd("ns-green", map[string]string{v1alpha1.AnnotationIPv4Pools: "general"}, "10.120.0.0/24") // the pod's wins
-	team := mustAdd("ns-team", nil, "10.122.0.0/24")                                             // namespaceSelector
+	team := mustAdd("ns-team", nil, "10.122.0.0/24")                                                 // namespaceSelector
 	mustAdd("ns-team", map[string]string{v1alpha1.AnnotationIPv4Pools: "general, team"}, "10.120.0.0/24")
 
 	// Choices that cannot be honoured: a clear error naming the pool, nothing left behind.
