@@ -357,6 +357,9 @@ func TestReservedIn(t *testing.T) {
 		{"fd00::/122", []string{"fd00::/126", "fd00::3f"}, 5},
 		{"fd00::/122", []string{"fd00::/64"}, 64},
 		{"fd00::/122", []string{"10.0.0.0/8"}, 0},
+		// Nested and repeated reservations count once.
+		{"10.1.0.0/26", []string{"10.1.0.0/27", "10.1.0.0/28", "10.1.0.5", "10.1.0.5/32"}, 32},
+		{"10.1.0.0/26", []string{"10.1.0.40", "10.1.0.40", "10.1.0.41"}, 2},
 	} {
 		if got := reservedIn(netip.MustParsePrefix(tc.block), needPrefixes(t, tc.reserved...)); got != tc.want {
 			t.Errorf("reservedIn(%s, %v) = %d, want %d", tc.block, tc.reserved, got, tc.want)

@@ -46,8 +46,9 @@ type nodePlan struct {
 type nodeNeeds struct {
 	// pools its agent reports its pods need (NodeNetworkStatus.status.poolsNeeded).
 	pools []string
-	// reserved prefixes (IPReservations): counted as in use, and a block they cover
-	// whole is never assigned.
+	// reserved prefixes (IPReservations): counted as in use, and a block that one
+	// reservation covers whole is never assigned (one that several cover together is,
+	// and counts as full at once).
 	reserved []netip.Prefix
 }
 
@@ -131,7 +132,23 @@ func planNode(node *corev1.Node, pools []*poolInfo, blocks []*v1alpha1.IPAMBlock
 			mine[fam] = append(mine[fam], newBlock(a, node.Name)) // later supplies see it
 		}
 	}
+	plan.short = dedupeShortages(plan.short)
 	return plan
+}
+
+// dedupeShortages drops repeats (a needed pool that also serves every namespace is in two
+// supplies), so one shortage makes one Event.
+func dedupeShortages(ss []shortage) []shortage {
+	seen := map[string]bool{}
+	out := ss[:0]
+	for _, s := range ss {
+		k := s.String()
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // supplies are the pool sets of one family a node must hold a block of: the pools serving
@@ -208,16 +225,31 @@ func atWatermark(b *v1alpha1.IPAMBlock, watermark float64, reserved []netip.Pref
 	return len(b.Status.Allocations)+reservedIn(p, reserved) >= threshold
 }
 
-// reservedIn counts the reserved addresses of a block (capped at its capacity).
+// reservedIn counts the reserved addresses of a block (capped at its capacity); nested or
+// repeated reservations count once (two prefixes either nest or do not overlap).
 func reservedIn(block netip.Prefix, reserved []netip.Prefix) int {
 	capacity := int(v1alpha1.BlockCapacity(block))
-	n := 0
+	var inside []netip.Prefix
 	for _, r := range reserved {
 		if !r.Overlaps(block) || r.Addr().BitLen() != block.Addr().BitLen() {
 			continue
 		}
 		if r.Bits() <= block.Bits() {
 			return capacity
+		}
+		inside = append(inside, r.Masked())
+	}
+	n := 0
+	for i, r := range inside {
+		counted := false
+		for j, o := range inside {
+			if j != i && o.Bits() <= r.Bits() && o.Contains(r.Addr()) && (o.Bits() < r.Bits() || j < i) {
+				counted = true // inside a larger one, or a repeat of an earlier one
+				break
+			}
+		}
+		if counted {
+			continue
 		}
 		shift := r.Addr().BitLen() - r.Bits()
 		if shift >= 30 {
