@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	"github.com/hostroute/hostroute/api/client"
@@ -155,6 +156,14 @@ func runAgent(args []string) error {
 			defer srv.Close()
 			cfg.BGP.BFD = srv
 		}
+	}
+	// Pods an ADD names that the agent's cache does not hold yet are read with a client
+	// of their own, so a burst of them is not queued behind client-go's default limit
+	// (5/s) shared with the informers and status writes.
+	lookupCfg := rest.CopyConfig(restCfg)
+	lookupCfg.QPS, lookupCfg.Burst = 50, 100
+	if cfg.PodLookup, err = kubernetes.NewForConfig(lookupCfg); err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	cfg.NAT = newNAT(log, *nat)
 	a, err := agent.New(log, kube, hr, cfg)

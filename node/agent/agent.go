@@ -65,6 +65,9 @@ type Config struct {
 	Pprof bool
 	// StatusInterval is the least time between two NodeNetworkStatus writes (default 5s).
 	StatusInterval time.Duration
+	// PodLookup reads a pod an ADD names that the agent's cache does not hold yet (nil:
+	// the agent's own client). Give it a rate limit of its own.
+	PodLookup kubernetes.Interface
 }
 
 // NATApplier programs NAT outgoing for the given pools.
@@ -153,6 +156,9 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	}
 	a.kube = kube
 	a.podsrc = newPodSource(log.With("component", "pools"), cfg.NodeName, kube, hr, a.pools)
+	if cfg.PodLookup != nil && kube != nil {
+		a.podsrc.lookup = cfg.PodLookup
+	}
 	a.broadcaster = record.NewBroadcaster()
 	a.recorder = a.broadcaster.NewRecorder(client.NewScheme(), corev1.EventSource{Component: "hostroute-node", Host: cfg.NodeName})
 	a.obs = newObserver(a)

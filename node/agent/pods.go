@@ -26,17 +26,19 @@ import (
 // so an ADD makes no API request (only a pod the cache does not know yet is fetched). It
 // also knows the pools the node's pods need, and the reserved prefixes.
 type podSource struct {
-	log   *slog.Logger
-	node  string
-	kube  kubernetes.Interface // nil: no pod, namespace or node information
-	pools cache.SharedIndexInformer
+	log  *slog.Logger
+	node string
+	kube kubernetes.Interface // nil: no pod, namespace or node information
+	// lookup reads what the caches miss (default kube).
+	lookup kubernetes.Interface
+	pools  cache.SharedIndexInformer
 	// pods of this node, namespaces, the node itself (nil without kube).
 	pods, namespaces, self cache.SharedIndexInformer
 	reservations           cache.SharedIndexInformer
 }
 
 func newPodSource(log *slog.Logger, node string, kube kubernetes.Interface, hr *client.Client, pools cache.SharedIndexInformer) *podSource {
-	s := &podSource{log: log, node: node, kube: kube, pools: pools, reservations: hr.IPReservations.Informer("", 0)}
+	s := &podSource{log: log, node: node, kube: kube, lookup: kube, pools: pools, reservations: hr.IPReservations.Informer("", 0)}
 	if kube == nil {
 		return s
 	}
@@ -104,7 +106,7 @@ func (s *podSource) podInfo(ctx context.Context, ns, name, uid string) (ipam.Pod
 	} else {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		got, err := s.kube.CoreV1().Namespaces().Get(cctx, ns, metav1.GetOptions{})
+		got, err := s.lookup.CoreV1().Namespaces().Get(cctx, ns, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 		case err != nil:
@@ -122,7 +124,7 @@ func (s *podSource) podInfo(ctx context.Context, ns, name, uid string) (ipam.Pod
 func (s *podSource) fetchPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	got, err := s.kube.CoreV1().Pods(ns).Get(cctx, name, metav1.GetOptions{})
+	got, err := s.lookup.CoreV1().Pods(ns).Get(cctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		s.log.Debug("pod of an ADD does not exist; its namespace steers the pool choice", "pod", ns+"/"+name)
 		return nil, nil

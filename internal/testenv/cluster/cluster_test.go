@@ -41,8 +41,8 @@ func TestControlPlane(t *testing.T) {
 			hostroute++
 		}
 	}
-	if hostroute != 5 {
-		t.Errorf("got %d hostroute.io CRDs, want 5", hostroute)
+	if hostroute != 6 {
+		t.Errorf("got %d hostroute.io CRDs, want 6", hostroute)
 	}
 
 	ippools := schema.GroupVersionResource{Group: "hostroute.io", Version: "v1alpha1", Resource: "ippools"}
