@@ -90,6 +90,11 @@ func cmdAdd(c *call) (retErr error) {
 		addrs, err := ag.Allocate(context.Background(), args.ContainerID, args.IfName, pod)
 		allocCh <- allocated{addrs, err}
 	}()
+	if conf.MTU == 0 {
+		mtu, dev := detectMTU()
+		conf.MTU = mtu
+		log.Debug("pod MTU from the uplink", "mtu", mtu, "device", dev)
+	}
 	pv, prepErr := prepareVeth(podNS, hostName, args.IfName, conf.MTU)
 	alloc := <-allocCh
 	if alloc.err != nil {

@@ -42,7 +42,7 @@ type Config struct {
 	Std types.NetConf // the standard keys (cniVersion, name, type, prevResult, GC list)
 
 	AgentSocket string        // absolute path of the node agent's unix socket
-	MTU         int           // MTU of both veth ends
+	MTU         int           // MTU of both veth ends; 0: the uplink's (see detectMTU)
 	Timeout     time.Duration // deadline of each agent call
 	LogFile     string        // absolute path; empty means no log
 	// RouteProtocol is the protocol number of the node's routes to the pod (key
@@ -76,7 +76,7 @@ func ParseConfig(data []byte) (*Config, error) {
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, decodeError(err)
 	}
-	c := &Config{Std: std, AgentSocket: DefaultAgentSocket, MTU: DefaultMTU, Timeout: DefaultTimeout, RouteProtocol: routes.CNIProtocol}
+	c := &Config{Std: std, AgentSocket: DefaultAgentSocket, Timeout: DefaultTimeout, RouteProtocol: routes.CNIProtocol}
 
 	switch {
 	case std.CNIVersion == "":
@@ -99,7 +99,7 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	if raw.MTU != nil {
 		if *raw.MTU < minMTU || *raw.MTU > maxMTU {
-			return nil, invalidConfig("mtu %d: want %d..%d (or leave it out for %d)", *raw.MTU, minMTU, maxMTU, DefaultMTU)
+			return nil, invalidConfig("mtu %d: want %d..%d (or leave it out for the MTU of the node's uplink)", *raw.MTU, minMTU, maxMTU)
 		}
 		c.MTU = *raw.MTU
 	}

@@ -32,13 +32,13 @@ func TestParseConfig(t *testing.T) {
 		want     Config // checked on success (Std ignored)
 	}{
 		{name: "defaults", in: `{` + base + `}`,
-			want: Config{AgentSocket: DefaultAgentSocket, MTU: 1500, Timeout: 30 * time.Second}},
+			want: Config{AgentSocket: DefaultAgentSocket, Timeout: 30 * time.Second}},
 		{name: "all keys", in: `{` + base + `,"agentSocket":"/var/run/hr.sock","mtu":9000,"timeout":"2m","logFile":"/var/log/hr.log"}`,
 			want: Config{AgentSocket: "/var/run/hr.sock", MTU: 9000, Timeout: 2 * time.Minute, LogFile: "/var/log/hr.log"}},
 		{name: "unknown keys ignored", in: `{` + base + `,"runtimeConfig":{"portMappings":[]},"args":{"x":1}}`,
-			want: Config{AgentSocket: DefaultAgentSocket, MTU: 1500, Timeout: 30 * time.Second}},
+			want: Config{AgentSocket: DefaultAgentSocket, Timeout: 30 * time.Second}},
 		{name: "cniVersion 1.1.0", in: `{"cniVersion":"1.1.0","name":"n"}`,
-			want: Config{AgentSocket: DefaultAgentSocket, MTU: 1500, Timeout: 30 * time.Second}},
+			want: Config{AgentSocket: DefaultAgentSocket, Timeout: 30 * time.Second}},
 		{name: "broken JSON", in: `{` + base, code: types.ErrDecodingFailure, msg: "cannot decode the network config"},
 		{name: "not an object", in: `[1,2]`, code: types.ErrDecodingFailure, msg: "cannot decode"},
 		{name: "trailing garbage", in: `{` + base + `} x`, code: types.ErrDecodingFailure},
@@ -60,9 +60,9 @@ func TestParseConfig(t *testing.T) {
 		{name: "relative log", in: `{` + base + `,"logFile":"x.log"}`, code: types.ErrInvalidNetworkConfig, msg: "logFile"},
 		{name: "ipam section", in: `{` + base + `,"ipam":{"type":"host-local"}}`, code: types.ErrInvalidNetworkConfig, msg: "remove the ipam section"},
 		{name: "routeProtocol", in: `{` + base + `,"routeProtocol":230}`,
-			want: Config{AgentSocket: DefaultAgentSocket, MTU: 1500, Timeout: 30 * time.Second, RouteProtocol: 230}},
+			want: Config{AgentSocket: DefaultAgentSocket, Timeout: 30 * time.Second, RouteProtocol: 230}},
 		{name: "routeProtocol former", in: `{` + base + `,"routeProtocol":197}`,
-			want: Config{AgentSocket: DefaultAgentSocket, MTU: 1500, Timeout: 30 * time.Second, RouteProtocol: 197}},
+			want: Config{AgentSocket: DefaultAgentSocket, Timeout: 30 * time.Second, RouteProtocol: 197}},
 		{name: "routeProtocol of the agent", in: `{` + base + `,"routeProtocol":211}`, code: types.ErrInvalidNetworkConfig, msg: "routeProtocol 211 is an agent route protocol"},
 		{name: "routeProtocol of the former agent", in: `{` + base + `,"routeProtocol":196}`, code: types.ErrInvalidNetworkConfig, msg: "routeProtocol 196"},
 		{name: "routeProtocol static", in: `{` + base + `,"routeProtocol":4}`, code: types.ErrInvalidNetworkConfig, msg: "routeProtocol 4"},
@@ -177,7 +177,7 @@ func TestManifestConflist(t *testing.T) {
 	if err != nil {
 		t.Fatalf("hostroute-cni rejects its manifest config: %v", err)
 	}
-	if c.MTU != 1500 || c.AgentSocket != DefaultAgentSocket || c.Timeout != DefaultTimeout || c.RouteProtocol != routes.CNIProtocol {
+	if c.MTU != 0 || c.AgentSocket != DefaultAgentSocket || c.Timeout != DefaultTimeout || c.RouteProtocol != routes.CNIProtocol {
 		t.Fatalf("manifest config parsed to %+v", c)
 	}
 }

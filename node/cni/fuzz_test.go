@@ -72,7 +72,7 @@ func checkSane(t *testing.T, c *Config) {
 		t.Fatalf("accepted cniVersion %q", c.Std.CNIVersion)
 	case c.Std.Name == "":
 		t.Fatal("accepted an empty name")
-	case c.MTU < minMTU || c.MTU > maxMTU:
+	case c.MTU != 0 && (c.MTU < minMTU || c.MTU > maxMTU):
 		t.Fatalf("accepted mtu %d", c.MTU)
 	case c.Timeout <= 0 || c.Timeout > maxTimeout:
 		t.Fatalf("accepted timeout %s", c.Timeout)
@@ -90,7 +90,10 @@ func marshalConfig(t *testing.T, c *Config) []byte {
 	t.Helper()
 	m := map[string]any{
 		"cniVersion": c.Std.CNIVersion, "name": c.Std.Name, "type": c.Std.Type,
-		"agentSocket": c.AgentSocket, "mtu": c.MTU, "timeout": c.Timeout.String(), "logFile": c.LogFile,
+		"agentSocket": c.AgentSocket, "timeout": c.Timeout.String(), "logFile": c.LogFile,
+	}
+	if c.MTU != 0 { // 0: the key was absent (the uplink's MTU)
+		m["mtu"] = c.MTU
 	}
 	b, err := json.Marshal(m)
 	if err != nil {

@@ -135,7 +135,7 @@ func TestInstallFreshUpgradeUnchanged(t *testing.T) {
 
 	// Upgrade: new plugin bytes; an older conflist of ours; a plugin left with a wrong mode.
 	n.setPlugin("plugin v2")
-	old := strings.Replace(string(ShippedConflist()), `"mtu": 1500`, `"mtu": 9000`, 1)
+	old := strings.Replace(string(ShippedConflist()), `"timeout": "30s"`, `"timeout": "10s"`, 1)
 	n.write(n.conf, ConflistName, old, 0o600)
 	acts = n.mustInstall(false)
 	wantVerbs(t, acts, "upgraded hostroute-cni", "upgraded 10-hostroute.conflist")
