@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -80,6 +81,27 @@ type Env struct {
 	// DeferStart makes AddNode prepare the node (namespace, Node object, identity) but
 	// not start its agent: the caller calls Start, e.g. for all nodes at once.
 	DeferStart bool
+	// DualStack gives the fabric's first segment FabricGateway6/64 and every node on it
+	// an IPv6 address too (NodeAddr6 of its IPv4 one), as a second InternalIP, with an
+	// IPv6 default route via the ToR. Set it before MakeFabric.
+	DualStack bool
+}
+
+// FabricGateway6 is the ToR's IPv6 address on the first node segment (2001:db8:2::/64).
+const FabricGateway6 = "2001:db8:2::fe"
+
+// NodeAddr6 is the IPv6 address a dual-stack node at IPv4 address 192.0.2.i has:
+// 2001:db8:2::i.
+func NodeAddr6(addr4 string) string {
+	return "2001:db8:2::" + strconv.FormatInt(int64(mustLastOctet(addr4)), 16)
+}
+
+func mustLastOctet(addr string) int {
+	i, err := strconv.Atoi(addr[strings.LastIndex(addr, ".")+1:])
+	if err != nil {
+		panic(fmt.Sprintf("address %q has no last octet: %v", addr, err))
+	}
+	return i
 }
 
 // FabricGateway is the ToR's address on the first node segment (192.0.2.0/24, br0).
@@ -100,6 +122,16 @@ func (e *Env) MakeFabric() string {
 	}
 	e.Fabric = ns
 	e.AddSegment("br0", FabricGateway)
+	if e.DualStack {
+		for _, c := range [][]string{
+			{"sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
+			{"ip", "addr", "add", FabricGateway6 + "/64", "dev", "br0", "nodad"},
+		} {
+			if err := netns.Exec(ns, c...); err != nil {
+				e.T.Fatal(err)
+			}
+		}
+	}
 	return ns
 }
 
@@ -221,6 +253,9 @@ func (e *Env) AddNodeOn(segment, name, addr string) *Node {
 	node := &corev1.Node{}
 	node.Name = name
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}}
+	if e.DualStack && segment == "br0" {
+		node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: NodeAddr6(addr)})
+	}
 	node.Annotations = e.NodeAnnotations[name]
 	node.Labels = maps.Clone(e.NodeLabels[name])
 	if e.Fabric != "" {
@@ -272,6 +307,11 @@ func (e *Env) plumbNode(ns, segment, name, addr string) {
 	setup = append(setup,
 		[]string{"ip", "addr", "add", addr + "/24", "dev", "up0"},
 		[]string{"ip", "route", "add", "default", "via", gateway(addr), "dev", "up0"})
+	if e.DualStack && segment == "br0" {
+		setup = append(setup,
+			[]string{"ip", "addr", "add", NodeAddr6(addr) + "/64", "dev", "up0", "nodad"},
+			[]string{"ip", "-6", "route", "add", "default", "via", FabricGateway6, "dev", "up0"})
+	}
 	for _, c := range setup {
 		if err := netns.Exec(ns, c...); err != nil {
 			ls, _ := os.ReadDir("/run/netns")

@@ -18,6 +18,9 @@ type TorConfig struct {
 	Originate []string
 	// Password turns on TCP-MD5 on every session.
 	Password string
+	// Neighbors6 are IPv6 sessions (node IPv6 address → AS) carrying IPv6 routes, from
+	// FabricGateway6; their routes go into the ToR's kernel too.
+	Neighbors6 map[string]uint32
 }
 
 // Config renders the BIRD configuration.
@@ -25,6 +28,9 @@ func (c TorConfig) Config() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "log stderr all;\nrouter id %s;\nprotocol device {}\n", FabricGateway)
 	b.WriteString("protocol kernel { ipv4 { export where source = RTS_BGP; }; merge paths on; }\n")
+	if len(c.Neighbors6) > 0 {
+		b.WriteString("protocol kernel kernel6 { ipv6 { export where source = RTS_BGP; }; merge paths on; }\n")
+	}
 	if len(c.Originate) > 0 {
 		b.WriteString("protocol static originated { ipv4;")
 		for _, p := range c.Originate {
@@ -46,6 +52,21 @@ func (c TorConfig) Config() string {
 		fmt.Fprintf(&b, "  password %q;\n", c.Password)
 	}
 	b.WriteString("  ipv4 { import all; export where source ~ [ RTS_BGP, RTS_STATIC ]; };\n}\n")
+	if len(c.Neighbors6) > 0 {
+		fmt.Fprintf(&b, "template bgp node6 {\n  local %s as %d;\n  passive on;\n  error wait time 1, 5;\n", FabricGateway6, c.AS)
+		if c.BFD {
+			b.WriteString("  bfd on;\n")
+		}
+		b.WriteString("  ipv6 { import all; export where source = RTS_BGP; };\n}\n")
+		addrs6 := make([]string, 0, len(c.Neighbors6))
+		for addr := range c.Neighbors6 {
+			addrs6 = append(addrs6, addr)
+		}
+		sort.Strings(addrs6)
+		for _, addr := range addrs6 {
+			fmt.Fprintf(&b, "protocol bgp n6_%s from node6 { neighbor %s as %d; }\n", strings.ReplaceAll(addr, ":", "_"), addr, c.Neighbors6[addr])
+		}
+	}
 	addrs := make([]string, 0, len(c.Neighbors))
 	for addr := range c.Neighbors {
 		addrs = append(addrs, addr)

@@ -1,0 +1,222 @@
+package e2e_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hostroute/hostroute/api/v1alpha1"
+	"github.com/hostroute/hostroute/controller"
+	"github.com/hostroute/hostroute/e2e/harness"
+	"github.com/hostroute/hostroute/internal/testenv/netns"
+)
+
+// Dual-stack lab addresses: the external host behind the ToR.
+const (
+	dsExt4, dsExtTor4 = "203.0.113.2", "203.0.113.1"
+	dsExt6, dsExtTor6 = "2001:db8:ff::2", "2001:db8:ff::1"
+)
+
+// dsPod is a dual-stack pod: one address per family.
+type dsPod struct {
+	*harness.Pod
+	v4, v6 string
+}
+
+// TestDualStack: two dual-stack nodes in the mesh (one IPv4 session carrying both
+// families), IPv4 and IPv6 sessions to a BIRD ToR, pods with an address of each family
+// from a pool of each. Every pod, node and the external host reaches every other over both
+// families (the connectivity matrix), through MP-BGP routes in the nodes' and the ToR's
+// kernels; NAT66 is off (the external host sees the pod's own IPv6 address) while the IPv4
+// pool masquerades; routectl shows the blocks of both families.
+func TestDualStack(t *testing.T) {
+	e := harness.NewEnv(t, bin)
+	e.DualStack = true
+	tor := e.MakeFabric()
+	ext := netns.ForTest(t, e.Prefix+"ext-")
+	for _, c := range []struct {
+		ns   string
+		args []string
+	}{
+		{ext, []string{"ip", "link", "add", "eth0", "type", "veth", "peer", "name", "ext0", "netns", tor}},
+		{ext, []string{"ip", "addr", "add", dsExt4 + "/24", "dev", "eth0"}},
+		{ext, []string{"ip", "addr", "add", dsExt6 + "/64", "dev", "eth0", "nodad"}},
+		{ext, []string{"ip", "link", "set", "eth0", "up"}},
+		{ext, []string{"ip", "route", "add", "default", "via", dsExtTor4}},
+		{ext, []string{"ip", "-6", "route", "add", "default", "via", dsExtTor6}},
+		{tor, []string{"ip", "addr", "add", dsExtTor4 + "/24", "dev", "ext0"}},
+		{tor, []string{"ip", "addr", "add", dsExtTor6 + "/64", "dev", "ext0", "nodad"}},
+		{tor, []string{"ip", "link", "set", "ext0", "up"}},
+	} {
+		if err := netns.Exec(c.ns, c.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Pool("v4", "10.140.0.0/16", 26, true)     // NAT44 for the external host
+	e.Pool("v6", "fd00:10:140::/56", 122, false) // NAT66 off: pods keep their addresses
+	conf := &v1alpha1.BGPConfiguration{}
+	conf.Name = "default"
+	conf.Spec.ASNumber = harness.ClusterAS
+	if _, err := e.HR.BGPConfigurations.Create(e.Ctx, conf); err != nil {
+		t.Fatal(err)
+	}
+	for name, ip := range map[string]string{"tor": harness.FabricGateway, "tor6": harness.FabricGateway6} {
+		p := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{PeerIP: ip, ASNumber: harness.TorAS}}
+		p.Name = name
+		if _, err := e.HR.BGPPeers.Create(e.Ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tc := harness.TorConfig{AS: harness.TorAS, Neighbors: map[string]uint32{}, Neighbors6: map[string]uint32{}}
+	for i := 1; i <= 2; i++ {
+		tc.Neighbors[harness.NodeAddr(i)] = harness.ClusterAS
+		tc.Neighbors6[harness.NodeAddr6(harness.NodeAddr(i))] = harness.ClusterAS
+	}
+	bird := e.StartBIRD(tor, tc.Config())
+	e.RunController(controller.Config{})
+	var nodes []*harness.Node
+	for i := 1; i <= 2; i++ {
+		nodes = append(nodes, e.AddNode(fmt.Sprintf("node-%d", i), harness.NodeAddr(i)))
+	}
+	for _, n := range nodes {
+		n.WaitReady(30 * time.Second)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range nodes {
+				t.Logf("agent log of %s:\n%s", n.Name, lastLines(n.Log(), 40))
+			}
+			out, _ := bird.Query("show protocols")
+			t.Logf("ToR protocols:\n%s", out)
+		}
+	})
+	var pods []dsPod
+	for _, n := range nodes {
+		for j := 1; j <= 2; j++ {
+			p := n.NewPod(fmt.Sprintf("%s-pod-%d", n.Name, j))
+			if err := e.PodObject(p); err != nil {
+				t.Fatal(err)
+			}
+			out, err := n.CNI("ADD", p, n.NetConf())
+			if err != nil {
+				t.Fatalf("ADD %s: %v: %s", p.Name, err, out)
+			}
+			var r harness.CNIResult
+			if err := json.Unmarshal(out, &r); err != nil {
+				t.Fatal(err)
+			}
+			dp := dsPod{Pod: p}
+			for _, ip := range r.IPs {
+				a := netip.MustParsePrefix(ip.Address).Addr()
+				if a.Is4() {
+					dp.v4 = a.String()
+				} else {
+					dp.v6 = a.String()
+				}
+			}
+			if dp.v4 == "" || dp.v6 == "" || !netip.MustParsePrefix("fd00:10:140::/56").Contains(netip.MustParseAddr(dp.v6)) {
+				t.Fatalf("pod %s got %v, want one address of each family (IPv6 from fd00:10:140::/56)", p.Name, r.IPs)
+			}
+			p.IP = dp.v4
+			pods = append(pods, dp)
+		}
+	}
+
+	type ep struct{ name, ns, v4, v6 string }
+	var eps []ep
+	for _, p := range pods {
+		eps = append(eps, ep{p.Name, p.NS, p.v4, p.v6})
+	}
+	for _, n := range nodes {
+		eps = append(eps, ep{n.Name, n.NS, n.Addr, harness.NodeAddr6(n.Addr)})
+	}
+	eps = append(eps, ep{"external", ext, dsExt4, dsExt6})
+	// The routes travel first: wait until the farthest pair answers over IPv6.
+	e.Eventually(30*time.Second, "pod on node-1 reaches pod on node-2 over IPv6", func() string {
+		if _, ok := harness.Ping(pods[0].NS, pods[len(pods)-1].v6); !ok {
+			return "no answer"
+		}
+		return ""
+	})
+	e.Eventually(30*time.Second, "the external host reaches a pod over IPv6 and IPv4", func() string {
+		for _, a := range []string{pods[0].v6, pods[0].v4} {
+			if _, ok := harness.Ping(ext, a); !ok {
+				return "no answer from " + a
+			}
+		}
+		return ""
+	})
+	for _, fam := range []string{"IPv4", "IPv6"} {
+		var b strings.Builder
+		allOK := true
+		var mu sync.Mutex
+		cells := make([][]string, len(eps))
+		var wg sync.WaitGroup
+		for i, src := range eps {
+			cells[i] = make([]string, len(eps))
+			for j, dst := range eps {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					addr := dst.v4
+					if fam == "IPv6" {
+						addr = dst.v6
+					}
+					_, ok := harness.Ping(src.ns, addr)
+					mu.Lock()
+					defer mu.Unlock()
+					cells[i][j] = "✔"
+					if !ok {
+						cells[i][j], allOK = "✘", false
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		fmt.Fprintf(&b, "%s %-14s", fam, "from \\ to")
+		for _, d := range eps {
+			fmt.Fprintf(&b, " %-13s", d.name)
+		}
+		b.WriteString("\n")
+		for i, s := range eps {
+			fmt.Fprintf(&b, "     %-14s", s.name)
+			for j := range eps {
+				fmt.Fprintf(&b, " %-13s", cells[i][j])
+			}
+			b.WriteString("\n")
+		}
+		t.Logf("connectivity, %s:\n%s", fam, b.String())
+		if !allOK {
+			t.Errorf("the %s matrix has failures", fam)
+		}
+	}
+
+	// NAT66 off: the external host sees the pod's own IPv6 address; NAT44 on: the node's.
+	src := pods[0]
+	if got := tcpSeen(t, ext, net.JoinHostPort(dsExt6, "8080"), src.NS, net.JoinHostPort(dsExt6, "8080")); got != src.v6 {
+		t.Errorf("pod → external over IPv6: the server saw %q, want the pod's own %s (no NAT66)", got, src.v6)
+	}
+	if got := tcpSeen(t, ext, net.JoinHostPort(dsExt4, "8081"), src.NS, net.JoinHostPort(dsExt4, "8081")); got != nodes[0].Addr {
+		t.Errorf("pod → external over IPv4: the server saw %q, want the node's %s (NAT44)", got, nodes[0].Addr)
+	}
+
+	// The ToR learned both families' blocks over their sessions.
+	out, err := bird.Query("show route protocol n6_" + strings.ReplaceAll(harness.NodeAddr6(nodes[1].Addr), ":", "_"))
+	if err != nil || !strings.Contains(out, "fd00:10:140:") {
+		t.Errorf("the ToR has no IPv6 block from node-2 over IPv6: %v\n%s", err, out)
+	}
+	// routectl shows the other node's blocks of both families.
+	rc, code := routectl(t, nodes[0], "routes")
+	if code != 0 {
+		t.Fatalf("routectl routes: exit %d\n%s", code, rc)
+	}
+	t.Logf("routectl routes on node-1:\n%s", rc)
+	if !strings.Contains(rc, "fd00:10:140:") || !strings.Contains(rc, "10.140.") {
+		t.Errorf("routectl routes does not show both families' blocks:\n%s", rc)
+	}
+}
