@@ -10,10 +10,13 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/controller"
 	"github.com/hostroute/hostroute/e2e/harness"
 	"github.com/hostroute/hostroute/internal/testenv/netns"
+	"github.com/hostroute/hostroute/node/nat"
 )
 
 // Dual-stack lab addresses: the external host behind the ToR.
@@ -57,7 +60,7 @@ func TestDualStack(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e.Pool("v4", "10.140.0.0/16", 26, true)     // NAT44 for the external host
+	e.Pool("v4", "10.140.0.0/16", 26, true)      // NAT44 for the external host
 	e.Pool("v6", "fd00:10:140::/56", 122, false) // NAT66 off: pods keep their addresses
 	conf := &v1alpha1.BGPConfiguration{}
 	conf.Name = "default"
@@ -66,13 +69,13 @@ func TestDualStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, ip := range map[string]string{"tor": harness.FabricGateway, "tor6": harness.FabricGateway6} {
-		p := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{PeerIP: ip, ASNumber: harness.TorAS}}
+		p := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{PeerIP: ip, ASNumber: harness.TorAS, BFD: &v1alpha1.BFDSettings{Enabled: true}}}
 		p.Name = name
 		if _, err := e.HR.BGPPeers.Create(e.Ctx, p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	tc := harness.TorConfig{AS: harness.TorAS, Neighbors: map[string]uint32{}, Neighbors6: map[string]uint32{}}
+	tc := harness.TorConfig{AS: harness.TorAS, Neighbors: map[string]uint32{}, Neighbors6: map[string]uint32{}, BFD: true}
 	for i := 1; i <= 2; i++ {
 		tc.Neighbors[harness.NodeAddr(i)] = harness.ClusterAS
 		tc.Neighbors6[harness.NodeAddr6(harness.NodeAddr(i))] = harness.ClusterAS
@@ -196,6 +199,29 @@ func TestDualStack(t *testing.T) {
 		}
 	}
 
+	// BFD runs on the IPv6 session as on the IPv4 one, on both ends.
+	e.Eventually(20*time.Second, "node-1's sessions to the ToR Established with BFD Up, over IPv4 and IPv6", func() string {
+		ss, err := routingSessions(nodes[0])
+		if err != nil {
+			return err.Error()
+		}
+		up := map[string]bool{}
+		for _, s := range ss {
+			if s.GetState() == "Established" && s.GetBfdState() == "Up" {
+				up[s.GetPeer()] = true
+			}
+		}
+		if !up[harness.FabricGateway] || !up[harness.FabricGateway6] {
+			return fmt.Sprintf("sessions %v", ss)
+		}
+		if out, _ := bird.Query("show bfd sessions"); !strings.Contains(out, harness.NodeAddr6(nodes[0].Addr)) || !strings.Contains(out, "Up") {
+			return "BIRD's BFD: " + out
+		}
+		return ""
+	})
+	out6, _ := bird.Query("show bfd sessions")
+	t.Logf("the ToR's BFD sessions:\n%s", out6)
+
 	// NAT66 off: the external host sees the pod's own IPv6 address; NAT44 on: the node's.
 	src := pods[0]
 	if got := tcpSeen(t, ext, net.JoinHostPort(dsExt6, "8080"), src.NS, net.JoinHostPort(dsExt6, "8080")); got != src.v6 {
@@ -219,4 +245,82 @@ func TestDualStack(t *testing.T) {
 	if !strings.Contains(rc, "fd00:10:140:") || !strings.Contains(rc, "10.140.") {
 		t.Errorf("routectl routes does not show both families' blocks:\n%s", rc)
 	}
+
+	// IPv6 spoofing from a pod: pod-1 of node-1 sends from node-2's pod-1's address to
+	// node-2's pod-2. The node's pod guard drops it (the source is not routed back over the
+	// pod's veth), as it does for IPv4.
+	victim, target := pods[2], pods[3]
+	pre := nftDrops(t, nodes[0].NS, nat.ChainPodPrerouting)
+	if err := netns.Exec(src.NS, "ip", "addr", "add", victim.v6+"/128", "dev", "eth0", "nodad"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := netns.Output(src.NS, "ping", "-c3", "-i0.2", "-W1", "-I", victim.v6, target.v6); err == nil {
+		t.Errorf("a pod's packets from a forged IPv6 source reached %s:\n%s", target.v6, out)
+	}
+	if err := netns.Exec(src.NS, "ip", "addr", "del", victim.v6+"/128", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if got := nftDrops(t, nodes[0].NS, nat.ChainPodPrerouting); got < pre+3 {
+		t.Errorf("node-1's pod guard dropped %d packets from the forged IPv6 source, want ≥ 3", got-pre)
+	}
+
+	// IPv6 route hijack: the ToR originates node-2's IPv6 block, and a more specific route
+	// inside it, over its IPv6 session to node-1. node-1 accepts neither: a block is
+	// accepted only from the node that holds it, per the API.
+	var block6 string
+	for _, b := range blocksOf(t, e, "node-2") {
+		if strings.Contains(b, ":") {
+			block6 = b
+		}
+	}
+	inside := netip.MustParsePrefix(block6)
+	more := netip.PrefixFrom(inside.Addr(), 126).String()
+	tc.Originate = []string{block6, more}
+	if err := bird.Reconfigure(tc.Config()); err != nil {
+		t.Fatal(err)
+	}
+	peer6 := "n6_" + strings.ReplaceAll(harness.NodeAddr6(nodes[0].Addr), ":", "_")
+	e.Eventually(10*time.Second, "the ToR announcing node-2's IPv6 block and a more specific one to node-1", func() string {
+		for _, p := range []string{block6, more} {
+			if out, _ := bird.Query("show route export " + peer6 + " for " + p + " all"); !strings.Contains(out, "originated6") {
+				return p + ": " + out
+			}
+		}
+		return ""
+	})
+	e.Eventually(10*time.Second, "node-1 logging both refusals", func() string {
+		log := nodes[0].Log()
+		for _, p := range []string{block6, more} {
+			if !strings.Contains(log, "route rejected") || !strings.Contains(log, "prefix="+p) {
+				return "no log line about " + p
+			}
+		}
+		return ""
+	})
+	time.Sleep(time.Second)
+	if hops := kernelRoute(t, nodes[0].NS, block6); len(hops) != 1 || hops[0] != harness.NodeAddr6(nodes[1].Addr) {
+		t.Errorf("node-1 routes node-2's IPv6 block %s via %v, want only node-2's %s", block6, hops, harness.NodeAddr6(nodes[1].Addr))
+	}
+	if hops := kernelRoute(t, nodes[0].NS, more); len(hops) != 0 {
+		t.Errorf("node-1 installed the ToR's more specific %s via %v", more, hops)
+	}
+	if _, ok := harness.Ping(pods[0].NS, target.v6); !ok {
+		t.Errorf("pod-to-pod IPv6 broken after the hijack attempt")
+	}
+}
+
+// blocksOf lists the CIDRs of a node's blocks.
+func blocksOf(t *testing.T, e *harness.Env, node string) []string {
+	t.Helper()
+	bl, err := e.HR.IPAMBlocks.List(e.Ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, b := range bl.Items {
+		if b.Spec.Node == node {
+			out = append(out, b.Spec.CIDR)
+		}
+	}
+	return out
 }

@@ -111,8 +111,12 @@ func kernelRoute(t *testing.T, ns, dst string) []string {
 	}
 	defer h.Close()
 	p := netip.MustParsePrefix(dst)
-	rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{
-		Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}, Protocol: routes.Protocol,
+	fam := netlink.FAMILY_V4
+	if p.Addr().Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	rs, err := h.RouteListFiltered(fam, &netlink.Route{
+		Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}, Protocol: routes.Protocol,
 	}, netlink.RT_FILTER_DST|netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,8 @@ type TorConfig struct {
 	Neighbors map[string]uint32 // node address → AS
 	BFD       bool              // BFD on every session (100 ms × 3)
 	HoldTime  int               // seconds; 0 = BIRD's default
-	// Originate are prefixes the ToR originates (as blackholes) and advertises.
+	// Originate are prefixes the ToR originates (as blackholes) and advertises; IPv6 ones
+	// over the IPv6 sessions (Neighbors6).
 	Originate []string
 	// Password turns on TCP-MD5 on every session.
 	Password string
@@ -31,9 +32,23 @@ func (c TorConfig) Config() string {
 	if len(c.Neighbors6) > 0 {
 		b.WriteString("protocol kernel kernel6 { ipv6 { export where source = RTS_BGP; }; merge paths on; }\n")
 	}
-	if len(c.Originate) > 0 {
-		b.WriteString("protocol static originated { ipv4;")
-		for _, p := range c.Originate {
+	var orig4, orig6 []string
+	for _, p := range c.Originate {
+		if strings.Contains(p, ":") {
+			orig6 = append(orig6, p)
+		} else {
+			orig4 = append(orig4, p)
+		}
+	}
+	for _, o := range []struct {
+		name, channel string
+		prefixes      []string
+	}{{"originated", "ipv4", orig4}, {"originated6", "ipv6", orig6}} {
+		if len(o.prefixes) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "protocol static %s { %s;", o.name, o.channel)
+		for _, p := range o.prefixes {
 			fmt.Fprintf(&b, " route %s blackhole;", p)
 		}
 		b.WriteString(" }\n")
@@ -57,7 +72,7 @@ func (c TorConfig) Config() string {
 		if c.BFD {
 			b.WriteString("  bfd on;\n")
 		}
-		b.WriteString("  ipv6 { import all; export where source = RTS_BGP; };\n}\n")
+		b.WriteString("  ipv6 { import all; export where source ~ [ RTS_BGP, RTS_STATIC ]; };\n}\n")
 		addrs6 := make([]string, 0, len(c.Neighbors6))
 		for addr := range c.Neighbors6 {
 			addrs6 = append(addrs6, addr)
