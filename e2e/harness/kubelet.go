@@ -100,8 +100,12 @@ func (l *Lab) addKubeletNode(name, addr string) *KubeletNode {
 		_, err := e.Kube.CoreV1().ServiceAccounts("default").Get(e.Ctx, "default", metav1.GetOptions{})
 		return testenv.ErrText(err)
 	})
+	nodeIP := addr
+	if e.DualStack {
+		nodeIP += "," + NodeAddr6(addr) // the kubelet reports both as InternalIPs
+	}
 	kn := kubenode.StartForTest(t, kubenode.Config{
-		Name: name, NetNS: ns, NodeIP: addr, Kubeconfig: kubeconfig,
+		Name: name, NetNS: ns, NodeIP: nodeIP, Kubeconfig: kubeconfig,
 		KubeletBin: filepath.Join(e.Cluster.ToolsDir, "kubelet"),
 		Labels:     map[string]string{LabKubeletLabel: "true"},
 		Images:     tars,

@@ -27,6 +27,10 @@ const (
 	extTorAddr = "203.0.113.1"
 	TorAS      = 65000
 	ClusterAS  = 64512
+	// With LabOptions.DualStack: the IPv6 pool (no NAT66) and the external host's IPv6.
+	LabPool6    = "fd00:10:244::/56"
+	ExtAddr6    = "2001:db8:ff::2"
+	extTorAddr6 = "2001:db8:ff::1"
 )
 
 // LabOptions shapes the lab.
@@ -43,6 +47,10 @@ type LabOptions struct {
 	// KubeletNode makes the last node a real kubelet node (kubelet.go): hostroute runs
 	// there as the shipped DaemonSet; PodsPerNode does not apply to it.
 	KubeletNode bool
+	// DualStack gives nodes, pods and the external host IPv6 addresses too: an IPv6 pool
+	// (LabPool6, no NAT66), IPv4 and IPv6 sessions to the ToR (BGPPeers tor and tor6),
+	// the mesh carrying both families over its IPv4 sessions.
+	DualStack bool
 }
 
 // Lab is the topology of docs/architecture.md: a control plane, a BIRD ToR, nodes, pods and an
@@ -65,6 +73,7 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 	t.Helper()
 	e := NewEnvWith(t, bin, o.clusterOptions())
 	e.Prefix = prefix
+	e.DualStack = o.DualStack
 	l := &Lab{Env: e, bfd: o.BFD}
 	l.TorNS = e.MakeFabric()
 	l.ExtNS = netns.ForTest(t, prefix+"ext-")
@@ -82,6 +91,21 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 		if err := netns.Exec(c.ns, c.args...); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if o.DualStack {
+		for _, c := range []struct {
+			ns   string
+			args []string
+		}{
+			{l.ExtNS, []string{"ip", "addr", "add", ExtAddr6 + "/64", "dev", "eth0", "nodad"}},
+			{l.ExtNS, []string{"ip", "-6", "route", "add", "default", "via", extTorAddr6}},
+			{l.TorNS, []string{"ip", "addr", "add", extTorAddr6 + "/64", "dev", "ext0", "nodad"}},
+		} {
+			if err := netns.Exec(c.ns, c.args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.Pool("default-ipv6", LabPool6, 122, false)
 	}
 	e.Pool("default-ipv4", LabPool, 26, true)
 	conf := &v1alpha1.BGPConfiguration{}
@@ -110,13 +134,14 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 	if _, err := e.HR.BGPPeers.Create(e.Ctx, peer); err != nil {
 		t.Fatal(err)
 	}
-	tc := TorConfig{AS: TorAS, Neighbors: map[string]uint32{}, BFD: o.BFD}
-	for i := 1; i <= o.Nodes; i++ {
-		tc.Neighbors[NodeAddr(i)] = ClusterAS
-		if o.ASPerRack {
-			tc.Neighbors[NodeAddr(i)] = rackAS(i)
+	if o.DualStack {
+		peer6 := peer.DeepCopy()
+		peer6.Name, peer6.Spec.PeerIP = "tor6", FabricGateway6
+		if _, err := e.HR.BGPPeers.Create(e.Ctx, peer6); err != nil {
+			t.Fatal(err)
 		}
 	}
+	tc := l.torConfig(o.Nodes, o.ASPerRack)
 	l.Tor = e.StartBIRD(l.TorNS, tc.Config())
 	l.startControllers(o.Controllers)
 	for i := 1; i <= o.Nodes; i++ {
@@ -148,6 +173,25 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 		}
 	}
 	return l
+}
+
+// torConfig is the ToR's configuration for nodes 1..n (IPv6 sessions too when dual-stack).
+func (l *Lab) torConfig(n int, asPerRack bool) TorConfig {
+	tc := TorConfig{AS: TorAS, Neighbors: map[string]uint32{}, BFD: l.bfd}
+	if l.DualStack {
+		tc.Neighbors6 = map[string]uint32{}
+	}
+	for i := 1; i <= n; i++ {
+		as := uint32(ClusterAS)
+		if asPerRack {
+			as = rackAS(i)
+		}
+		tc.Neighbors[NodeAddr(i)] = as
+		if l.DualStack {
+			tc.Neighbors6[NodeAddr6(NodeAddr(i))] = as
+		}
+	}
+	return tc
 }
 
 func rackAS(i int) uint32 { return uint32(64600 + i) }
@@ -250,9 +294,10 @@ func Ping(ns, dst string) (string, bool) {
 }
 
 // Matrix pings every pod, node and the external host from every pod, node and the
-// external host, and renders a ✔/✘ table with latencies. ok is true when all pass.
+// external host, and renders a ✔/✘ table with latencies; in a dual-stack lab a second
+// table does the same over IPv6. ok is true when all pass.
 func (l *Lab) Matrix() (string, bool) {
-	type ep struct{ name, ns, addr string }
+	type ep = endpoint
 	var eps []ep
 	for _, p := range l.Pods {
 		eps = append(eps, ep{p.Name, p.NS, p.IP})
@@ -261,6 +306,27 @@ func (l *Lab) Matrix() (string, bool) {
 		eps = append(eps, ep{n.Name, n.NS, n.Addr})
 	}
 	eps = append(eps, ep{"external", l.ExtNS, ExtAddr})
+	out, ok := matrix(eps)
+	if !l.DualStack {
+		return out, ok
+	}
+	var eps6 []ep
+	for _, p := range l.Pods {
+		eps6 = append(eps6, ep{p.Name, p.NS, p.IP6})
+	}
+	for _, n := range l.Nodes {
+		eps6 = append(eps6, ep{n.Name, n.NS, NodeAddr6(n.Addr)})
+	}
+	eps6 = append(eps6, ep{"external", l.ExtNS, ExtAddr6})
+	out6, ok6 := matrix(eps6)
+	return "IPv4\n" + out + "\nIPv6\n" + out6, ok && ok6
+}
+
+// endpoint is one row and column of the connectivity matrix.
+type endpoint struct{ name, ns, addr string }
+
+// matrix pings every endpoint from every endpoint.
+func matrix(eps []endpoint) (string, bool) {
 	cells := make([][]string, len(eps))
 	allOK := true
 	var mu sync.Mutex
@@ -307,10 +373,7 @@ func (l *Lab) Matrix() (string, bool) {
 // joins like any other.
 func (l *Lab) AddNodeToLab(t TB, i int) *Node {
 	t.Helper()
-	tc := TorConfig{AS: TorAS, Neighbors: map[string]uint32{}, BFD: l.bfd}
-	for j := 1; j <= i; j++ {
-		tc.Neighbors[NodeAddr(j)] = ClusterAS
-	}
+	tc := l.torConfig(i, false)
 	if err := l.Tor.Reconfigure(tc.Config()); err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,8 @@ type Pod struct {
 	NS          string
 	ContainerID string
 	UID         string
-	IP          string
+	IP          string // the IPv4 address (or the only one)
+	IP6         string // the IPv6 address of a dual-stack pod
 	Node        *Node
 }
 
@@ -120,7 +121,19 @@ func (p *Pod) Add() error {
 	if err := json.Unmarshal(out, &r); err != nil || len(r.IPs) == 0 {
 		return fmt.Errorf("CNI ADD %s: bad result %q: %v", p.Name, out, err)
 	}
-	p.IP = strings.Split(r.IPs[0].Address, "/")[0]
+	p.IP, p.IP6 = "", ""
+	for _, ip := range r.IPs {
+		a := strings.Split(ip.Address, "/")[0]
+		switch {
+		case strings.Contains(a, ":") && p.IP6 == "":
+			p.IP6 = a
+		case !strings.Contains(a, ":") && p.IP == "":
+			p.IP = a
+		}
+	}
+	if p.IP == "" { // an IPv6-only pod
+		p.IP = p.IP6
+	}
 	return nil
 }
 

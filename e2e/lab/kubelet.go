@@ -37,7 +37,13 @@ func kubeletPods(l *harness.Lab, n int) ([]*harness.Pod, error) {
 			_ = exec.Command("umount", target).Run()
 			_ = os.Remove(target)
 		})
-		out = append(out, &harness.Pod{Name: name, NS: ns, IP: p.Status.PodIP, UID: string(p.UID), Node: k.Node})
+		pod := &harness.Pod{Name: name, NS: ns, IP: p.Status.PodIP, UID: string(p.UID), Node: k.Node}
+		for _, ip := range p.Status.PodIPs {
+			if strings.Contains(ip.IP, ":") {
+				pod.IP6 = ip.IP
+			}
+		}
+		out = append(out, pod)
 	}
 	return out, nil
 }

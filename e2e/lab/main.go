@@ -3,6 +3,7 @@
 // the ToR — all in network namespaces it owns (prefix hrlab-). `make lab` runs it.
 //
 //	lab up        build, bring the lab up, print its state, wait for Ctrl-C, tear down
+//	lab up -dual-stack  the same with IPv6 too (nodes, pods, ToR sessions, external host)
 //	lab up -detach  the same, but return once it is up (exit 0 only if every ping passed)
 //	lab down      stop a detached lab and remove everything it made
 //	lab exec NAME -- CMD...  run CMD in a node's, pod's, the ToR's or the external host's namespace
@@ -40,13 +41,14 @@ func main() {
 		fs := flag.NewFlagSet("up", flag.ExitOnError)
 		detach := fs.Bool("detach", false, "return once the lab is up; `lab down` stops it")
 		nodes := fs.Int("nodes", 3, "number of nodes")
+		dual := fs.Bool("dual-stack", false, "IPv6 too: nodes, pods and the external host get both families")
 		foreground := fs.Bool("serve", false, "internal: run the lab in this process")
 		_ = fs.Parse(os.Args[2:])
 		switch {
 		case *detach:
-			err = detached(*nodes)
+			err = detached(*nodes, *dual)
 		default:
-			err = up(*nodes, *foreground)
+			err = up(*nodes, *dual, *foreground)
 		}
 	case "down":
 		err = down()
@@ -75,7 +77,7 @@ func progress(format string, args ...any) {
 }
 
 // up runs the lab in this process until SIGINT/SIGTERM.
-func up(nodes int, served bool) error {
+func up(nodes int, dual, served bool) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the lab creates network namespaces: run it as root")
 	}
@@ -100,9 +102,13 @@ func up(nodes int, served bool) error {
 		if err := harness.Build(bin); err != nil {
 			t.Fatal(err)
 		}
-		progress("starting etcd + kube-apiserver, BIRD ToR (AS %d, BFD), %d nodes (node-%d a kubelet + containerd node running the shipped DaemonSet), 2 pods per node, external host...", harness.TorAS, nodes, nodes)
+		stack := "IPv4"
+		if dual {
+			stack = "dual-stack (IPv4 and IPv6)"
+		}
+		progress("starting etcd + kube-apiserver, BIRD ToR (AS %d, BFD), %d nodes (node-%d a kubelet + containerd node running the shipped DaemonSet), 2 pods per node, external host, %s...", harness.TorAS, nodes, nodes, stack)
 		start := time.Now()
-		l := harness.NewLab(t, bin, harness.LabPrefix, harness.LabOptions{Nodes: nodes, PodsPerNode: 2, BFD: true, Controllers: 2, KubeletNode: true})
+		l := harness.NewLab(t, bin, harness.LabPrefix, harness.LabOptions{Nodes: nodes, PodsPerNode: 2, BFD: true, Controllers: 2, KubeletNode: true, DualStack: dual})
 		pods, err := kubeletPods(l, 2)
 		if err != nil {
 			t.Fatal(err)
@@ -162,7 +168,7 @@ func report(l *harness.Lab) {
 
 // detached starts `lab up -serve` in the background, waits for it to report, prints its
 // output and returns (the lab keeps running).
-func detached(nodes int) error {
+func detached(nodes int, dual bool) error {
 	if err := down(); err != nil {
 		return err
 	}
@@ -178,7 +184,7 @@ func detached(nodes int) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(self, "up", "-serve", "-nodes", strconv.Itoa(nodes))
+	cmd := exec.Command(self, "up", "-serve", "-nodes", strconv.Itoa(nodes), fmt.Sprintf("-dual-stack=%v", dual))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
