@@ -41,25 +41,7 @@ func TestDualStack(t *testing.T) {
 	e := harness.NewEnv(t, bin)
 	e.DualStack = true
 	tor := e.MakeFabric()
-	ext := netns.ForTest(t, e.Prefix+"ext-")
-	for _, c := range []struct {
-		ns   string
-		args []string
-	}{
-		{ext, []string{"ip", "link", "add", "eth0", "type", "veth", "peer", "name", "ext0", "netns", tor}},
-		{ext, []string{"ip", "addr", "add", dsExt4 + "/24", "dev", "eth0"}},
-		{ext, []string{"ip", "addr", "add", dsExt6 + "/64", "dev", "eth0", "nodad"}},
-		{ext, []string{"ip", "link", "set", "eth0", "up"}},
-		{ext, []string{"ip", "route", "add", "default", "via", dsExtTor4}},
-		{ext, []string{"ip", "-6", "route", "add", "default", "via", dsExtTor6}},
-		{tor, []string{"ip", "addr", "add", dsExtTor4 + "/24", "dev", "ext0"}},
-		{tor, []string{"ip", "addr", "add", dsExtTor6 + "/64", "dev", "ext0", "nodad"}},
-		{tor, []string{"ip", "link", "set", "ext0", "up"}},
-	} {
-		if err := netns.Exec(c.ns, c.args...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ext := dsExternal(t, e, tor, true)
 	e.Pool("v4", "10.140.0.0/16", 26, true)      // NAT44 for the external host
 	e.Pool("v6", "fd00:10:140::/56", 122, false) // NAT66 off: pods keep their addresses
 	conf := &v1alpha1.BGPConfiguration{}
@@ -130,15 +112,14 @@ func TestDualStack(t *testing.T) {
 		}
 	}
 
-	type ep struct{ name, ns, v4, v6 string }
-	var eps []ep
+	var eps []dsEndpoint
 	for _, p := range pods {
-		eps = append(eps, ep{p.Name, p.NS, p.v4, p.v6})
+		eps = append(eps, dsEndpoint{p.Name, p.NS, p.v4, p.v6})
 	}
 	for _, n := range nodes {
-		eps = append(eps, ep{n.Name, n.NS, n.Addr, harness.NodeAddr6(n.Addr)})
+		eps = append(eps, dsEndpoint{n.Name, n.NS, n.Addr, harness.NodeAddr6(n.Addr)})
 	}
-	eps = append(eps, ep{"external", ext, dsExt4, dsExt6})
+	eps = append(eps, dsEndpoint{"external", ext, dsExt4, dsExt6})
 	// The routes travel first: wait until the farthest pair answers over IPv6.
 	e.Eventually(30*time.Second, "pod on node-1 reaches pod on node-2 over IPv6", func() string {
 		if _, ok := harness.Ping(pods[0].NS, pods[len(pods)-1].v6); !ok {
@@ -155,48 +136,7 @@ func TestDualStack(t *testing.T) {
 		return ""
 	})
 	for _, fam := range []string{"IPv4", "IPv6"} {
-		var b strings.Builder
-		allOK := true
-		var mu sync.Mutex
-		cells := make([][]string, len(eps))
-		var wg sync.WaitGroup
-		for i, src := range eps {
-			cells[i] = make([]string, len(eps))
-			for j, dst := range eps {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					addr := dst.v4
-					if fam == "IPv6" {
-						addr = dst.v6
-					}
-					_, ok := harness.Ping(src.ns, addr)
-					mu.Lock()
-					defer mu.Unlock()
-					cells[i][j] = "✔"
-					if !ok {
-						cells[i][j], allOK = "✘", false
-					}
-				}()
-			}
-		}
-		wg.Wait()
-		fmt.Fprintf(&b, "%s %-14s", fam, "from \\ to")
-		for _, d := range eps {
-			fmt.Fprintf(&b, " %-13s", d.name)
-		}
-		b.WriteString("\n")
-		for i, s := range eps {
-			fmt.Fprintf(&b, "     %-14s", s.name)
-			for j := range eps {
-				fmt.Fprintf(&b, " %-13s", cells[i][j])
-			}
-			b.WriteString("\n")
-		}
-		t.Logf("connectivity, %s:\n%s", fam, b.String())
-		if !allOK {
-			t.Errorf("the %s matrix has failures", fam)
-		}
+		pingMatrix(t, fam, eps)
 	}
 
 	// BFD runs on the IPv6 session as on the IPv4 one, on both ends.
@@ -323,4 +263,181 @@ func blocksOf(t *testing.T, e *harness.Env, node string) []string {
 		}
 	}
 	return out
+}
+
+// dsExternal makes the external host behind the ToR: IPv6, and IPv4 too when v4.
+func dsExternal(t *testing.T, e *harness.Env, tor string, v4 bool) string {
+	t.Helper()
+	ext := netns.ForTest(t, e.Prefix+"ext-")
+	cmds := []struct {
+		ns   string
+		args []string
+	}{
+		{ext, []string{"ip", "link", "add", "eth0", "type", "veth", "peer", "name", "ext0", "netns", tor}},
+		{ext, []string{"ip", "addr", "add", dsExt6 + "/64", "dev", "eth0", "nodad"}},
+		{ext, []string{"ip", "link", "set", "eth0", "up"}},
+		{ext, []string{"ip", "-6", "route", "add", "default", "via", dsExtTor6}},
+		{tor, []string{"ip", "addr", "add", dsExtTor6 + "/64", "dev", "ext0", "nodad"}},
+		{tor, []string{"ip", "link", "set", "ext0", "up"}},
+	}
+	if v4 {
+		cmds = append(cmds, []struct {
+			ns   string
+			args []string
+		}{
+			{ext, []string{"ip", "addr", "add", dsExt4 + "/24", "dev", "eth0"}},
+			{ext, []string{"ip", "route", "add", "default", "via", dsExtTor4}},
+			{tor, []string{"ip", "addr", "add", dsExtTor4 + "/24", "dev", "ext0"}},
+		}...)
+	}
+	for _, c := range cmds {
+		if err := netns.Exec(c.ns, c.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ext
+}
+
+// dsEndpoint is a row and column of the connectivity matrix.
+type dsEndpoint struct{ name, ns, v4, v6 string }
+
+// pingMatrix pings every endpoint from every endpoint over one family (one packet each),
+// logs the ✔/✘ table and fails the test on any ✘.
+func pingMatrix(t *testing.T, fam string, eps []dsEndpoint) {
+	t.Helper()
+	var b strings.Builder
+	allOK := true
+	var mu sync.Mutex
+	cells := make([][]string, len(eps))
+	var wg sync.WaitGroup
+	for i, src := range eps {
+		cells[i] = make([]string, len(eps))
+		for j, dst := range eps {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				addr := dst.v4
+				if fam == "IPv6" {
+					addr = dst.v6
+				}
+				_, ok := harness.Ping(src.ns, addr)
+				mu.Lock()
+				defer mu.Unlock()
+				cells[i][j] = "✔"
+				if !ok {
+					cells[i][j], allOK = "✘", false
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	fmt.Fprintf(&b, "%s %-14s", fam, "from \\ to")
+	for _, d := range eps {
+		fmt.Fprintf(&b, " %-13s", d.name)
+	}
+	b.WriteString("\n")
+	for i, s := range eps {
+		fmt.Fprintf(&b, "     %-14s", s.name)
+		for j := range eps {
+			fmt.Fprintf(&b, " %-13s", cells[i][j])
+		}
+		b.WriteString("\n")
+	}
+	t.Logf("connectivity, %s:\n%s", fam, b.String())
+	if !allOK {
+		t.Errorf("the %s matrix has failures", fam)
+	}
+}
+
+// TestIPv6Only: nodes with only IPv6 addresses (router IDs from the annotation), an IPv6
+// pool, the mesh and the ToR session over IPv6 with BFD on both: pods get one IPv6
+// address, and every pod, node and the external host reaches every other.
+func TestIPv6Only(t *testing.T) {
+	e := harness.NewEnv(t, bin)
+	e.IPv6Only = true
+	tor := e.MakeFabric()
+	ext := dsExternal(t, e, tor, false)
+	e.Pool("v6", "fd00:10:150::/56", 122, false)
+	conf := &v1alpha1.BGPConfiguration{}
+	conf.Name = "default"
+	conf.Spec.ASNumber = harness.ClusterAS
+	conf.Spec.BFD = &v1alpha1.BFDSettings{Enabled: true}
+	if _, err := e.HR.BGPConfigurations.Create(e.Ctx, conf); err != nil {
+		t.Fatal(err)
+	}
+	peer := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{PeerIP: harness.FabricGateway6, ASNumber: harness.TorAS, BFD: &v1alpha1.BFDSettings{Enabled: true}}}
+	peer.Name = "tor6"
+	if _, err := e.HR.BGPPeers.Create(e.Ctx, peer); err != nil {
+		t.Fatal(err)
+	}
+	tc := harness.TorConfig{AS: harness.TorAS, Neighbors6: map[string]uint32{}, BFD: true}
+	for i := 1; i <= 2; i++ {
+		tc.Neighbors6[harness.NodeAddr6(harness.NodeAddr(i))] = harness.ClusterAS
+	}
+	bird := e.StartBIRD(tor, tc.Config())
+	e.RunController(controller.Config{})
+	var nodes []*harness.Node
+	for i := 1; i <= 2; i++ {
+		nodes = append(nodes, e.AddNode(fmt.Sprintf("node-%d", i), harness.NodeAddr(i)))
+	}
+	for _, n := range nodes {
+		n.WaitReady(30 * time.Second)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range nodes {
+				t.Logf("agent log of %s:\n%s", n.Name, lastLines(n.Log(), 40))
+			}
+			out, _ := bird.Query("show protocols")
+			t.Logf("ToR protocols:\n%s", out)
+		}
+	})
+	var eps []dsEndpoint
+	for _, n := range nodes {
+		for j := 1; j <= 2; j++ {
+			p := n.NewPod(fmt.Sprintf("%s-pod-%d", n.Name, j))
+			if err := e.PodObject(p); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Add(); err != nil {
+				t.Fatal(err)
+			}
+			if p.IP6 == "" || p.IP != p.IP6 || !netip.MustParsePrefix("fd00:10:150::/56").Contains(netip.MustParseAddr(p.IP6)) {
+				t.Fatalf("pod %s got %q / %q, want one IPv6 address from fd00:10:150::/56 and no IPv4", p.Name, p.IP, p.IP6)
+			}
+			eps = append(eps, dsEndpoint{name: p.Name, ns: p.NS, v6: p.IP6})
+		}
+	}
+	for _, n := range nodes {
+		eps = append(eps, dsEndpoint{name: n.Name, ns: n.NS, v6: n.Addr})
+	}
+	eps = append(eps, dsEndpoint{name: "external", ns: ext, v6: dsExt6})
+	e.Eventually(30*time.Second, "node-1's mesh and ToR sessions Established over IPv6 with BFD Up", func() string {
+		ss, err := routingSessions(nodes[0])
+		if err != nil {
+			return err.Error()
+		}
+		up := map[string]bool{}
+		for _, s := range ss {
+			if s.GetState() == "Established" && s.GetBfdState() == "Up" {
+				up[s.GetPeer()] = true
+			}
+		}
+		if !up[nodes[1].Addr] || !up[harness.FabricGateway6] || len(ss) != 2 {
+			return fmt.Sprintf("sessions %v", ss)
+		}
+		return ""
+	})
+	e.Eventually(30*time.Second, "the farthest pods reach each other", func() string {
+		if _, ok := harness.Ping(eps[0].ns, eps[3].v6); !ok {
+			return "no answer"
+		}
+		return ""
+	})
+	pingMatrix(t, "IPv6", eps)
+	rc, code := routectl(t, nodes[0], "status")
+	t.Logf("routectl status on node-1:\n%s", rc)
+	if code != 0 || !strings.Contains(rc, "2/2 Established") {
+		t.Errorf("routectl status: exit %d, want both sessions Established:\n%s", code, rc)
+	}
 }

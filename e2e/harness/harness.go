@@ -85,6 +85,10 @@ type Env struct {
 	// an IPv6 address too (NodeAddr6 of its IPv4 one), as a second InternalIP, with an
 	// IPv6 default route via the ToR. Set it before MakeFabric.
 	DualStack bool
+	// IPv6Only is DualStack without the IPv4 side on the nodes: their uplink has only the
+	// IPv6 address, which is their one InternalIP (Node.Addr), and their BGP router ID is
+	// the IPv4 address they were given, as the hostroute.io/router-id annotation.
+	IPv6Only bool
 }
 
 // FabricGateway6 is the ToR's IPv6 address on the first node segment (2001:db8:2::/64).
@@ -122,7 +126,7 @@ func (e *Env) MakeFabric() string {
 	}
 	e.Fabric = ns
 	e.AddSegment("br0", FabricGateway)
-	if e.DualStack {
+	if e.DualStack || e.IPv6Only {
 		for _, c := range [][]string{
 			{"sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
 			{"ip", "addr", "add", FabricGateway6 + "/64", "dev", "br0", "nodad"},
@@ -256,7 +260,15 @@ func (e *Env) AddNodeOn(segment, name, addr string) *Node {
 	if e.DualStack && segment == "br0" {
 		node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: NodeAddr6(addr)})
 	}
-	node.Annotations = e.NodeAnnotations[name]
+	node.Annotations = maps.Clone(e.NodeAnnotations[name])
+	if e.IPv6Only {
+		n.Addr = NodeAddr6(addr)
+		node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.Addr}}
+		if node.Annotations == nil {
+			node.Annotations = map[string]string{}
+		}
+		node.Annotations[v1alpha1.AnnotationRouterID] = addr
+	}
 	node.Labels = maps.Clone(e.NodeLabels[name])
 	if e.Fabric != "" {
 		if node.Labels == nil {
@@ -304,10 +316,12 @@ func (e *Env) plumbNode(ns, segment, name, addr string) {
 		}
 		torSide = [][]string{{"ip", "link", "set", port, "master", segment}, {"ip", "link", "set", port, "up"}}
 	}
-	setup = append(setup,
-		[]string{"ip", "addr", "add", addr + "/24", "dev", "up0"},
-		[]string{"ip", "route", "add", "default", "via", gateway(addr), "dev", "up0"})
-	if e.DualStack && segment == "br0" {
+	if !e.IPv6Only {
+		setup = append(setup,
+			[]string{"ip", "addr", "add", addr + "/24", "dev", "up0"},
+			[]string{"ip", "route", "add", "default", "via", gateway(addr), "dev", "up0"})
+	}
+	if (e.DualStack || e.IPv6Only) && segment == "br0" {
 		setup = append(setup,
 			[]string{"ip", "addr", "add", NodeAddr6(addr) + "/64", "dev", "up0", "nodad"},
 			[]string{"ip", "-6", "route", "add", "default", "via", FabricGateway6, "dev", "up0"})
