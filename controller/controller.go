@@ -147,7 +147,8 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 		UpdateFunc: func(old, cur any) {
 			o, ok1 := old.(*v1alpha1.NodeNetworkStatus)
 			n, ok2 := cur.(*v1alpha1.NodeNetworkStatus)
-			if !ok1 || !ok2 || !slices.Equal(o.Status.PoolsNeeded, n.Status.PoolsNeeded) {
+			if !ok1 || !ok2 || !slices.Equal(o.Status.PoolsNeeded, n.Status.PoolsNeeded) ||
+				!slices.Equal(o.Status.AddressesNeeded, n.Status.AddressesNeeded) {
 				c.enqueueObj("node", cur)
 			}
 		},
@@ -330,7 +331,8 @@ func (c *Controller) syncNode(ctx context.Context, name string) (time.Duration, 
 		return 0, err
 	}
 	pools := analysePools(c.listPools())
-	needs := nodeNeeds{pools: c.poolsNeeded(name), reserved: c.reservedPrefixes()}
+	pn, an := c.needsOf(name)
+	needs := nodeNeeds{pools: pn, addrs: an, reserved: c.reservedPrefixes()}
 	plan := planNode(node, pools, blocks, c.cfg.Watermark, c.cfg.MaxBlocksPerNode, needs)
 	steps, after := planHygiene(node, pools, blocks, needs, c.cfg.Watermark, time.Now(), c.cfg.EmptyBlockGrace)
 	var errs []error
@@ -357,13 +359,14 @@ func (c *Controller) syncNode(ctx context.Context, name string) (time.Duration, 
 	return after, errors.Join(errs...)
 }
 
-// poolsNeeded are the pools a node's agent reports its pods need.
-func (c *Controller) poolsNeeded(node string) []string {
+// needsOf are the pools and fixed addresses a node's agent reports its pods need.
+func (c *Controller) needsOf(node string) (pools, addrs []string) {
 	o, ok, _ := c.statuses.GetStore().GetByKey(node)
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	return o.(*v1alpha1.NodeNetworkStatus).Status.PoolsNeeded
+	st := o.(*v1alpha1.NodeNetworkStatus).Status
+	return st.PoolsNeeded, st.AddressesNeeded
 }
 
 func (c *Controller) createBlock(ctx context.Context, node *corev1.Node, a assignment) error {

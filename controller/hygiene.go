@@ -112,7 +112,7 @@ func planHygiene(node *corev1.Node, pools []*poolInfo, blocks []*v1alpha1.IPAMBl
 		}
 		empty := len(b.Status.Allocations) == 0
 		_, marked := b.Annotations[v1alpha1.AnnotationEmptySince]
-		releasable := empty && grace > 0 &&
+		releasable := empty && grace > 0 && !holdsAny(b, needs.addrs) &&
 			others(b, func(*v1alpha1.IPAMBlock) bool { return true }) &&
 			(!general[b.Spec.Pool] || others(b, func(o *v1alpha1.IPAMBlock) bool {
 				return general[o.Spec.Pool] && !atWatermark(o, watermark, needs.reserved)
@@ -197,4 +197,19 @@ func (c *Controller) applyHygiene(ctx context.Context, node *corev1.Node, action
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// holdsAny reports whether the block holds one of the addresses (fixed addresses a pod of
+// its node waits for).
+func holdsAny(b *v1alpha1.IPAMBlock, addrs []string) bool {
+	pfx, err := netip.ParsePrefix(b.Spec.CIDR)
+	if err != nil {
+		return false
+	}
+	for _, s := range addrs {
+		if a, err := netip.ParseAddr(s); err == nil && pfx.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -46,6 +46,8 @@ type nodePlan struct {
 type nodeNeeds struct {
 	// pools its agent reports its pods need (NodeNetworkStatus.status.poolsNeeded).
 	pools []string
+	// addrs are fixed addresses of its pods outside its blocks (status.addressesNeeded).
+	addrs []string
 	// reserved prefixes (IPReservations): counted as in use, and a block that one
 	// reservation covers whole is never assigned (one that several cover together is,
 	// and counts as full at once).
@@ -132,8 +134,47 @@ func planNode(node *corev1.Node, pools []*poolInfo, blocks []*v1alpha1.IPAMBlock
 			mine[fam] = append(mine[fam], newBlock(a, node.Name)) // later supplies see it
 		}
 	}
+	plan.assign = append(plan.assign, fixedAssignments(node, pools, used, needs)...)
 	plan.short = dedupeShortages(plan.short)
 	return plan
+}
+
+// fixedAssignments gives a node the block of each fixed address its pods need, from the
+// enabled pool holding the address (its nodeSelector need not select the node), when no
+// node holds that block yet and no reservation covers it whole. Not capped: a pod waits
+// for it. An address whose block is taken gets nothing here; the agent refuses that ADD.
+func fixedAssignments(node *corev1.Node, pools []*poolInfo, used []netip.Prefix, needs nodeNeeds) []assignment {
+	var out []assignment
+	for _, s := range needs.addrs {
+		addr, err := netip.ParseAddr(s)
+		if err != nil {
+			continue
+		}
+		for _, p := range pools {
+			if p.unusable != "" || !p.prefix.Contains(addr) {
+				continue
+			}
+			blk := netip.PrefixFrom(addr, p.blockSize).Masked()
+			free := true
+			for _, u := range used {
+				if u.Overlaps(blk) {
+					free = false
+					break
+				}
+			}
+			for _, r := range needs.reserved {
+				if r.Bits() <= blk.Bits() && r.Overlaps(blk) {
+					free = false
+				}
+			}
+			if free {
+				out = append(out, assignment{pool: p, prefix: blk, reason: fmt.Sprintf("fixed address %s of a pod on the node", addr)})
+				used = append(used, blk)
+			}
+			break
+		}
+	}
+	return out
 }
 
 // dedupeShortages drops repeats (a needed pool that also serves every namespace is in two

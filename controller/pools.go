@@ -5,7 +5,6 @@ import (
 	"math/big"
 	"net/netip"
 	"sort"
-	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -173,13 +172,7 @@ func blockAfter(addr netip.Addr, blockSize int) (netip.Prefix, bool) {
 // BlockName is the IPAMBlock name for a block prefix: 10.244.3.64/26 → 10-244-3-64-26.
 // The name is a function of the prefix, so the API server itself refuses a second
 // assignment of the same block, even from a second controller replica.
-func BlockName(p netip.Prefix) string {
-	s := strings.NewReplacer(".", "-", ":", "-", "/", "-").Replace(p.String())
-	if strings.HasPrefix(s, "-") {
-		s = "0" + s
-	}
-	return s
-}
+func BlockName(p netip.Prefix) string { return v1alpha1.BlockName(p) }
 
 // blockCount formats "assigned/capacity", using a big number for huge IPv6 pools.
 func blockCount(assigned int, p *poolInfo) string {

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -214,4 +215,107 @@ func TestPoolChoice(t *testing.T) {
 	}
 	// A pod of pool green again: a block comes back on demand.
 	mustAdd("ns-green", nil, "10.121.0.0/24")
+}
+
+// TestFixedAddress: a pod's hostroute.io/ip-addrs gives it exactly that address; its node
+// takes the address's block (from a pool no node takes blocks from otherwise) and
+// announces it, so pods on other nodes reach the address. A second pod asking for the
+// address is refused with CNI error 103 naming the holder, on the same node and on
+// another; an address in no pool or a reserved one is refused with 102; nothing is left
+// behind by a refused ADD.
+func TestFixedAddress(t *testing.T) {
+	l := newLab(t, 2, false, 0)
+	e := l.e
+	size := int32(28)
+	fixed := &v1alpha1.IPPool{Spec: v1alpha1.IPPoolSpec{CIDR: "10.160.0.0/24", BlockSize: &size,
+		NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"hostroute.test/fixed-only": "none"}}}}
+	fixed.Name = "fixed"
+	if _, err := e.HR.IPPools.Create(e.Ctx, fixed); err != nil {
+		t.Fatal(err)
+	}
+	res := &v1alpha1.IPReservation{Spec: v1alpha1.IPReservationSpec{ReservedCIDRs: []string{"10.160.0.9"}}}
+	res.Name = "gateway"
+	if _, err := e.HR.IPReservations.Create(e.Ctx, res); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := l.nodes[0], l.nodes[1]
+	seq := 0
+	pod := func(n *harness.Node, addrs string) *harness.Pod {
+		t.Helper()
+		seq++
+		p := n.NewPod(fmt.Sprintf("fixed-%d", seq))
+		var ann map[string]string
+		if addrs != "" {
+			ann = map[string]string{v1alpha1.AnnotationIPAddrs: addrs}
+		}
+		if err := e.PodObject(p, ann); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	plain1 := pod(n1, "")
+	if err := plain1.Add(); err != nil {
+		t.Fatal(err)
+	}
+	a := pod(n2, `["10.160.0.7"]`)
+	start := time.Now()
+	if err := a.Add(); err != nil {
+		t.Fatalf("ADD with a fixed address: %v", err)
+	}
+	if a.IP != "10.160.0.7" {
+		t.Fatalf("pod with fixed address 10.160.0.7 got %s", a.IP)
+	}
+	t.Logf("fixed address wired in %s (block on demand)", time.Since(start).Round(time.Millisecond))
+	if got := blocksOf(t, e, n2.Name); !slices.Contains(got, "10.160.0.0/28") {
+		t.Fatalf("node-2 does not hold the fixed address's block 10.160.0.0/28: %v", got)
+	}
+	e.Eventually(20*time.Second, "a pod on node-1 reaches the fixed address on node-2", func() string {
+		if _, ok := harness.Ping(plain1.NS, a.IP); !ok {
+			return "no answer from " + a.IP
+		}
+		return ""
+	})
+
+	before1, before2 := len(hostVeths(t, n1)), len(hostVeths(t, n2))
+	for _, tc := range []struct {
+		node *harness.Node
+		addr string
+		code uint
+		want []string
+	}{
+		{n1, "10.160.0.7", cni.ErrAddressTaken, []string{"node-2", "held there by pod default/" + a.Name}},
+		{n2, "10.160.0.7", cni.ErrAddressTaken, []string{"held by pod default/" + a.Name + " on this node"}},
+		{n1, "10.99.0.1", cni.ErrPoolChoice, []string{"10.99.0.1, which lies in no IPPool"}},
+		{n2, "10.160.0.9", cni.ErrPoolChoice, []string{"10.160.0.9 is reserved"}},
+		{n1, "10.160.0.7,10.160.0.8", cni.ErrPoolChoice, []string{"two IPv4 addresses"}},
+	} {
+		p := pod(tc.node, tc.addr)
+		r := cniError(t, tc.node, "ADD", p, tc.node.NetConf())
+		if r.Code != int(tc.code) {
+			t.Errorf("%s on %s: code %d %q, want %d", tc.addr, tc.node.Name, r.Code, r.Msg, tc.code)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.Msg, w) {
+				t.Errorf("%s on %s: %q does not say %q", tc.addr, tc.node.Name, r.Msg, w)
+			}
+		}
+	}
+	if v1, v2 := len(hostVeths(t, n1)), len(hostVeths(t, n2)); v1 != before1 || v2 != before2 {
+		t.Errorf("refused ADDs left veths: %d and %d, want %d and %d", v1, v2, before1, before2)
+	}
+
+	// A fixed address of another block on node-1: that block comes to node-1.
+	b := pod(n1, "10.160.0.20")
+	if err := b.Add(); err != nil {
+		t.Fatal(err)
+	}
+	if b.IP != "10.160.0.20" || !slices.Contains(blocksOf(t, e, n1.Name), "10.160.0.16/28") {
+		t.Fatalf("pod got %s, node-1 blocks %v; want 10.160.0.20 and block 10.160.0.16/28", b.IP, blocksOf(t, e, n1.Name))
+	}
+	e.Eventually(20*time.Second, "the fixed address on node-1 reachable from node-2's pod", func() string {
+		if _, ok := harness.Ping(a.NS, b.IP); !ok {
+			return "no answer from " + b.IP
+		}
+		return ""
+	})
 }

@@ -46,3 +46,24 @@ func ServesEveryNamespace(p *IPPool) bool {
 	s := p.Spec.NamespaceSelector
 	return s == nil || (len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0)
 }
+
+// BlockName is the IPAMBlock name for a block prefix: 10.244.3.64/26 → 10-244-3-64-26.
+func BlockName(p netip.Prefix) string {
+	s := strings.NewReplacer(".", "-", ":", "-", "/", "-").Replace(p.String())
+	if strings.HasPrefix(s, "-") {
+		s = "0" + s
+	}
+	return s
+}
+
+// EffectiveBlockSize is a pool's block size: its spec's, else 26 for IPv4 and 122 for
+// IPv6 (the controller's defaults, which it also reports in status.blockSize).
+func EffectiveBlockSize(p *IPPool, family6 bool) int {
+	switch {
+	case p.Spec.BlockSize != nil:
+		return int(*p.Spec.BlockSize)
+	case family6:
+		return 122
+	}
+	return 26
+}

@@ -89,6 +89,13 @@ type IPPoolSpec struct {
 const (
 	AnnotationIPv4Pools = "hostroute.io/ipv4pools"
 	AnnotationIPv6Pools = "hostroute.io/ipv6pools"
+	// AnnotationIPAddrs on a Pod asks for fixed addresses, at most one per family (a JSON
+	// list or a comma-separated list: ["10.244.7.5","fd00:10:244::7:5"]). Each must lie in
+	// an enabled IPPool whose namespaceSelector admits the pod (its nodeSelector need not
+	// select the node: a pool for fixed addresses only selects no node) and in no
+	// IPReservation. The pod's node takes the address's whole block; an address whose
+	// block another node holds, or that another pod holds, is refused at ADD.
+	AnnotationIPAddrs = "hostroute.io/ip-addrs"
 )
 
 // IPPool condition types.

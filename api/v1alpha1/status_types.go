@@ -52,6 +52,12 @@ type NodeNetworkStatusStatus struct {
 	// +optional
 	// +listType=set
 	PoolsNeeded []string `json:"poolsNeeded,omitempty"`
+	// AddressesNeeded are fixed addresses (hostroute.io/ip-addrs) of the node's pods that
+	// lie in no block of the node yet, sorted: the controller assigns the node the block
+	// holding each, when no other node holds it.
+	// +optional
+	// +listType=set
+	AddressesNeeded []string `json:"addressesNeeded,omitempty"`
 	// Routes counts the kernel routes hostroute owns, and how they differ from the RIB.
 	// +optional
 	Routes RouteCounts `json:"routes,omitempty"`

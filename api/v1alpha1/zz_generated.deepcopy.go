@@ -722,6 +722,11 @@ func (in *NodeNetworkStatusStatus) DeepCopyInto(out *NodeNetworkStatusStatus) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.AddressesNeeded != nil {
+		in, out := &in.AddressesNeeded, &out.AddressesNeeded
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	out.Routes = in.Routes
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions

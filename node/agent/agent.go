@@ -290,7 +290,7 @@ func (a *Agent) serve(ctx context.Context) (*grpc.Server, <-chan error, error) {
 	svc := &server{
 		log: a.log, node: a.cfg.NodeName, alloc: a.alloc, waitFor: a.cfg.AllocWait,
 		publish: a.pub.trigger, changes: a.changes, routing: a.obs.routing,
-		choose: a.podsrc.choose, needPool: a.obs.nudge,
+		choose: a.podsrc.choose, needPool: a.obs.nudge, blockHolder: a.podsrc.blockHolder,
 	}
 	if a.bgp != nil {
 		svc.routed = a.bgp.ready

@@ -173,13 +173,14 @@ func (o *observer) run(ctx context.Context) {
 		o.lastTick = time.Now()
 		o.mu.Unlock()
 		st := nodestatus.FromRouting(snap, time.Now())
-		st.PoolsNeeded = o.a.podsrc.needs(o.a.alloc.NodeBlocks())
+		st.PoolsNeeded, st.AddressesNeeded = o.a.podsrc.needs(o.a.alloc.NodeBlocks())
 		changed := published == nil || !sameStatus(*published, st)
 		due := time.Since(lastWrite) >= o.a.cfg.StatusInterval
 		heartbeat := time.Since(lastWrite) >= statusHeartbeat
 		// The controller assigns blocks of newly needed pools from this status, and a
 		// pod's ADD may be waiting for one: no rate limit.
-		needs := published != nil && !slices.Equal(published.PoolsNeeded, st.PoolsNeeded)
+		needs := published != nil && (!slices.Equal(published.PoolsNeeded, st.PoolsNeeded) ||
+			!slices.Equal(published.AddressesNeeded, st.AddressesNeeded))
 		if o.a.hr != nil && ((changed && due) || heartbeat || needs) {
 			if err := o.publish(ctx, st); err != nil {
 				o.log.Warn("writing NodeNetworkStatus failed; retrying", "err", err)
@@ -205,7 +206,8 @@ func (o *observer) waitTick(ctx context.Context, tick <-chan time.Time, publishe
 		case <-tick:
 			return
 		case <-o.wake:
-			if published == nil || !slices.Equal(published.PoolsNeeded, o.a.podsrc.needs(o.a.alloc.NodeBlocks())) {
+			pools, addrs := o.a.podsrc.needs(o.a.alloc.NodeBlocks())
+			if published == nil || !slices.Equal(published.PoolsNeeded, pools) || !slices.Equal(published.AddressesNeeded, addrs) {
 				return
 			}
 		}

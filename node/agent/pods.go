@@ -35,10 +35,11 @@ type podSource struct {
 	// pods of this node, namespaces, the node itself (nil without kube).
 	pods, namespaces, self cache.SharedIndexInformer
 	reservations           cache.SharedIndexInformer
+	hr                     *client.Client
 }
 
 func newPodSource(log *slog.Logger, node string, kube kubernetes.Interface, hr *client.Client, pools cache.SharedIndexInformer) *podSource {
-	s := &podSource{log: log, node: node, kube: kube, lookup: kube, pools: pools, reservations: hr.IPReservations.Informer("", 0)}
+	s := &podSource{log: log, node: node, kube: kube, lookup: kube, pools: pools, hr: hr, reservations: hr.IPReservations.Informer("", 0)}
 	if kube == nil {
 		return s
 	}
@@ -154,18 +155,18 @@ func (s *podSource) poolList() []*v1alpha1.IPPool {
 	return out
 }
 
-// needs are the pools this node's pods take addresses from (see ipam.Needs), for the
-// NodeNetworkStatus. Pods that are done, terminating (they hold their addresses until
+// needs are the pools this node's pods take addresses from (see ipam.Needs) and their
+// fixed addresses outside the node's blocks (ipam.NeedAddrs), for the NodeNetworkStatus. Pods that are done, terminating (they hold their addresses until
 // their DEL, but ADD no more) or on the host network need none; a pod whose annotations
 // cannot be honoured needs none either (its ADD fails and says why).
-func (s *podSource) needs(blocks []ipam.Block) []string {
+func (s *podSource) needs(blocks []ipam.Block) (pools, addrs []string) {
 	if s.pods == nil {
-		return nil
+		return nil, nil
 	}
 	nodeLabels := s.nodeLabels()
-	pools := s.poolList()
+	all := s.poolList()
 	disabled := map[string]bool{}
-	for _, p := range pools {
+	for _, p := range all {
 		if p.Spec.Disabled {
 			disabled[p.Name] = true
 		}
@@ -181,13 +182,13 @@ func (s *podSource) needs(blocks []ipam.Block) []string {
 			ns := n.(*corev1.Namespace)
 			info.NamespaceLabels, info.NamespaceAnnotations = ns.Labels, ns.Annotations
 		}
-		c, err := ipam.Choose(info, nodeLabels, pools)
+		c, err := ipam.Choose(info, nodeLabels, all)
 		if err != nil {
 			continue
 		}
 		choices = append(choices, c)
 	}
-	return ipam.Needs(choices, blocks, disabled)
+	return ipam.Needs(choices, blocks, disabled), ipam.NeedAddrs(choices, blocks)
 }
 
 // reserved are the prefixes of every IPReservation.
@@ -242,4 +243,31 @@ func slimNode(obj any) (any, error) {
 	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{
 		Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels,
 	}}, nil
+}
+
+// blockHolder says which node holds the block a fixed address of the pool lies in ("" when
+// no node does yet), and who holds the address there as that node last published it. One
+// API read: it runs only when an ADD's fixed address is in none of this node's blocks.
+func (s *podSource) blockHolder(ctx context.Context, addr netip.Addr, poolName string) (node, who string, err error) {
+	o, ok, _ := s.pools.GetStore().GetByKey(poolName)
+	if !ok {
+		return "", "", nil
+	}
+	size := v1alpha1.EffectiveBlockSize(o.(*v1alpha1.IPPool), addr.Is6())
+	block := netip.PrefixFrom(addr, size).Masked()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	b, err := s.hr.IPAMBlocks.Get(cctx, v1alpha1.BlockName(block))
+	if apierrors.IsNotFound(err) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("read block %s: %w", block, err)
+	}
+	for _, al := range b.Status.Allocations {
+		if al.Address == addr.String() {
+			who = "pod " + al.Namespace + "/" + al.Pod
+		}
+	}
+	return b.Spec.Node, who, nil
 }

@@ -40,6 +40,9 @@ type server struct {
 	// needPool asks for the node's needed pools to be published now (an ADD waits for a
 	// block of a pool the node has none of).
 	needPool func()
+	// blockHolder says which node holds the block of a fixed address ("" = none yet) and
+	// who holds the address there; nil: not checked.
+	blockHolder func(ctx context.Context, addr netip.Addr, pool string) (node, who string, err error)
 }
 
 // broadcast wakes every waiter when the node's blocks change.
@@ -75,14 +78,24 @@ func (s *server) Allocate(ctx context.Context, req *agentv1.AllocateRequest) (*a
 	}
 	defer unlock()
 	deadline := time.Now().Add(s.waitFor)
+	checkedFixed := false
 	for {
 		changed := s.changes.wait()
-		addrs, err := s.allocate(ctx, o)
+		addrs, choice, err := s.allocate(ctx, o)
 		if _, isStatus := status.FromError(err); isStatus && err != nil {
 			return nil, err
 		}
 		if errors.Is(err, ipam.ErrPoolChoice) {
 			return nil, status.Errorf(codes.FailedPrecondition, "pod %s/%s on node %s: %v", o.Namespace, o.Pod, s.node, err)
+		}
+		if errors.Is(err, ipam.ErrAddrTaken) {
+			return nil, status.Errorf(codes.AlreadyExists, "pod %s/%s on node %s: %v", o.Namespace, o.Pod, s.node, err)
+		}
+		if errors.Is(err, ipam.ErrNoBlock) && !checkedFixed {
+			checkedFixed = true
+			if serr := s.fixedElsewhere(ctx, o, choice); serr != nil {
+				return nil, serr
+			}
 		}
 		if errors.Is(err, errNoPool) {
 			if time.Until(deadline) <= 0 {
@@ -121,25 +134,54 @@ func (s *server) Allocate(ctx context.Context, req *agentv1.AllocateRequest) (*a
 var errNoPool = errors.New("no IPPool serves the pod on this node (none selects the node, or none exists yet)")
 
 // allocate allocates from the pools chosen for the pod, or from any block without a
-// chooser.
-func (s *server) allocate(ctx context.Context, o ipam.Owner) ([]netip.Prefix, error) {
+// chooser; it returns the choice too.
+func (s *server) allocate(ctx context.Context, o ipam.Owner) ([]netip.Prefix, ipam.Choice, error) {
 	if s.choose == nil {
-		return s.alloc.Allocate(o)
+		addrs, err := s.alloc.Allocate(o)
+		return addrs, ipam.Choice{}, err
 	}
 	if held := s.alloc.Get(ipam.Attachment{ContainerID: o.ContainerID, IfName: o.IfName}); len(held) > 0 {
-		return held, nil // a retried ADD keeps its addresses whatever the annotations say now
+		return held, ipam.Choice{}, nil // a retried ADD keeps its addresses whatever the annotations say now
 	}
 	c, err := s.choose(ctx, o)
 	if err != nil && !errors.Is(err, ipam.ErrPoolChoice) {
-		return nil, status.Errorf(codes.Unavailable, "pod %s/%s on node %s: %v", o.Namespace, o.Pod, s.node, err)
+		return nil, c, status.Errorf(codes.Unavailable, "pod %s/%s on node %s: %v", o.Namespace, o.Pod, s.node, err)
 	}
 	if err != nil {
-		return nil, err
+		return nil, c, err
 	}
 	if c.Empty() {
-		return nil, errNoPool
+		return nil, c, errNoPool
 	}
-	return s.alloc.AllocateFrom(o, c)
+	addrs, err := s.alloc.AllocateFrom(o, c)
+	return addrs, c, err
+}
+
+// fixedElsewhere refuses a fixed address whose block another node holds: only the node
+// holding a block hands out its addresses, so the pod can have it only there.
+func (s *server) fixedElsewhere(ctx context.Context, o ipam.Owner, c ipam.Choice) error {
+	if s.blockHolder == nil {
+		return nil
+	}
+	for _, fam := range []int{4, 6} {
+		addr := c.Fixed(fam)
+		if !addr.IsValid() || len(c.Pools(fam)) == 0 {
+			continue
+		}
+		node, who, err := s.blockHolder(ctx, addr, c.Pools(fam)[0])
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "pod %s/%s on node %s: %v", o.Namespace, o.Pod, s.node, err)
+		}
+		if node != "" && node != s.node {
+			held := "free there"
+			if who != "" {
+				held = "held there by " + who
+			}
+			return status.Errorf(codes.AlreadyExists, "pod %s/%s on node %s: fixed address %s lies in a block node %s holds (%s); a fixed address goes only to a pod on the node holding its block",
+				o.Namespace, o.Pod, s.node, addr, node, held)
+		}
+	}
+	return nil
 }
 
 func (s *server) exhausted(err error) error {

@@ -148,6 +148,9 @@ func (a *agent) explain(op string, err error) error {
 	case st.Code() == codes.ResourceExhausted:
 		ce.code = ErrPoolExhausted
 		ce.msg = fmt.Sprintf("pod address pool exhausted (agent: %s); enlarge or add an IPPool, or delete unused pods", st.Message())
+	case st.Code() == codes.AlreadyExists:
+		ce.code = ErrAddressTaken
+		ce.msg = fmt.Sprintf("the pod's fixed address is taken (agent: %s)", st.Message())
 	case st.Code() == codes.FailedPrecondition:
 		ce.code = ErrPoolChoice
 		ce.msg = fmt.Sprintf("the pod's IPPool choice cannot be honoured (agent: %s); fix the annotation or the IPPool", st.Message())

@@ -19,6 +19,9 @@ const (
 	// ErrPoolChoice: the pod's or its namespace's pool annotation names an IPPool that
 	// cannot serve it (unknown, other family, does not select the node or namespace).
 	ErrPoolChoice uint = 102
+	// ErrAddressTaken: the pod's fixed address (hostroute.io/ip-addrs) is held by another
+	// pod, or lies in a block another node holds.
+	ErrAddressTaken uint = 103
 	// ErrPluginNotAvailable is the spec's STATUS code 50 (cannot service ADD).
 	ErrPluginNotAvailable uint = 50
 )

@@ -34,6 +34,8 @@ var (
 	ErrFull = errors.New("every address block of this node is full")
 	// ErrInvalid: the request is malformed.
 	ErrInvalid = errors.New("invalid request")
+	// ErrAddrTaken: a fixed address another attachment holds.
+	ErrAddrTaken = errors.New("the fixed address is taken")
 )
 
 // Block is one of the node's blocks as the allocator sees it.
@@ -49,6 +51,17 @@ type Block struct {
 // preference. A family with no pools gets no address.
 type Choice struct {
 	V4, V6 []string
+	// V4Addr and V6Addr are fixed addresses (hostroute.io/ip-addrs): that family's address
+	// is exactly this one, from whichever of the node's blocks holds it.
+	V4Addr, V6Addr netip.Addr
+}
+
+// Fixed returns the fixed address of one family (4 or 6), if any.
+func (c Choice) Fixed(fam int) netip.Addr {
+	if fam == 4 {
+		return c.V4Addr
+	}
+	return c.V6Addr
 }
 
 // Pools returns the choice of one family (4 or 6).
@@ -60,7 +73,9 @@ func (c Choice) Pools(fam int) []string {
 }
 
 // Empty reports whether the choice wants no address at all.
-func (c Choice) Empty() bool { return len(c.V4) == 0 && len(c.V6) == 0 }
+func (c Choice) Empty() bool {
+	return len(c.V4) == 0 && len(c.V6) == 0 && !c.V4Addr.IsValid() && !c.V6Addr.IsValid()
+}
 
 // Allocator hands out addresses from the node's blocks.
 //
@@ -176,12 +191,19 @@ func (a *Allocator) allocate(o Owner, c *Choice) ([]netip.Prefix, error) {
 	var got []netip.Addr
 	for _, fam := range fams {
 		var pools []string
-		if c != nil {
-			if pools = c.Pools(fam); len(pools) == 0 {
-				continue
+		var addr netip.Addr
+		var err error
+		switch {
+		case c != nil && c.Fixed(fam).IsValid():
+			addr, err = a.fixedLocked(c.Fixed(fam))
+		case c != nil && len(c.Pools(fam)) == 0:
+			continue
+		default:
+			if c != nil {
+				pools = c.Pools(fam)
 			}
+			addr, err = a.freeLocked(fam, pools)
 		}
-		addr, err := a.freeLocked(fam, pools)
 		if err != nil {
 			a.rollbackLocked(got)
 			return nil, err
@@ -302,6 +324,27 @@ func (a *Allocator) freeLocked(fam int, pools []string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("%w (%s)", ErrNoBlock, which)
 	}
 	return netip.Addr{}, fmt.Errorf("%w (%s)", ErrFull, which)
+}
+
+// fixedLocked checks that a fixed address can be given: in an open block of the node, not
+// reserved, and held by no one (a retry of its holder returned earlier).
+func (a *Allocator) fixedLocked(addr netip.Addr) (netip.Addr, error) {
+	if o, held := a.byAddr[addr]; held {
+		who := o.ContainerID
+		if o.Pod != "" {
+			who = "pod " + o.Namespace + "/" + o.Pod
+		}
+		return netip.Addr{}, fmt.Errorf("%w: %s is held by %s on this node", ErrAddrTaken, addr, who)
+	}
+	if a.reservedLocked(addr) {
+		return netip.Addr{}, fmt.Errorf("%w: fixed address %s is reserved (IPReservation)", ErrPoolChoice, addr)
+	}
+	for _, b := range a.blocks {
+		if b.Prefix.Contains(addr) && !b.Draining {
+			return addr, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("%w (no open block of this node holds fixed address %s yet)", ErrNoBlock, addr)
 }
 
 // freeInLocked finds a free, unreserved address in one block, next-fit from its cursor.

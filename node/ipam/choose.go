@@ -41,8 +41,20 @@ func Choose(pod PodInfo, nodeLabels map[string]string, pools []*v1alpha1.IPPool)
 	for _, p := range pools {
 		parsed[p.Name] = parseChoosable(p)
 	}
+	fixed, err := fixedAddrs(pod, nodeLabels, parsed)
+	if err != nil {
+		return Choice{}, err
+	}
 	var c Choice
 	for _, fam := range []int{4, 6} {
+		if f, ok := fixed[fam]; ok {
+			if fam == 4 {
+				c.V4, c.V4Addr = []string{f.pool}, f.addr
+			} else {
+				c.V6, c.V6Addr = []string{f.pool}, f.addr
+			}
+			continue
+		}
 		ann := v1alpha1.AnnotationIPv4Pools
 		if fam == 6 {
 			ann = v1alpha1.AnnotationIPv6Pools
@@ -80,9 +92,74 @@ func Choose(pod PodInfo, nodeLabels map[string]string, pools []*v1alpha1.IPPool)
 	return c, nil
 }
 
+// fixedAddr is a fixed address and the pool it lies in.
+type fixedAddr struct {
+	addr netip.Addr
+	pool string
+}
+
+// fixedAddrs reads the pod's hostroute.io/ip-addrs: at most one address per family, each in
+// an enabled pool that admits the pod's namespace, with no pool annotation of the pod for
+// that family beside it.
+func fixedAddrs(pod PodInfo, nodeLabels map[string]string, parsed map[string]choosable) (map[int]fixedAddr, error) {
+	v, ok := pod.Annotations[v1alpha1.AnnotationIPAddrs]
+	if !ok {
+		return nil, nil
+	}
+	src := fmt.Sprintf("annotation %s of pod %s/%s", v1alpha1.AnnotationIPAddrs, pod.Namespace, pod.Name)
+	list, err := parsePoolList(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrPoolChoice, src, err)
+	}
+	out := map[int]fixedAddr{}
+	for _, s := range list {
+		addr, err := netip.ParseAddr(s)
+		if err != nil || addr.Zone() != "" {
+			return nil, fmt.Errorf("%w: %s: %q is not an IP address", ErrPoolChoice, src, s)
+		}
+		addr = addr.Unmap()
+		fam := familyOf(netip.PrefixFrom(addr, addr.BitLen()))
+		if _, dup := out[fam]; dup {
+			return nil, fmt.Errorf("%w: %s names two IPv%d addresses; a pod has one per family", ErrPoolChoice, src, fam)
+		}
+		ann := v1alpha1.AnnotationIPv4Pools
+		if fam == 6 {
+			ann = v1alpha1.AnnotationIPv6Pools
+		}
+		if _, both := pod.Annotations[ann]; both {
+			return nil, fmt.Errorf("%w: pod %s/%s has both %s and %s for IPv%d; keep one", ErrPoolChoice, pod.Namespace, pod.Name, v1alpha1.AnnotationIPAddrs, ann, fam)
+		}
+		var names []string
+		for name := range parsed {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		pool := ""
+		for _, name := range names {
+			if c := parsed[name]; c.bad == "" && c.prefix.Contains(addr) {
+				pool = name
+				break
+			}
+		}
+		if pool == "" {
+			return nil, fmt.Errorf("%w: %s asks for %s, which lies in no IPPool", ErrPoolChoice, src, addr)
+		}
+		c := parsed[pool]
+		switch {
+		case c.pool.Spec.Disabled:
+			return nil, fmt.Errorf("%w: %s asks for %s, in IPPool %q, which is disabled", ErrPoolChoice, src, addr, pool)
+		case c.ns != nil && !c.ns.Matches(labels.Set(pod.NamespaceLabels)):
+			return nil, fmt.Errorf("%w: %s asks for %s, in IPPool %q, which does not select namespace %s (namespaceSelector %s)", ErrPoolChoice, src, addr, pool, pod.Namespace, c.ns)
+		}
+		out[fam] = fixedAddr{addr: addr, pool: pool}
+	}
+	return out, nil
+}
+
 // choosable is a pool parsed for the choice.
 type choosable struct {
 	pool   *v1alpha1.IPPool
+	prefix netip.Prefix
 	family int
 	node   labels.Selector
 	ns     labels.Selector // nil: serves every namespace
@@ -96,7 +173,7 @@ func parseChoosable(p *v1alpha1.IPPool) choosable {
 		c.bad = fmt.Sprintf("has a bad cidr %q", p.Spec.CIDR)
 		return c
 	}
-	c.family = familyOf(pfx)
+	c.family, c.prefix = familyOf(pfx), pfx
 	if p.Spec.NodeSelector != nil {
 		if c.node, err = metav1.LabelSelectorAsSelector(p.Spec.NodeSelector); err != nil {
 			c.bad = fmt.Sprintf("has a bad nodeSelector: %v", err)
@@ -180,6 +257,39 @@ func parsePoolList(v string) ([]string, error) {
 	return names, nil
 }
 
+// NeedAddrs are the fixed addresses of the choices that lie in no open block of the node,
+// sorted: the controller assigns the node the block holding each.
+func NeedAddrs(choices []Choice, blocks []Block) []string {
+	set := map[netip.Addr]bool{}
+	for _, c := range choices {
+		for _, a := range []netip.Addr{c.V4Addr, c.V6Addr} {
+			if !a.IsValid() {
+				continue
+			}
+			in := false
+			for _, b := range blocks {
+				if !b.Draining && b.Prefix.Contains(a) {
+					in = true
+					break
+				}
+			}
+			if !in {
+				set[a] = true
+			}
+		}
+	}
+	addrs := make([]netip.Addr, 0, len(set))
+	for a := range set {
+		addrs = append(addrs, a)
+	}
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.String()
+	}
+	return out
+}
+
 // Needs are the pools a node must hold a block of for its pods' choices, in name order:
 // per choice and family the first pool the node has an open block of, or, when it has
 // none, the first pool not disabled (the controller assigns no block of a disabled pool).
@@ -193,6 +303,9 @@ func Needs(choices []Choice, blocks []Block, disabled map[string]bool) []string 
 	set := map[string]bool{}
 	for _, c := range choices {
 		for _, fam := range []int{4, 6} {
+			if c.Fixed(fam).IsValid() {
+				continue // the address's own block (NeedAddrs), not any block of its pool
+			}
 			pools := c.Pools(fam)
 			pick := ""
 			for _, p := range pools {
