@@ -1,12 +1,10 @@
 package e2e_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/controller"
 	"github.com/hostroute/hostroute/e2e/harness"
+	"github.com/hostroute/hostroute/internal/testenv/bird"
 	"github.com/hostroute/hostroute/internal/testenv/netns"
 	"github.com/hostroute/hostroute/node/nat"
 )
@@ -44,42 +43,12 @@ func TestDualStack(t *testing.T) {
 	ext := dsExternal(t, e, tor, true)
 	e.Pool("v4", "10.140.0.0/16", 26, true)      // NAT44 for the external host
 	e.Pool("v6", "fd00:10:140::/56", 122, false) // NAT66 off: pods keep their addresses
-	conf := &v1alpha1.BGPConfiguration{}
-	conf.Name = "default"
-	conf.Spec.ASNumber = harness.ClusterAS
-	if _, err := e.HR.BGPConfigurations.Create(e.Ctx, conf); err != nil {
-		t.Fatal(err)
-	}
-	for name, ip := range map[string]string{"tor": harness.FabricGateway, "tor6": harness.FabricGateway6} {
-		p := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{PeerIP: ip, ASNumber: harness.TorAS, BFD: &v1alpha1.BFDSettings{Enabled: true}}}
-		p.Name = name
-		if _, err := e.HR.BGPPeers.Create(e.Ctx, p); err != nil {
-			t.Fatal(err)
-		}
-	}
 	tc := harness.TorConfig{AS: harness.TorAS, Neighbors: map[string]uint32{}, Neighbors6: map[string]uint32{}, BFD: true}
 	for i := 1; i <= 2; i++ {
 		tc.Neighbors[harness.NodeAddr(i)] = harness.ClusterAS
 		tc.Neighbors6[harness.NodeAddr6(harness.NodeAddr(i))] = harness.ClusterAS
 	}
-	bird := e.StartBIRD(tor, tc.Config())
-	e.RunController(controller.Config{})
-	var nodes []*harness.Node
-	for i := 1; i <= 2; i++ {
-		nodes = append(nodes, e.AddNode(fmt.Sprintf("node-%d", i), harness.NodeAddr(i)))
-	}
-	for _, n := range nodes {
-		n.WaitReady(30 * time.Second)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range nodes {
-				t.Logf("agent log of %s:\n%s", n.Name, lastLines(n.Log(), 40))
-			}
-			out, _ := bird.Query("show protocols")
-			t.Logf("ToR protocols:\n%s", out)
-		}
-	})
+	bird, nodes := dsStart(t, e, tor, tc, map[string]string{"tor": harness.FabricGateway, "tor6": harness.FabricGateway6}, false)
 	var pods []dsPod
 	for _, n := range nodes {
 		for j := 1; j <= 2; j++ {
@@ -87,27 +56,13 @@ func TestDualStack(t *testing.T) {
 			if err := e.PodObject(p); err != nil {
 				t.Fatal(err)
 			}
-			out, err := n.CNI("ADD", p, n.NetConf())
-			if err != nil {
-				t.Fatalf("ADD %s: %v: %s", p.Name, err, out)
-			}
-			var r harness.CNIResult
-			if err := json.Unmarshal(out, &r); err != nil {
+			if err := p.Add(); err != nil {
 				t.Fatal(err)
 			}
-			dp := dsPod{Pod: p}
-			for _, ip := range r.IPs {
-				a := netip.MustParsePrefix(ip.Address).Addr()
-				if a.Is4() {
-					dp.v4 = a.String()
-				} else {
-					dp.v6 = a.String()
-				}
+			dp := dsPod{Pod: p, v4: p.IP, v6: p.IP6}
+			if dp.v6 == "" || dp.v4 == dp.v6 || !netip.MustParsePrefix("fd00:10:140::/56").Contains(netip.MustParseAddr(dp.v6)) {
+				t.Fatalf("pod %s got %q and %q, want one address of each family (IPv6 from fd00:10:140::/56)", p.Name, p.IP, p.IP6)
 			}
-			if dp.v4 == "" || dp.v6 == "" || !netip.MustParsePrefix("fd00:10:140::/56").Contains(netip.MustParseAddr(dp.v6)) {
-				t.Fatalf("pod %s got %v, want one address of each family (IPv6 from fd00:10:140::/56)", p.Name, r.IPs)
-			}
-			p.IP = dp.v4
 			pods = append(pods, dp)
 		}
 	}
@@ -302,49 +257,19 @@ func dsExternal(t *testing.T, e *harness.Env, tor string, v4 bool) string {
 type dsEndpoint struct{ name, ns, v4, v6 string }
 
 // pingMatrix pings every endpoint from every endpoint over one family (one packet each),
-// logs the ✔/✘ table and fails the test on any ✘.
+// logs the table and fails the test on any ✘.
 func pingMatrix(t *testing.T, fam string, eps []dsEndpoint) {
 	t.Helper()
-	var b strings.Builder
-	allOK := true
-	var mu sync.Mutex
-	cells := make([][]string, len(eps))
-	var wg sync.WaitGroup
-	for i, src := range eps {
-		cells[i] = make([]string, len(eps))
-		for j, dst := range eps {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				addr := dst.v4
-				if fam == "IPv6" {
-					addr = dst.v6
-				}
-				_, ok := harness.Ping(src.ns, addr)
-				mu.Lock()
-				defer mu.Unlock()
-				cells[i][j] = "✔"
-				if !ok {
-					cells[i][j], allOK = "✘", false
-				}
-			}()
+	list := make([]harness.Endpoint, len(eps))
+	for i, e := range eps {
+		list[i] = harness.Endpoint{Name: e.name, NS: e.ns, Addr: e.v4}
+		if fam == "IPv6" {
+			list[i].Addr = e.v6
 		}
 	}
-	wg.Wait()
-	fmt.Fprintf(&b, "%s %-14s", fam, "from \\ to")
-	for _, d := range eps {
-		fmt.Fprintf(&b, " %-13s", d.name)
-	}
-	b.WriteString("\n")
-	for i, s := range eps {
-		fmt.Fprintf(&b, "     %-14s", s.name)
-		for j := range eps {
-			fmt.Fprintf(&b, " %-13s", cells[i][j])
-		}
-		b.WriteString("\n")
-	}
-	t.Logf("connectivity, %s:\n%s", fam, b.String())
-	if !allOK {
+	out, ok := harness.PingMatrix(list)
+	t.Logf("connectivity, %s:\n%s", fam, out)
+	if !ok {
 		t.Errorf("the %s matrix has failures", fam)
 	}
 }
@@ -358,40 +283,11 @@ func TestIPv6Only(t *testing.T) {
 	tor := e.MakeFabric()
 	ext := dsExternal(t, e, tor, false)
 	e.Pool("v6", "fd00:10:150::/56", 122, false)
-	conf := &v1alpha1.BGPConfiguration{}
-	conf.Name = "default"
-	conf.Spec.ASNumber = harness.ClusterAS
-	conf.Spec.BFD = &v1alpha1.BFDSettings{Enabled: true}
-	if _, err := e.HR.BGPConfigurations.Create(e.Ctx, conf); err != nil {
-		t.Fatal(err)
-	}
-	peer := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{PeerIP: harness.FabricGateway6, ASNumber: harness.TorAS, BFD: &v1alpha1.BFDSettings{Enabled: true}}}
-	peer.Name = "tor6"
-	if _, err := e.HR.BGPPeers.Create(e.Ctx, peer); err != nil {
-		t.Fatal(err)
-	}
 	tc := harness.TorConfig{AS: harness.TorAS, Neighbors6: map[string]uint32{}, BFD: true}
 	for i := 1; i <= 2; i++ {
 		tc.Neighbors6[harness.NodeAddr6(harness.NodeAddr(i))] = harness.ClusterAS
 	}
-	bird := e.StartBIRD(tor, tc.Config())
-	e.RunController(controller.Config{})
-	var nodes []*harness.Node
-	for i := 1; i <= 2; i++ {
-		nodes = append(nodes, e.AddNode(fmt.Sprintf("node-%d", i), harness.NodeAddr(i)))
-	}
-	for _, n := range nodes {
-		n.WaitReady(30 * time.Second)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range nodes {
-				t.Logf("agent log of %s:\n%s", n.Name, lastLines(n.Log(), 40))
-			}
-			out, _ := bird.Query("show protocols")
-			t.Logf("ToR protocols:\n%s", out)
-		}
-	})
+	_, nodes := dsStart(t, e, tor, tc, map[string]string{"tor6": harness.FabricGateway6}, true)
 	var eps []dsEndpoint
 	for _, n := range nodes {
 		for j := 1; j <= 2; j++ {
@@ -440,4 +336,46 @@ func TestIPv6Only(t *testing.T) {
 	if code != 0 || !strings.Contains(rc, "2/2 Established") {
 		t.Errorf("routectl status: exit %d, want both sessions Established:\n%s", code, rc)
 	}
+}
+
+// dsStart configures BGP (the cluster AS, BFD on the mesh when meshBFD), one BGPPeer with
+// BFD per name → ToR address, starts the ToR with tc and the controller, and brings up
+// node-1 and node-2; a failing test logs their agents and the ToR.
+func dsStart(t *testing.T, e *harness.Env, tor string, tc harness.TorConfig, peers map[string]string, meshBFD bool) (*bird.BIRD, []*harness.Node) {
+	t.Helper()
+	conf := &v1alpha1.BGPConfiguration{}
+	conf.Name = "default"
+	conf.Spec.ASNumber = harness.ClusterAS
+	if meshBFD {
+		conf.Spec.BFD = &v1alpha1.BFDSettings{Enabled: true}
+	}
+	if _, err := e.HR.BGPConfigurations.Create(e.Ctx, conf); err != nil {
+		t.Fatal(err)
+	}
+	for name, ip := range peers {
+		p := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{PeerIP: ip, ASNumber: harness.TorAS, BFD: &v1alpha1.BFDSettings{Enabled: true}}}
+		p.Name = name
+		if _, err := e.HR.BGPPeers.Create(e.Ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := e.StartBIRD(tor, tc.Config())
+	e.RunController(controller.Config{})
+	var nodes []*harness.Node
+	for i := 1; i <= 2; i++ {
+		nodes = append(nodes, e.AddNode(fmt.Sprintf("node-%d", i), harness.NodeAddr(i)))
+	}
+	for _, n := range nodes {
+		n.WaitReady(30 * time.Second)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range nodes {
+				t.Logf("agent log of %s:\n%s", n.Name, lastLines(n.Log(), 40))
+			}
+			out, _ := b.Query("show protocols")
+			t.Logf("ToR protocols:\n%s", out)
+		}
+	})
+	return b, nodes
 }

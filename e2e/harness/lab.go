@@ -297,7 +297,7 @@ func Ping(ns, dst string) (string, bool) {
 // external host, and renders a ✔/✘ table with latencies; in a dual-stack lab a second
 // table does the same over IPv6. ok is true when all pass.
 func (l *Lab) Matrix() (string, bool) {
-	type ep = endpoint
+	type ep = Endpoint
 	var eps []ep
 	for _, p := range l.Pods {
 		eps = append(eps, ep{p.Name, p.NS, p.IP})
@@ -306,7 +306,7 @@ func (l *Lab) Matrix() (string, bool) {
 		eps = append(eps, ep{n.Name, n.NS, n.Addr})
 	}
 	eps = append(eps, ep{"external", l.ExtNS, ExtAddr})
-	out, ok := matrix(eps)
+	out, ok := PingMatrix(eps)
 	if !l.DualStack {
 		return out, ok
 	}
@@ -318,15 +318,17 @@ func (l *Lab) Matrix() (string, bool) {
 		eps6 = append(eps6, ep{n.Name, n.NS, NodeAddr6(n.Addr)})
 	}
 	eps6 = append(eps6, ep{"external", l.ExtNS, ExtAddr6})
-	out6, ok6 := matrix(eps6)
+	out6, ok6 := PingMatrix(eps6)
 	return "IPv4\n" + out + "\nIPv6\n" + out6, ok && ok6
 }
 
-// endpoint is one row and column of the connectivity matrix.
-type endpoint struct{ name, ns, addr string }
+// Endpoint is one row and column of a connectivity matrix: a name, the namespace pings
+// start from, the address pings go to.
+type Endpoint struct{ Name, NS, Addr string }
 
-// matrix pings every endpoint from every endpoint.
-func matrix(eps []endpoint) (string, bool) {
+// PingMatrix pings every endpoint from every endpoint (one packet) and renders a ✔/✘
+// table with latencies. ok is true when all pass.
+func PingMatrix(eps []Endpoint) (string, bool) {
 	cells := make([][]string, len(eps))
 	allOK := true
 	var mu sync.Mutex
@@ -340,7 +342,7 @@ func matrix(eps []endpoint) (string, bool) {
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				rtt, ok := Ping(src.ns, dst.addr)
+				rtt, ok := Ping(src.NS, dst.Addr)
 				cell := "✔ " + rtt
 				if !ok {
 					cell = "✘"
@@ -356,11 +358,11 @@ func matrix(eps []endpoint) (string, bool) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-16s", "from \\ to")
 	for _, d := range eps {
-		fmt.Fprintf(&b, " %-14s", d.name)
+		fmt.Fprintf(&b, " %-14s", d.Name)
 	}
 	b.WriteString("\n")
 	for i, s := range eps {
-		fmt.Fprintf(&b, "%-16s", s.name)
+		fmt.Fprintf(&b, "%-16s", s.Name)
 		for j := range eps {
 			fmt.Fprintf(&b, " %-14s", cells[i][j])
 		}
