@@ -129,11 +129,18 @@ func fixedAddrs(pod PodInfo, nodeLabels map[string]string, parsed map[string]cho
 		if _, both := pod.Annotations[ann]; both {
 			return nil, fmt.Errorf("%w: pod %s/%s has both %s and %s for IPv%d; keep one", ErrPoolChoice, pod.Namespace, pod.Name, v1alpha1.AnnotationIPAddrs, ann, fam)
 		}
+		// Of overlapping pools the oldest holds the address, as the controller decides.
 		var names []string
 		for name := range parsed {
 			names = append(names, name)
 		}
-		sort.Strings(names)
+		sort.Slice(names, func(i, j int) bool {
+			ti, tj := parsed[names[i]].pool.CreationTimestamp, parsed[names[j]].pool.CreationTimestamp
+			if !ti.Equal(&tj) {
+				return ti.Before(&tj)
+			}
+			return names[i] < names[j]
+		})
 		pool := ""
 		for _, name := range names {
 			if c := parsed[name]; c.bad == "" && c.prefix.Contains(addr) {
