@@ -276,6 +276,20 @@ func TestFixedAddress(t *testing.T) {
 		return ""
 	})
 
+	// node-2 publishes its allocations in batches: the refusal on node-1 names the holder
+	// once they are out.
+	e.Eventually(10*time.Second, "node-2 publishing the fixed address's holder", func() string {
+		b, err := e.HR.IPAMBlocks.Get(e.Ctx, v1alpha1.BlockName(netip.MustParsePrefix("10.160.0.0/28")))
+		if err != nil {
+			return err.Error()
+		}
+		for _, al := range b.Status.Allocations {
+			if al.Address == a.IP && al.Pod == a.Name {
+				return ""
+			}
+		}
+		return fmt.Sprintf("allocations %v", b.Status.Allocations)
+	})
 	before1, before2 := len(hostVeths(t, n1)), len(hostVeths(t, n2))
 	for _, tc := range []struct {
 		node *harness.Node
