@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -262,6 +263,22 @@ func (c *Controller) enqueueReservations() {
 	}
 }
 
+// enqueueReservationsOver queues the reservations a block's allocations can concern: those
+// overlapping it (a block elsewhere holds none of their addresses).
+func (c *Controller) enqueueReservationsOver(cidr string) {
+	blk, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		c.enqueueReservations()
+		return
+	}
+	for _, o := range c.reservations.GetStore().List() {
+		r := o.(*v1alpha1.IPReservation)
+		if ps, _ := r.Prefixes(); overlapsAny(blk, ps) {
+			c.queue.Add(key{"reservation", r.Name})
+		}
+	}
+}
+
 func (c *Controller) blockChanged(obj any, deleted bool) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
@@ -275,7 +292,7 @@ func (c *Controller) blockChanged(obj any, deleted bool) {
 	c.mu.Unlock()
 	c.queue.Add(key{"node", b.Spec.Node})
 	c.queue.Add(key{"pool", b.Spec.Pool})
-	c.enqueueReservations()
+	c.enqueueReservationsOver(b.Spec.CIDR)
 	if deleted {
 		// A freed block may be what a starved node waits for.
 		nodes, _ := c.nodes.List(labels.Everything())

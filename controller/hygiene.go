@@ -68,10 +68,8 @@ func planHygiene(node *corev1.Node, pools []*poolInfo, blocks []*v1alpha1.IPAMBl
 	})
 	general := map[string]bool{}
 	for _, fam := range []int{4, 6} {
-		for _, c := range candidatePools(node, pools, fam) {
-			if v1alpha1.ServesEveryNamespace(c.pool) {
-				general[c.pool.Name] = true
-			}
+		for _, c := range generalPools(node, pools, fam) {
+			general[c.pool.Name] = true
 		}
 	}
 	needed := map[string]bool{}

@@ -197,13 +197,7 @@ func dedupeShortages(ss []shortage) []shortage {
 // selects it (in name order).
 func supplies(node *corev1.Node, pools []*poolInfo, fam int, needed []string) []supply {
 	var out []supply
-	var general []*poolInfo
-	for _, c := range candidatePools(node, pools, fam) {
-		if v1alpha1.ServesEveryNamespace(c.pool) {
-			general = append(general, c)
-		}
-	}
-	if len(general) > 0 {
+	if general := generalPools(node, pools, fam); len(general) > 0 {
 		out = append(out, supply{cands: general})
 	}
 	want := map[string]bool{}
@@ -216,6 +210,18 @@ func supplies(node *corev1.Node, pools []*poolInfo, fam int, needed []string) []
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].need < out[j].need })
+	return out
+}
+
+// generalPools are the candidate pools of one family that serve every namespace: those a
+// node always keeps a block of.
+func generalPools(node *corev1.Node, pools []*poolInfo, fam int) []*poolInfo {
+	var out []*poolInfo
+	for _, c := range candidatePools(node, pools, fam) {
+		if v1alpha1.ServesEveryNamespace(c.pool) {
+			out = append(out, c)
+		}
+	}
 	return out
 }
 

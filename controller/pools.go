@@ -79,13 +79,7 @@ func parsePool(p *v1alpha1.IPPool) (*poolInfo, error) {
 // name) stays usable, so adding a bad pool never breaks a working one.
 func analysePools(pools []*v1alpha1.IPPool) []*poolInfo {
 	sorted := append([]*v1alpha1.IPPool(nil), pools...)
-	sort.Slice(sorted, func(i, j int) bool {
-		ti, tj := sorted[i].CreationTimestamp, sorted[j].CreationTimestamp
-		if !ti.Equal(&tj) {
-			return ti.Before(&tj)
-		}
-		return sorted[i].Name < sorted[j].Name
-	})
+	sort.Slice(sorted, func(i, j int) bool { return v1alpha1.OlderPool(sorted[i], sorted[j]) })
 	out := make([]*poolInfo, 0, len(sorted))
 	var valid []*poolInfo
 	for _, p := range sorted {

@@ -20,23 +20,15 @@ const maxHolders = 100
 func (c *Controller) reservedPrefixes() []netip.Prefix {
 	var out []netip.Prefix
 	for _, o := range c.reservations.GetStore().List() {
-		for _, s := range o.(*v1alpha1.IPReservation).Spec.ReservedCIDRs {
-			if p, err := v1alpha1.ParseReserved(s); err == nil {
-				out = append(out, p)
-			}
-		}
+		ps, _ := o.(*v1alpha1.IPReservation).Prefixes()
+		out = append(out, ps...)
 	}
 	return out
 }
 
 // reservationStatus lists the allocations inside a reservation's CIDRs.
 func reservationStatus(r *v1alpha1.IPReservation, blocks []*v1alpha1.IPAMBlock) v1alpha1.IPReservationStatus {
-	var prefixes []netip.Prefix
-	for _, s := range r.Spec.ReservedCIDRs {
-		if p, err := v1alpha1.ParseReserved(s); err == nil {
-			prefixes = append(prefixes, p)
-		}
-	}
+	prefixes, _ := r.Prefixes()
 	st := v1alpha1.IPReservationStatus{ObservedGeneration: r.Generation}
 	var holders []v1alpha1.ReservedHolder
 	for _, b := range blocks {

@@ -67,3 +67,27 @@ func EffectiveBlockSize(p *IPPool, family6 bool) int {
 	}
 	return 26
 }
+
+// Prefixes are the reservation's entries as prefixes, and the entries that are neither a
+// prefix nor an address (the schema refuses those; they are reported, never used).
+func (r *IPReservation) Prefixes() (prefixes []netip.Prefix, bad []string) {
+	for _, c := range r.Spec.ReservedCIDRs {
+		if p, err := ParseReserved(c); err == nil {
+			prefixes = append(prefixes, p)
+		} else {
+			bad = append(bad, c)
+		}
+	}
+	return prefixes, bad
+}
+
+// OlderPool orders pools oldest first (creation time, then name). Of two overlapping pools
+// the older one is used and holds the addresses they share, for the controller and the
+// agent alike.
+func OlderPool(a, b *IPPool) bool {
+	ta, tb := a.CreationTimestamp, b.CreationTimestamp
+	if !ta.Equal(&tb) {
+		return ta.Before(&tb)
+	}
+	return a.Name < b.Name
+}

@@ -196,12 +196,10 @@ func (s *podSource) reserved() []netip.Prefix {
 	var out []netip.Prefix
 	for _, o := range s.reservations.GetStore().List() {
 		r := o.(*v1alpha1.IPReservation)
-		for _, c := range r.Spec.ReservedCIDRs {
-			if p, err := v1alpha1.ParseReserved(c); err == nil {
-				out = append(out, p)
-			} else {
-				s.log.Warn("ignoring a bad reserved CIDR", "reservation", r.Name, "cidr", c)
-			}
+		ps, bad := r.Prefixes()
+		out = append(out, ps...)
+		for _, c := range bad {
+			s.log.Warn("ignoring a bad reserved CIDR", "reservation", r.Name, "cidr", c)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })

@@ -297,17 +297,14 @@ func (a *Allocator) heldLocked(at Attachment) []netip.Prefix {
 // nil: any block), next-fit from each block's cursor. It fails with ErrNoBlock when the
 // node has no open block of those pools, and with ErrFull when they are all full.
 func (a *Allocator) freeLocked(fam int, pools []string) (netip.Addr, error) {
-	order := [][]string{nil}
-	if pools != nil {
-		order = order[:0]
-		for _, p := range pools {
-			order = append(order, []string{p})
-		}
+	order := pools
+	if pools == nil {
+		order = []string{""} // any block
 	}
 	open := 0
 	for _, want := range order {
 		for _, b := range a.blocks {
-			if familyOf(b.Prefix) != fam || b.Draining || (want != nil && b.Pool != want[0] && b.Pool != "") {
+			if familyOf(b.Prefix) != fam || b.Draining || (want != "" && b.Pool != want && b.Pool != "") {
 				continue
 			}
 			open++

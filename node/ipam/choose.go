@@ -41,7 +41,7 @@ func Choose(pod PodInfo, nodeLabels map[string]string, pools []*v1alpha1.IPPool)
 	for _, p := range pools {
 		parsed[p.Name] = parseChoosable(p)
 	}
-	fixed, err := fixedAddrs(pod, nodeLabels, parsed)
+	fixed, err := fixedAddrs(pod, parsed)
 	if err != nil {
 		return Choice{}, err
 	}
@@ -75,7 +75,7 @@ func Choose(pod PodInfo, nodeLabels map[string]string, pools []*v1alpha1.IPPool)
 		var chosen []string
 		if src != "" {
 			for _, n := range names {
-				if why := parsed[n].refuses(n, fam, pod, nodeLabels); why != "" {
+				if why := parsed[n].refuses(fam, pod, nodeLabels); why != "" {
 					return Choice{}, fmt.Errorf("%w: %s names IPPool %q, which %s", ErrPoolChoice, src, n, why)
 				}
 			}
@@ -101,7 +101,7 @@ type fixedAddr struct {
 // fixedAddrs reads the pod's hostroute.io/ip-addrs: at most one address per family, each in
 // an enabled pool that admits the pod's namespace, with no pool annotation of the pod for
 // that family beside it.
-func fixedAddrs(pod PodInfo, nodeLabels map[string]string, parsed map[string]choosable) (map[int]fixedAddr, error) {
+func fixedAddrs(pod PodInfo, parsed map[string]choosable) (map[int]fixedAddr, error) {
 	v, ok := pod.Annotations[v1alpha1.AnnotationIPAddrs]
 	if !ok {
 		return nil, nil
@@ -111,6 +111,14 @@ func fixedAddrs(pod PodInfo, nodeLabels map[string]string, parsed map[string]cho
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrPoolChoice, src, err)
 	}
+	// Of overlapping pools the oldest holds the address, as the controller decides.
+	var byAge []*v1alpha1.IPPool
+	for _, c := range parsed {
+		if c.bad == "" {
+			byAge = append(byAge, c.pool)
+		}
+	}
+	sort.Slice(byAge, func(i, j int) bool { return v1alpha1.OlderPool(byAge[i], byAge[j]) })
 	out := map[int]fixedAddr{}
 	for _, s := range list {
 		addr, err := netip.ParseAddr(s)
@@ -118,7 +126,10 @@ func fixedAddrs(pod PodInfo, nodeLabels map[string]string, parsed map[string]cho
 			return nil, fmt.Errorf("%w: %s: %q is not an IP address", ErrPoolChoice, src, s)
 		}
 		addr = addr.Unmap()
-		fam := familyOf(netip.PrefixFrom(addr, addr.BitLen()))
+		fam := 6
+		if addr.Is4() {
+			fam = 4
+		}
 		if _, dup := out[fam]; dup {
 			return nil, fmt.Errorf("%w: %s names two IPv%d addresses; a pod has one per family", ErrPoolChoice, src, fam)
 		}
@@ -129,22 +140,10 @@ func fixedAddrs(pod PodInfo, nodeLabels map[string]string, parsed map[string]cho
 		if _, both := pod.Annotations[ann]; both {
 			return nil, fmt.Errorf("%w: pod %s/%s has both %s and %s for IPv%d; keep one", ErrPoolChoice, pod.Namespace, pod.Name, v1alpha1.AnnotationIPAddrs, ann, fam)
 		}
-		// Of overlapping pools the oldest holds the address, as the controller decides.
-		var names []string
-		for name := range parsed {
-			names = append(names, name)
-		}
-		sort.Slice(names, func(i, j int) bool {
-			ti, tj := parsed[names[i]].pool.CreationTimestamp, parsed[names[j]].pool.CreationTimestamp
-			if !ti.Equal(&tj) {
-				return ti.Before(&tj)
-			}
-			return names[i] < names[j]
-		})
 		pool := ""
-		for _, name := range names {
-			if c := parsed[name]; c.bad == "" && c.prefix.Contains(addr) {
-				pool = name
+		for _, p := range byAge {
+			if parsed[p.Name].prefix.Contains(addr) {
+				pool = p.Name
 				break
 			}
 		}
@@ -195,7 +194,7 @@ func parseChoosable(p *v1alpha1.IPPool) choosable {
 }
 
 // refuses says why the pool cannot serve the pod's family on this node ("" if it can).
-func (c choosable) refuses(name string, fam int, pod PodInfo, nodeLabels map[string]string) string {
+func (c choosable) refuses(fam int, pod PodInfo, nodeLabels map[string]string) string {
 	switch {
 	case c.pool == nil:
 		return "does not exist (kubectl get ippools)"
