@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,26 +19,43 @@ import (
 	"github.com/hostroute/hostroute/internal/testenv/netns"
 )
 
-const tfPool = "10.244.0.0/16"
+const (
+	tfPool  = "10.244.0.0/16"
+	tfPool6 = "fd00:10:244::/56"
+)
 
 // tfLab is a fabric with a ToR of the given kind whose node sessions get the filters
 // the real routectl binary prints, and nodes behind it.
 type tfLab struct {
 	e      *harness.Env
+	v6     bool // the ToR's sessions are IPv6 ones, carrying the IPv6 blocks
 	tor    filterTor
 	nodes  []*harness.Node
-	blocks map[string]string // node name → its block
+	blocks map[string]string // node name → its block (of the sessions' family)
+}
+
+// sessionAddr is node i's (from 1) address on the ToR sessions' family.
+func (l *tfLab) sessionAddr(i int) string {
+	if l.v6 {
+		return harness.NodeAddr6(harness.NodeAddr(i))
+	}
+	return harness.NodeAddr(i)
 }
 
 // newTFLab starts the ToR (AS 65000, a session per node address in nodeAS, nothing
 // imported yet), the nodes (annotated with their AS when perNodeAS), waits for their
 // blocks, then installs the generated filters and waits until the ToR holds every
-// block from its owner alone.
-func newTFLab(t *testing.T, kind string, nodeAS []uint32, perNodeAS bool, conf *v1alpha1.BGPConfiguration, peer *v1alpha1.BGPPeer) *tfLab {
+// block from its owner alone. With v6 the nodes are dual-stack and the ToR's sessions
+// go to their IPv6 addresses (from FabricGateway6), carrying IPv6 only.
+func newTFLab(t *testing.T, kind string, v6 bool, nodeAS []uint32, perNodeAS bool, conf *v1alpha1.BGPConfiguration, peer *v1alpha1.BGPPeer) *tfLab {
 	t.Helper()
 	e := harness.NewEnv(t, bin)
+	e.DualStack = v6
 	torNS := e.MakeFabric()
 	e.Pool("pods", tfPool, 26, false)
+	if v6 {
+		e.Pool("pods6", tfPool6, 122, false)
+	}
 	if conf != nil {
 		conf.Name = "default"
 		if _, err := e.HR.BGPConfigurations.Create(e.Ctx, conf); err != nil {
@@ -45,24 +63,27 @@ func newTFLab(t *testing.T, kind string, nodeAS []uint32, perNodeAS bool, conf *
 		}
 	}
 	peer.Name, peer.Spec.PeerIP, peer.Spec.ASNumber = "tor", harness.FabricGateway, harness.TorAS
+	if v6 {
+		peer.Name, peer.Spec.PeerIP = "tor6", harness.FabricGateway6
+	}
 	if _, err := e.HR.BGPPeers.Create(e.Ctx, peer); err != nil {
 		t.Fatal(err)
 	}
+	l := &tfLab{e: e, v6: v6, blocks: map[string]string{}}
 	neighbors, names, routeMaps := map[string]uint32{}, map[string]string{}, map[string]string{}
 	e.NodeAnnotations = map[string]map[string]string{}
 	for i, as := range nodeAS {
-		addr, name := harness.NodeAddr(i+1), fmt.Sprintf("node-%d", i+1)
+		addr, name := l.sessionAddr(i+1), fmt.Sprintf("node-%d", i+1)
 		neighbors[addr], names[addr], routeMaps[addr] = as, "hostroute_import_"+strings.ReplaceAll(name, "-", "_"), "hostroute-"+name
 		if perNodeAS {
 			e.NodeAnnotations[name] = map[string]string{v1alpha1.AnnotationASNumber: fmt.Sprint(as)}
 		}
 	}
-	l := &tfLab{e: e, blocks: map[string]string{}}
 	switch kind {
 	case "bird":
-		l.tor = startBIRDTor(t, e, torNS, harness.TorAS, neighbors)
+		l.tor = startBIRDTor(t, e, torNS, harness.TorAS, v6, neighbors)
 	case "frr":
-		l.tor = startFRRTor(t, torNS, harness.TorAS, neighbors, routeMaps)
+		l.tor = startFRRTor(t, torNS, harness.TorAS, v6, neighbors, routeMaps)
 	}
 	e.RunController(controller.Config{})
 	for i := range nodeAS {
@@ -82,7 +103,9 @@ func newTFLab(t *testing.T, kind string, nodeAS []uint32, perNodeAS bool, conf *
 			return err.Error()
 		}
 		for _, b := range bs.Items {
-			l.blocks[b.Spec.Node] = b.Spec.CIDR
+			if netip.MustParsePrefix(b.Spec.CIDR).Addr().Is6() == v6 {
+				l.blocks[b.Spec.Node] = b.Spec.CIDR
+			}
 		}
 		if len(l.blocks) < len(nodeAS) {
 			return fmt.Sprint(l.blocks)
@@ -112,7 +135,7 @@ func (l *tfLab) waitOwnersOnly(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	l.e.Eventually(timeout, "the ToR holds each block from its owner only", func() string {
 		for i, n := range l.nodes {
-			if got := l.tor.paths(t, l.blocks[n.Name]); !slices.Equal(got, []string{harness.NodeAddr(i + 1)}) {
+			if got := l.tor.paths(t, l.blocks[n.Name]); !slices.Equal(got, []string{l.sessionAddr(i + 1)}) {
 				return fmt.Sprintf("%s (%s) from %v\n%s", l.blocks[n.Name], n.Name, got, l.tor.dump(t))
 			}
 		}
@@ -124,15 +147,26 @@ func (l *tfLab) waitOwnersOnly(t *testing.T, timeout time.Duration) {
 // speaker with node-1's address and AS in place of its agent) and announces node-2's
 // block and a more specific of each block, beside its own. The ToR takes only node-1's
 // own block from it and keeps node-2 as the only path for node-2's block.
-func TestTorFilterBIRD(t *testing.T) { torFilterRogue(t, "bird") }
+func TestTorFilterBIRD(t *testing.T) { torFilterRogue(t, "bird", false) }
 
 // TestTorFilterFRR is TestTorFilterBIRD with FRR 8.4 as the ToR.
-func TestTorFilterFRR(t *testing.T) { torFilterRogue(t, "frr") }
+func TestTorFilterFRR(t *testing.T) { torFilterRogue(t, "frr", false) }
 
-func torFilterRogue(t *testing.T, kind string) {
+// TestTorFilterBIRD6 is TestTorFilterBIRD over IPv6: dual-stack nodes, IPv6 sessions to
+// the ToR, and the rogue announces IPv6 blocks (/122) and more specifics (/124).
+func TestTorFilterBIRD6(t *testing.T) { torFilterRogue(t, "bird", true) }
+
+// TestTorFilterFRR6 is TestTorFilterBIRD6 with FRR 8.4 as the ToR.
+func TestTorFilterFRR6(t *testing.T) { torFilterRogue(t, "frr", true) }
+
+func torFilterRogue(t *testing.T, kind string, v6 bool) {
 	rogue := buildRogue(t)
-	l := newTFLab(t, kind, []uint32{harness.ClusterAS, harness.ClusterAS}, false, nil, &v1alpha1.BGPPeer{})
+	l := newTFLab(t, kind, v6, []uint32{harness.ClusterAS, harness.ClusterAS}, false, nil, &v1alpha1.BGPPeer{})
 	n1, n2 := l.nodes[0], l.nodes[1]
+	n1Addr, peer := l.sessionAddr(1), harness.FabricGateway
+	if v6 {
+		peer = harness.FabricGateway6
+	}
 	own, other := l.blocks[n1.Name], l.blocks[n2.Name]
 	claims := []string{own, other, moreSpecific(t, own), moreSpecific(t, other)}
 
@@ -143,8 +177,8 @@ func torFilterRogue(t *testing.T, kind string) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := netns.Command(n1.NS, rogue, "-as", fmt.Sprint(harness.ClusterAS), "-local", n1.Addr,
-		"-peer", harness.FabricGateway, "-peer-as", fmt.Sprint(harness.TorAS), "-announce", strings.Join(claims, ","))
+	cmd := netns.Command(n1.NS, rogue, "-as", fmt.Sprint(harness.ClusterAS), "-local", n1Addr, "-router-id", n1.Addr,
+		"-peer", peer, "-peer-as", fmt.Sprint(harness.TorAS), "-announce", strings.Join(claims, ","))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -159,15 +193,17 @@ func torFilterRogue(t *testing.T, kind string) {
 	})
 
 	l.e.Eventually(30*time.Second, "the rogue's announcements reach the ToR and 3 of 4 are refused", func() string {
-		rec, acc := l.tor.counts(t, n1.Addr)
+		rec, acc := l.tor.counts(t, n1Addr)
 		if rec-acc < 3 || acc < 1 {
-			return fmt.Sprintf("received %d, accepted %d from %s", rec, acc, n1.Addr)
+			return fmt.Sprintf("received %d, accepted %d from %s", rec, acc, n1Addr)
 		}
 		return ""
 	})
-	rec, acc := l.tor.counts(t, n1.Addr)
-	t.Logf("%s: the ToR received %d routes from %s and accepted %d (BIRD's counters include the agent's session before the rogue's)",
-		kind, rec, n1.Addr, acc)
+	rec, acc := l.tor.counts(t, n1Addr)
+	t.Logf("%s: the ToR received %d routes from %s and accepted %d", kind, rec, n1Addr, acc)
+	if kind == "bird" {
+		t.Log("(BIRD's counters include the agent's session before the rogue's)")
+	}
 	l.waitOwnersOnly(t, 5*time.Second)
 	for _, p := range claims[2:] {
 		if got := l.tor.paths(t, p); len(got) != 0 {
@@ -188,7 +224,7 @@ func TestTorFilterASPerRack(t *testing.T) {
 	conf := &v1alpha1.BGPConfiguration{Spec: v1alpha1.BGPConfigurationSpec{ASNumber: harness.ClusterAS, NodeToNodeMesh: &mesh}}
 	peer := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{Import: []v1alpha1.PrefixMatch{{CIDR: tfPool, MaxLength: &blockLen}}}}
 	racks := []uint32{64601, 64601, 64602}
-	l := newTFLab(t, "bird", racks, true, conf, peer)
+	l := newTFLab(t, "bird", false, racks, true, conf, peer)
 	n1, n2, n3 := l.nodes[0], l.nodes[1], l.nodes[2]
 
 	// node-1's only BGP neighbour is the ToR; on the shared segment BIRD passes node-3's

@@ -33,15 +33,16 @@ type filterTor interface {
 }
 
 // birdTor: one protocol per node from a template; `import none` until the filters are
-// installed, then each protocol's ipv4 channel takes its node's filter.
+// installed, then each protocol's channel (ipv4, or ipv6 with v6) takes its node's filter.
 type birdTor struct {
 	b         *bird.BIRD
 	as        uint32
+	v6        bool
 	neighbors map[string]uint32 // address → AS
 }
 
-func startBIRDTor(t *testing.T, e *harness.Env, ns string, as uint32, neighbors map[string]uint32) *birdTor {
-	bt := &birdTor{as: as, neighbors: neighbors}
+func startBIRDTor(t *testing.T, e *harness.Env, ns string, as uint32, v6 bool, neighbors map[string]uint32) *birdTor {
+	bt := &birdTor{as: as, v6: v6, neighbors: neighbors}
 	bt.b = e.StartBIRD(ns, bt.config("", nil))
 	return bt
 }
@@ -50,23 +51,28 @@ func (bt *birdTor) format() string { return "bird" }
 
 // config renders BIRD's configuration; with filters, node address → filter name.
 func (bt *birdTor) config(filters string, names map[string]string) string {
+	ch, local := "ipv4", harness.FabricGateway
+	if bt.v6 {
+		ch, local = "ipv6", harness.FabricGateway6
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "log stderr all;\nrouter id %s;\nprotocol device {}\n", harness.FabricGateway)
-	b.WriteString("protocol kernel { ipv4 { export where source = RTS_BGP; }; merge paths on; }\n")
+	fmt.Fprintf(&b, "protocol kernel { %s { export where source = RTS_BGP; }; merge paths on; }\n", ch)
 	b.WriteString(filters)
-	fmt.Fprintf(&b, "\ntemplate bgp node {\n  local %s as %d;\n  passive on;\n  error wait time 1, 5;\n", harness.FabricGateway, bt.as)
-	b.WriteString("  ipv4 { import none; export where source ~ [ RTS_BGP, RTS_STATIC ]; };\n}\n")
+	fmt.Fprintf(&b, "\ntemplate bgp node {\n  local %s as %d;\n  passive on;\n  error wait time 1, 5;\n", local, bt.as)
+	fmt.Fprintf(&b, "  %s { import none; export where source ~ [ RTS_BGP, RTS_STATIC ]; };\n}\n", ch)
 	for _, addr := range slices.Sorted(maps.Keys(bt.neighbors)) {
-		ch := ""
+		imp := ""
 		if f, ok := names[addr]; ok {
-			ch = fmt.Sprintf(" ipv4 { import filter %s; };", f)
+			imp = fmt.Sprintf(" %s { import filter %s; };", ch, f)
 		}
-		fmt.Fprintf(&b, "protocol bgp %s from node { neighbor %s as %d;%s }\n", birdName(addr), addr, bt.neighbors[addr], ch)
+		fmt.Fprintf(&b, "protocol bgp %s from node { neighbor %s as %d;%s }\n", birdName(addr), addr, bt.neighbors[addr], imp)
 	}
 	return b.String()
 }
 
-func birdName(addr string) string { return "n_" + strings.ReplaceAll(addr, ".", "_") }
+// birdName names a node's session after its address, as routectl's example does.
+func birdName(addr string) string { return "n_" + strings.NewReplacer(".", "_", ":", "_").Replace(addr) }
 
 func (bt *birdTor) install(t *testing.T, filters string, names map[string]string) {
 	t.Helper()
@@ -75,7 +81,7 @@ func (bt *birdTor) install(t *testing.T, filters string, names map[string]string
 	}
 }
 
-var tfBIRDRoute = regexp.MustCompile(`unicast \[(n_[0-9_]+) `)
+var tfBIRDRoute = regexp.MustCompile(`unicast \[(n_[0-9a-f_]+) `)
 
 func (bt *birdTor) paths(t *testing.T, prefix string) []string {
 	t.Helper()
@@ -83,9 +89,17 @@ func (bt *birdTor) paths(t *testing.T, prefix string) []string {
 	if err != nil && !strings.Contains(out, "Network not found") {
 		t.Fatal(err)
 	}
+	byName := map[string]string{}
+	for addr := range bt.neighbors {
+		byName[birdName(addr)] = addr
+	}
 	var from []string
 	for _, m := range tfBIRDRoute.FindAllStringSubmatch(out, -1) {
-		from = append(from, strings.ReplaceAll(strings.TrimPrefix(m[1], "n_"), "_", "."))
+		addr, ok := byName[m[1]]
+		if !ok {
+			t.Fatalf("BIRD holds %s from a protocol %s that is no node's:\n%s", prefix, m[1], out)
+		}
+		from = append(from, addr)
 	}
 	slices.Sort(from)
 	return from
@@ -117,25 +131,33 @@ func (bt *birdTor) dump(t *testing.T) string {
 
 // frrTor: the nodes in a peer-group, each with its own inbound route-map (missing until
 // installed: FRR then refuses everything) and soft-reconfiguration to see what it sent.
+// With v6 the sessions carry IPv6 unicast alone.
 type frrTor struct {
 	f         *frr.FRR
+	afi       string // ipv4 or ipv6
 	neighbors map[string]uint32
 }
 
-func startFRRTor(t *testing.T, ns string, as uint32, neighbors map[string]uint32, routeMaps map[string]string) *frrTor {
+func startFRRTor(t *testing.T, ns string, as uint32, v6 bool, neighbors map[string]uint32, routeMaps map[string]string) *frrTor {
+	ft := &frrTor{afi: "ipv4", neighbors: neighbors}
+	if v6 {
+		ft.afi = "ipv6"
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "frr defaults traditional\nhostname tor\nlog stdout\nrouter bgp %d\n bgp router-id %s\n", as, harness.FabricGateway)
-	b.WriteString(" no bgp ebgp-requires-policy\n neighbor NODES peer-group\n neighbor NODES remote-as external\n neighbor NODES passive\n")
+	b.WriteString(" no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n")
+	b.WriteString(" neighbor NODES peer-group\n neighbor NODES remote-as external\n neighbor NODES passive\n")
 	addrs := slices.Sorted(maps.Keys(neighbors))
 	for _, a := range addrs {
 		fmt.Fprintf(&b, " neighbor %s peer-group NODES\n", a)
 	}
-	b.WriteString(" address-family ipv4 unicast\n  neighbor NODES soft-reconfiguration inbound\n")
+	fmt.Fprintf(&b, " address-family %s unicast\n  neighbor NODES activate\n  neighbor NODES soft-reconfiguration inbound\n", ft.afi)
 	for _, a := range addrs {
 		fmt.Fprintf(&b, "  neighbor %s route-map %s in\n", a, routeMaps[a])
 	}
 	b.WriteString(" exit-address-family\n")
-	return &frrTor{f: frr.Start(t, ns, b.String(), frr.Options{}), neighbors: neighbors}
+	ft.f = frr.Start(t, ns, b.String(), frr.Options{})
+	return ft
 }
 
 func (ft *frrTor) format() string { return "frr" }
@@ -145,14 +167,14 @@ func (ft *frrTor) install(t *testing.T, filters string, _ map[string]string) {
 	if err := ft.f.Apply(filters); err != nil {
 		t.Fatalf("loading the generated filters: %v", err)
 	}
-	if _, err := ft.f.VTY("clear bgp ipv4 unicast * soft in"); err != nil {
+	if _, err := ft.f.VTY("clear bgp "+ft.afi+" unicast * soft in"); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func (ft *frrTor) paths(t *testing.T, prefix string) []string {
 	t.Helper()
-	out, err := ft.f.VTY("show bgp ipv4 unicast " + prefix + " json")
+	out, err := ft.f.VTY("show bgp " + ft.afi + " unicast " + prefix + " json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +198,7 @@ func (ft *frrTor) paths(t *testing.T, prefix string) []string {
 
 func (ft *frrTor) counts(t *testing.T, neighbor string) (int, int) {
 	t.Helper()
-	out, err := ft.f.VTY("show bgp ipv4 unicast neighbors " + neighbor + " received-routes json")
+	out, err := ft.f.VTY("show bgp " + ft.afi + " unicast neighbors " + neighbor + " received-routes json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,11 +220,11 @@ func (ft *frrTor) counts(t *testing.T, neighbor string) (int, int) {
 	if err := json.Unmarshal([]byte(out), &nb); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	return len(rec.Routes), nb[neighbor].AFI["ipv4Unicast"].Accepted
+	return len(rec.Routes), nb[neighbor].AFI[ft.afi+"Unicast"].Accepted
 }
 
 func (ft *frrTor) dump(t *testing.T) string {
-	out, _ := ft.f.VTY("show bgp ipv4 unicast")
+	out, _ := ft.f.VTY("show bgp " + ft.afi + " unicast")
 	return out
 }
 
@@ -229,12 +251,17 @@ func buildRogue(t *testing.T) string {
 	return rogueBin
 }
 
-// moreSpecific is the /28 at the start of the second quarter of block (e.g. .16/28 of
-// a /26): inside it, longer than it.
+// moreSpecific is the prefix two bits longer than block at the start of its second
+// quarter (the .16/28 of a /26, the ::10/124 of a /122): inside it, longer than it.
 func moreSpecific(t *testing.T, block string) string {
 	t.Helper()
 	p := netip.MustParsePrefix(block)
-	a := p.Addr().As4()
-	a[3] += 16
-	return netip.PrefixFrom(netip.AddrFrom4(a), 28).String()
+	a := p.Addr().AsSlice()
+	host := len(a)*8 - p.Bits() - 2 // the quarter is 2^host addresses
+	if host < 0 || host > 7 {
+		t.Fatalf("moreSpecific: block %s: want a quarter of 1 to 128 addresses", block)
+	}
+	a[len(a)-1] += 1 << host
+	q, _ := netip.AddrFromSlice(a)
+	return netip.PrefixFrom(q, p.Bits()+2).String()
 }
