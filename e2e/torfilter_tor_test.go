@@ -72,7 +72,9 @@ func (bt *birdTor) config(filters string, names map[string]string) string {
 }
 
 // birdName names a node's session after its address, as routectl's example does.
-func birdName(addr string) string { return "n_" + strings.NewReplacer(".", "_", ":", "_").Replace(addr) }
+func birdName(addr string) string {
+	return "n_" + strings.NewReplacer(".", "_", ":", "_").Replace(addr)
+}
 
 func (bt *birdTor) install(t *testing.T, filters string, names map[string]string) {
 	t.Helper()
@@ -167,7 +169,7 @@ func (ft *frrTor) install(t *testing.T, filters string, _ map[string]string) {
 	if err := ft.f.Apply(filters); err != nil {
 		t.Fatalf("loading the generated filters: %v", err)
 	}
-	if _, err := ft.f.VTY("clear bgp "+ft.afi+" unicast * soft in"); err != nil {
+	if _, err := ft.f.VTY("clear bgp " + ft.afi + " unicast * soft in"); err != nil {
 		t.Fatal(err)
 	}
 }
