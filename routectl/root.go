@@ -103,7 +103,7 @@ Exit codes: 0 healthy, 1 something unhealthy was found, 2 routectl could not ans
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table, wide, json or yaml")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the agent and the API server")
 	root.AddCommand(newStatusCommand(o), newNodesCommand(o), newRoutesCommand(o), newIPAMCommand(o), newPeersCommand(o),
-		newTorFiltersCommand(o))
+		newTorFiltersCommand(o), newTraceCommand(o))
 	return root
 }
 

@@ -17,7 +17,10 @@ import (
 // Rules, first match wins:
 //  1. Our own blocks, and anything inside them, are never accepted back: a neighbour
 //     echoing (or claiming) them would steal our pods' traffic.
-//  2. From an external neighbour only what ExternalImports[neighbor] lists; and, when
+//  2. From an external neighbour, its ImportFilters first: the first matching rule
+//     decides, a Reject refuses, an Accept lets the route on. For a prefix inside a pool,
+//     when BlockOwnerAS is set, only rules without a community condition count (a
+//     block's ownership, below, is what admits it). Then only what ExternalImports[neighbor] lists; and, when
 //     BlockOwnerAS is set, a prefix inside a pool only when it is an assigned block
 //     whose path originates in its owner's AS (the next hop is the ToR's, so the origin
 //     AS is what names the announcing node). With every node in one AS this still
@@ -31,19 +34,21 @@ import (
 //
 // Hazard: BlockOwners is looked up by the exact prefix, so a /32 for an address borrowed
 // from another node's block needs its own entry.
-func (p Policy) Accepts(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix, nextHop netip.Addr, originAS uint32) (bool, string) {
-	return p.judge(kind, neighbor, prefix, nextHop, originAS, true)
+//
+// communities are the route's; only import filters look at them.
+func (p Policy) Accepts(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix, nextHop netip.Addr, originAS uint32, communities ...Community) (bool, string) {
+	return p.judge(kind, neighbor, prefix, nextHop, originAS, communities, true)
 }
 
 // Rejects is Accepts for a scan of many routes: the reason of a rejection, and no reason
 // formatted for the routes accepted (with 100k routes, that was most of a scan's work).
-func (p Policy) Rejects(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix, nextHop netip.Addr, originAS uint32) (rejected bool, reason string) {
-	ok, reason := p.judge(kind, neighbor, prefix, nextHop, originAS, false)
+func (p Policy) Rejects(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix, nextHop netip.Addr, originAS uint32, communities ...Community) (rejected bool, reason string) {
+	ok, reason := p.judge(kind, neighbor, prefix, nextHop, originAS, communities, false)
 	return !ok, reason
 }
 
 // judge is Accepts; the reason of an acceptance is formatted only with explain.
-func (p Policy) judge(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix, nextHop netip.Addr, originAS uint32, explain bool) (bool, string) {
+func (p Policy) judge(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix, nextHop netip.Addr, originAS uint32, communities []Community, explain bool) (bool, string) {
 	prefix = prefix.Masked()
 	neighbor, nextHop = neighbor.Unmap(), nextHop.Unmap()
 	for _, own := range p.OwnBlocks {
@@ -56,6 +61,9 @@ func (p Policy) judge(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix, n
 	}
 	switch kind {
 	case KindExternal:
+		if f, i, ok := p.importRule(neighbor, prefix, communities); ok && !f.Accept {
+			return false, fmt.Sprintf("%s is refused by import filter rule %d of external neighbour %s (%s)", prefix, i+1, neighbor, f)
+		}
 		for _, r := range p.ExternalImports[neighbor] {
 			if r.Matches(prefix) {
 				return p.externalOrigin(neighbor, prefix, originAS, r, explain)
@@ -82,6 +90,21 @@ func (p Policy) judge(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix, n
 	return false, fmt.Sprintf("unknown peer kind %q for %s", kind, neighbor)
 }
 
+// importRule is the first of neighbor's import filter rules that matches; inside a pool
+// only rules without a community condition count (see Accepts, rule 2).
+func (p Policy) importRule(neighbor netip.Addr, prefix netip.Prefix, communities []Community) (Filter, int, bool) {
+	_, inPool := p.PoolOf(prefix)
+	for i, f := range p.ImportFilters[neighbor] {
+		if inPool && f.HasCommunity && p.BlockOwnerAS != nil {
+			continue
+		}
+		if f.Matches(prefix, communities) {
+			return f, i, true
+		}
+	}
+	return Filter{}, 0, false
+}
+
 // externalOrigin judges a prefix in external neighbour's import list (range r) by its
 // origin AS, when it is inside a pool and BlockOwnerAS is set (see Accepts, rule 2).
 func (p Policy) externalOrigin(neighbor netip.Addr, prefix netip.Prefix, originAS uint32, r PrefixRange, explain bool) (bool, string) {
@@ -105,18 +128,21 @@ func (p Policy) externalOrigin(neighbor netip.Addr, prefix netip.Prefix, originA
 	return true, fmt.Sprintf("%s is in the import list of %s (%s) and originates in its owner's AS %d", prefix, neighbor, r, as)
 }
 
-// Exports decides whether a route for prefix is sent to a neighbour of the given kind.
-// learned is false for the node's own routes (Advertise) and true for routes learned from
-// another node; reflector is true when this node reflects for clients.
+// Exports decides whether a route for prefix is sent to neighbor, a neighbour of the
+// given kind. learned is false for the node's own routes (Advertise) and true for routes
+// learned from another node; reflector is true when this node reflects for clients.
 //
 // Own routes: OwnBlocks and ExtraExports (exact prefixes) go to every neighbour, except
-// that prefixes inside NoExportToExternal never go to external neighbours.
+// that prefixes inside NoExportToExternal never go to external neighbours;
+// ServiceExports go to external neighbours only. To an external neighbour, its
+// ExportFilters decide first (a Reject keeps the route back), matching the communities
+// ExportAttrs gives the route for it.
 // Learned routes: passed on only by a route reflector, only pool prefixes, only to nodes.
 // GoBGP applies the export policy to reflected routes too, so without that rule a
 // reflector would accept its clients' routes and reflect nothing; which node gets which
 // reflected route is still GoBGP's route-reflector logic (RFC 4456).
-func (p Policy) Exports(kind PeerKind, prefix netip.Prefix, learned, reflector bool) (bool, string) {
-	prefix = prefix.Masked()
+func (p Policy) Exports(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix, learned, reflector bool) (bool, string) {
+	prefix, neighbor = prefix.Masked(), neighbor.Unmap()
 	if learned {
 		if !reflector {
 			return false, fmt.Sprintf("%s was learned and this node reflects for nobody", prefix)
@@ -135,6 +161,12 @@ func (p Policy) Exports(kind PeerKind, prefix netip.Prefix, learned, reflector b
 				return false, fmt.Sprintf("%s is inside %s, not exported to external neighbours", prefix, n.Masked())
 			}
 		}
+		if refused, why := p.ExportFilterRefuses(neighbor, prefix); refused {
+			return false, why
+		}
+		if slices.Contains(p.ServiceExports, prefix) {
+			return true, fmt.Sprintf("%s is a Service address: exported to external neighbours", prefix)
+		}
 	}
 	for _, l := range [][]netip.Prefix{p.OwnBlocks, p.ExtraExports} {
 		for _, e := range l {
@@ -143,7 +175,38 @@ func (p Policy) Exports(kind PeerKind, prefix netip.Prefix, learned, reflector b
 			}
 		}
 	}
+	if slices.Contains(p.ServiceExports, prefix) {
+		return false, fmt.Sprintf("%s is a Service address: exported to external neighbours only", prefix)
+	}
 	return false, fmt.Sprintf("%s is neither our block nor an extra export", prefix)
+}
+
+// ExportFilterRefuses reports whether the first of external neighbour's export filter
+// rules that matches our route for prefix (with the communities ExportAttrs gives it)
+// is a Reject.
+func (p Policy) ExportFilterRefuses(neighbor netip.Addr, prefix netip.Prefix) (bool, string) {
+	neighbor, prefix = neighbor.Unmap(), prefix.Masked()
+	for i, f := range p.ExportFilters[neighbor] {
+		if f.Matches(prefix, p.ExportAttrs(neighbor, prefix).Communities) {
+			if f.Accept {
+				return false, ""
+			}
+			return true, fmt.Sprintf("%s is kept from %s by export filter rule %d (%s)", prefix, neighbor, i+1, f)
+		}
+	}
+	return false, ""
+}
+
+// ExportAttrs are the attributes our route for prefix carries to neighbor: every Tag
+// that applies, merged.
+func (p Policy) ExportAttrs(neighbor netip.Addr, prefix netip.Prefix) Attrs {
+	var a Attrs
+	for _, t := range p.Tags {
+		if t.applies(neighbor.Unmap(), prefix.Masked()) {
+			a = a.Merge(t.Attrs)
+		}
+	}
+	return a
 }
 
 // Matches reports whether prefix is r.Prefix or a more specific up to r.MaxLen (exactly
@@ -196,12 +259,30 @@ func (p Policy) Clone() Policy {
 		BlockOwnerAS:       maps.Clone(p.BlockOwnerAS),
 		Pools:              slices.Clone(p.Pools),
 		NoExportToExternal: slices.Clone(p.NoExportToExternal),
+		ServiceExports:     slices.Clone(p.ServiceExports),
+		ExportFilters:      cloneFilters(p.ExportFilters),
+		ImportFilters:      cloneFilters(p.ImportFilters),
+	}
+	for _, t := range p.Tags {
+		c.Tags = append(c.Tags, Tag{Source: t.Source, Prefixes: slices.Clone(t.Prefixes), Neighbors: slices.Clone(t.Neighbors),
+			Attrs: Attrs{}.Merge(t.Attrs)})
 	}
 	if p.ExternalImports != nil {
 		c.ExternalImports = make(map[netip.Addr][]PrefixRange, len(p.ExternalImports))
 		for a, rs := range p.ExternalImports {
 			c.ExternalImports[a] = slices.Clone(rs)
 		}
+	}
+	return c
+}
+
+func cloneFilters(m map[netip.Addr][]Filter) map[netip.Addr][]Filter {
+	if m == nil {
+		return nil
+	}
+	c := make(map[netip.Addr][]Filter, len(m))
+	for a, fs := range m {
+		c[a] = slices.Clone(fs)
 	}
 	return c
 }

@@ -180,7 +180,7 @@ func TestPolicyExports(t *testing.T) {
 		{"reflected IPv6", KindReflectorClient, "fd00:244:0:1::/80", true, true, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, reason := p.Exports(c.kind, gbPfx(c.prefix), c.learned, c.reflector)
+			got, reason := p.Exports(c.kind, netip.MustParseAddr("192.0.2.254"), gbPfx(c.prefix), c.learned, c.reflector)
 			if got != c.want || reason == "" {
 				t.Errorf("Exports(%s, %s, learned=%v, reflector=%v) = %v, %q; want %v", c.kind, c.prefix, c.learned, c.reflector, got, reason, c.want)
 			}

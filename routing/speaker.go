@@ -131,4 +131,15 @@ type Policy struct {
 	ExternalImports map[netip.Addr][]PrefixRange
 	// NoExportToExternal are prefixes never sent to external neighbours (disableBGPExport).
 	NoExportToExternal []netip.Prefix
+	// ServiceExports are the Service addresses and ranges this node announces (routing.
+	// ServiceRoutes), to external neighbours only: nodes have no use for them.
+	ServiceExports []netip.Prefix
+	// Tags add attributes to exported routes (ExportAttrs), in order.
+	Tags []Tag
+	// ExportFilters per external neighbour address: the first matching rule decides
+	// whether one of our routes goes to it (Reject: no; Accept: as usual). Their community
+	// conditions match the communities Tags give the route for that neighbour.
+	ExportFilters map[netip.Addr][]Filter
+	// ImportFilters per external neighbour address, before its import list (Accepts).
+	ImportFilters map[netip.Addr][]Filter
 }

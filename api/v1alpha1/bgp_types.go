@@ -63,7 +63,115 @@ type BGPConfigurationSpec struct {
 	// BFD settings for node-to-node sessions.
 	// +optional
 	BFD *BFDSettings `json:"bfd,omitempty"`
+
+	// ServiceClusterIPs are the Service cluster IP ranges (the API server's
+	// --service-cluster-ip-range) every node announces, as they are, to its BGPPeers.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	ServiceClusterIPs []ServiceIPRange `json:"serviceClusterIPs,omitempty"`
+
+	// ServiceExternalIPs are ranges of Services' spec.externalIPs. Every node announces
+	// each range to its BGPPeers; an external IP inside a range of a Service with
+	// externalTrafficPolicy Local is also announced as a /32 (/128) by the nodes that have
+	// a ready endpoint of that Service, and by no other node.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	ServiceExternalIPs []ServiceIPRange `json:"serviceExternalIPs,omitempty"`
+
+	// ServiceLoadBalancerIPs are the ranges in which LoadBalancer ingress IPs
+	// (status.loadBalancer.ingress[].ip, as a load-balancer controller writes them) are
+	// announced to BGPPeers as /32 (/128): by every node, or, with externalTrafficPolicy
+	// Local, only by the nodes that have a ready endpoint of the Service. An ingress IP
+	// outside every range is not announced; the ranges themselves are not announced.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	ServiceLoadBalancerIPs []ServiceIPRange `json:"serviceLoadBalancerIPs,omitempty"`
 }
+
+// ServiceIPRange is a range of Service addresses to announce, with the BGP attributes
+// its routes carry.
+type ServiceIPRange struct {
+	// CIDR is the range, e.g. 10.96.0.0/12 or 198.51.100.0/24.
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="cidr must be an IPv4 or IPv6 prefix such as 198.51.100.0/24"
+	CIDR string `json:"cidr"`
+
+	// Attributes the routes of this range carry.
+	// +optional
+	RouteAttributes `json:",inline"`
+}
+
+// RouteAttributes are BGP attributes added to the routes a node exports.
+type RouteAttributes struct {
+	// Communities are RFC 1997 communities, each "ASN:VALUE" with both parts from 0 to
+	// 65535, e.g. "65000:100".
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=11
+	// +kubebuilder:validation:items:Pattern=`^[0-9]{1,5}:[0-9]{1,5}$`
+	Communities []string `json:"communities,omitempty"`
+
+	// LargeCommunities are RFC 8092 large communities, each "ASN:DATA1:DATA2" with every
+	// part from 0 to 4294967295, e.g. "64512:1:200".
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=32
+	// +kubebuilder:validation:items:Pattern=`^[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}$`
+	LargeCommunities []string `json:"largeCommunities,omitempty"`
+
+	// LocalPreference is set on the routes sent over iBGP (a BGPPeer in the node's own
+	// AS); eBGP neighbours never see it. The highest of the values that apply wins.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967295
+	LocalPreference *int64 `json:"localPreference,omitempty"`
+}
+
+// RouteFilter is one rule of a BGPPeer's export or import filter: the first rule whose
+// prefix (and, when set, community) matches decides.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.maxLength) || !isCIDR(self.cidr) || self.maxLength >= cidr(self.cidr).prefixLength()",message="maxLength must not be shorter than the prefix"
+// +kubebuilder:validation:XValidation:rule="!has(self.minLength) || !isCIDR(self.cidr) || self.minLength >= cidr(self.cidr).prefixLength()",message="minLength must not be shorter than the prefix"
+// +kubebuilder:validation:XValidation:rule="!has(self.minLength) || !has(self.maxLength) || self.minLength <= self.maxLength",message="minLength must not be longer than maxLength"
+type RouteFilter struct {
+	// CIDR the route's prefix must lie in (equal to it, or longer when maxLength is set).
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="cidr must be an IPv4 or IPv6 prefix such as 10.244.0.0/16"
+	CIDR string `json:"cidr"`
+	// MinLength is the shortest prefix length that matches (default: the CIDR's).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=128
+	MinLength *int32 `json:"minLength,omitempty"`
+	// MaxLength is the longest prefix length that matches (default: the CIDR's, i.e. only
+	// the prefix itself, unless minLength is set: then the family's longest).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=128
+	MaxLength *int32 `json:"maxLength,omitempty"`
+	// Community, when set, must also be on the route ("ASN:VALUE").
+	// +optional
+	// +kubebuilder:validation:MaxLength=11
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,5}:[0-9]{1,5}$`
+	Community string `json:"community,omitempty"`
+	// Action is what a matching route gets: Accept or Reject.
+	// +kubebuilder:validation:Enum=Accept;Reject
+	Action FilterAction `json:"action"`
+}
+
+// FilterAction is a RouteFilter's verdict.
+type FilterAction string
+
+// Filter actions.
+const (
+	FilterAccept FilterAction = "Accept"
+	FilterReject FilterAction = "Reject"
+)
 
 // BGPTimers are BGP session timers.
 //
@@ -178,6 +286,34 @@ type BGPPeerSpec struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
 	Import []PrefixMatch `json:"import,omitempty"`
+
+	// ImportFilters are evaluated before Import, first match wins: a Reject refuses the
+	// route, an Accept lets it on to Import (which must still list it). A route no rule
+	// matches goes on to Import too.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	ImportFilters []RouteFilter `json:"importFilters,omitempty"`
+
+	// Export changes what the nodes send this neighbour.
+	// +optional
+	Export *PeerExport `json:"export,omitempty"`
+}
+
+// PeerExport is what nodes send one BGPPeer beyond the defaults (their blocks, and the
+// Service addresses of the BGPConfiguration).
+type PeerExport struct {
+	// Filters are evaluated first, first match wins: a Reject keeps the route from this
+	// neighbour, an Accept sends it as usual. A route no rule matches is sent as usual.
+	// Filters cannot send a route the node would not otherwise export.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	Filters []RouteFilter `json:"filters,omitempty"`
+
+	// Attributes added to every route sent to this neighbour.
+	// +optional
+	RouteAttributes `json:",inline"`
 }
 
 // SecretKeyRef points at one key of a Secret.

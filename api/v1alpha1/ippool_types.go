@@ -79,6 +79,10 @@ type IPPoolSpec struct {
 	//
 	// +optional
 	DisableBGPExport bool `json:"disableBGPExport,omitempty"`
+
+	// Attributes the blocks of this pool carry when a node exports them.
+	// +optional
+	RouteAttributes `json:",inline"`
 }
 
 // Annotations on a Namespace or a Pod that name the pools its pods take addresses from, per

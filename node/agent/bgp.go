@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -68,6 +69,9 @@ type bgp struct {
 	peers cache.SharedIndexInformer
 	all   cache.SharedIndexInformer // every block: who owns what (hijack protection)
 	pools cache.SharedIndexInformer
+	// services and endpointSlices decide the Service addresses the node announces.
+	services       cache.SharedIndexInformer
+	endpointSlices cache.SharedIndexInformer
 
 	restarting bool // kernel routes of a previous run survived: set the GR restart flag
 	// reconcilers bring the speaker to the cluster's state, one concern each, in order.
@@ -99,6 +103,13 @@ func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interf
 		confs: hr.BGPConfigurations.Informer("", 0),
 		peers: hr.BGPPeers.Informer("", 0),
 		all:   hr.IPAMBlocks.Informer("", 0),
+		services: cache.NewSharedIndexInformer(cache.NewListWatchFromClient(kube.CoreV1().RESTClient(), "services", "", fields.Everything()),
+			&corev1.Service{}, 0, cache.Indexers{}),
+		endpointSlices: cache.NewSharedIndexInformer(cache.NewListWatchFromClient(kube.DiscoveryV1().RESTClient(), "endpointslices", "", fields.Everything()),
+			&discoveryv1.EndpointSlice{}, 0, cache.Indexers{}),
+	}
+	for _, inf := range []cache.SharedIndexInformer{b.services, b.endpointSlices} {
+		_ = inf.SetTransform(dropManagedFields)
 	}
 	b.reconcilers = newReconcilers(b.log, cfg.Speaker, cfg.BFD, func() {
 		b.mu.Lock()
@@ -114,7 +125,15 @@ func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interf
 }
 
 func (b *bgp) informers() []cache.SharedIndexInformer {
-	return []cache.SharedIndexInformer{b.nodes, b.confs, b.peers, b.all}
+	return []cache.SharedIndexInformer{b.nodes, b.confs, b.peers, b.all, b.services, b.endpointSlices}
+}
+
+// dropManagedFields slims a cached object: the agent never reads its field managers.
+func dropManagedFields(o any) (any, error) {
+	if m, ok := o.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return o, nil
 }
 
 // convergeWait bounds how long a starting node waits for all its BGP sessions before it
@@ -201,6 +220,12 @@ func (b *bgp) reconcile(ctx context.Context, own []netip.Prefix) error {
 	}
 	for _, o := range b.pools.GetStore().List() {
 		src.pools = append(src.pools, o.(*v1alpha1.IPPool))
+	}
+	for _, o := range b.services.GetStore().List() {
+		src.services = append(src.services, o.(*corev1.Service))
+	}
+	for _, o := range b.endpointSlices.GetStore().List() {
+		src.slices = append(src.slices, o.(*discoveryv1.EndpointSlice))
 	}
 	src.secrets, src.secretErrs = b.secrets(ctx, src.peers)
 	in, err := computeInputs(src)

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/routing"
@@ -20,8 +23,10 @@ import (
 // bgpInputs is what one pass of the BGP reconcilers works from: read once from the
 // informers and the password Secrets, then handed to every reconciler in order.
 type bgpInputs struct {
-	own    []netip.Prefix
-	set    routing.PeerSet
+	own []netip.Prefix
+	// services are the Service routes the node announces (to external neighbours).
+	services []routing.ServiceRoute
+	set      routing.PeerSet
 	policy routing.Policy
 	global routing.GlobalConfig
 	// restarting: new sessions carry the graceful-restart flag (our forwarding state
@@ -38,6 +43,8 @@ type bgpSources struct {
 	peers      []*v1alpha1.BGPPeer
 	blocks     []*v1alpha1.IPAMBlock
 	pools      []*v1alpha1.IPPool
+	services   []*corev1.Service
+	slices     []*discoveryv1.EndpointSlice
 	secrets    map[string]string
 	secretErrs map[string]string
 	listenPort int32 // flag override; 0 = the BGPConfiguration's
@@ -56,8 +63,108 @@ func computeInputs(src bgpSources) (bgpInputs, error) {
 	if g.ListenPort == 0 && src.conf != nil {
 		g.ListenPort = src.conf.Spec.ListenPort
 	}
-	return bgpInputs{own: src.own, set: set, global: g, restarting: src.restarting,
-		policy: policyFor(src.own, set, src.nodes, src.conf, src.blocks, src.pools)}, nil
+	svcs, problems := routing.ServiceRoutes(routing.ServiceInputs{Node: src.node, Config: src.conf, Services: src.services, Slices: src.slices})
+	set.Problems = append(set.Problems, problems...)
+	rules := peerRules(&set, src.peers)
+	pol := policyFor(src.own, set, src.nodes, src.conf, src.blocks, src.pools)
+	addServices(&pol, svcs)
+	addPeerRules(&pol, set, rules)
+	addPoolTags(&pol, src.pools, &set)
+	slices.Sort(set.Problems)
+	set.Problems = slices.Compact(set.Problems)
+	return bgpInputs{own: src.own, services: svcs, set: set, global: g, restarting: src.restarting, policy: pol}, nil
+}
+
+// peerFilters are one BGPPeer's filters and export attributes, parsed.
+type peerFilters struct {
+	imports, exports []routing.Filter
+	attrs            routing.Attrs
+}
+
+// peerRules parses each BGPPeer's import and export filters and export attributes. A
+// BGPPeer whose filters or attributes do not parse is taken out of the set with a
+// Problem: running it without them would send or accept what the operator excluded.
+func peerRules(set *routing.PeerSet, peers []*v1alpha1.BGPPeer) map[string]peerFilters {
+	out := map[string]peerFilters{}
+	bad := map[string]bool{}
+	for _, bp := range peers {
+		var pf peerFilters
+		var err error
+		if pf.imports, err = routing.ParseFilters(bp.Spec.ImportFilters); err != nil {
+			err = fmt.Errorf("importFilters %w", err)
+		} else if e := bp.Spec.Export; e != nil {
+			if pf.exports, err = routing.ParseFilters(e.Filters); err != nil {
+				err = fmt.Errorf("export.filters %w", err)
+			} else if pf.attrs, err = routing.ParseAttrs(e.RouteAttributes); err != nil {
+				err = fmt.Errorf("export: %w", err)
+			}
+		}
+		if err != nil {
+			bad[bp.Name] = true
+			set.Problems = append(set.Problems, fmt.Sprintf("BGPPeer %s: %v; peer skipped", bp.Name, err))
+			continue
+		}
+		out[bp.Name] = pf
+	}
+	set.Peers = slices.DeleteFunc(set.Peers, func(pc routing.PeerConfig) bool { return pc.Kind == routing.KindExternal && bad[pc.Name] })
+	return out
+}
+
+// addServices exports the Service routes to external neighbours, each with its range's
+// attributes.
+func addServices(pol *routing.Policy, svcs []routing.ServiceRoute) {
+	for _, r := range svcs {
+		pol.ServiceExports = append(pol.ServiceExports, r.Prefix)
+		if !r.Attrs.IsZero() {
+			pol.Tags = append(pol.Tags, routing.Tag{Source: "Service " + r.Prefix.String(), Prefixes: []netip.Prefix{r.Prefix}, Attrs: r.Attrs})
+		}
+	}
+}
+
+// addPeerRules gives each external neighbour its BGPPeer's filters, and its routes the
+// BGPPeer's export attributes (local preference only over iBGP: eBGP strips it).
+func addPeerRules(pol *routing.Policy, set routing.PeerSet, rules map[string]peerFilters) {
+	for _, pc := range set.Peers {
+		pf, ok := rules[pc.Name]
+		if pc.Kind != routing.KindExternal || !ok {
+			continue
+		}
+		if len(pf.imports) > 0 {
+			if pol.ImportFilters == nil {
+				pol.ImportFilters = map[netip.Addr][]routing.Filter{}
+			}
+			pol.ImportFilters[pc.Address] = pf.imports
+		}
+		if len(pf.exports) > 0 {
+			if pol.ExportFilters == nil {
+				pol.ExportFilters = map[netip.Addr][]routing.Filter{}
+			}
+			pol.ExportFilters[pc.Address] = pf.exports
+		}
+		a := pf.attrs
+		if pc.PeerAS != pc.LocalAS {
+			a.LocalPref, a.HasLocalPref = 0, false
+		}
+		if !a.IsZero() {
+			pol.Tags = append(pol.Tags, routing.Tag{Source: "BGPPeer " + pc.Name, Neighbors: []netip.Addr{pc.Address}, Attrs: a})
+		}
+	}
+}
+
+// addPoolTags gives the blocks of each pool the pool's attributes (to every neighbour).
+func addPoolTags(pol *routing.Policy, pools []*v1alpha1.IPPool, set *routing.PeerSet) {
+	for _, pool := range slices.SortedFunc(slices.Values(pools), func(a, b *v1alpha1.IPPool) int { return strings.Compare(a.Name, b.Name) }) {
+		a, err := routing.ParseAttrs(pool.Spec.RouteAttributes)
+		if err != nil {
+			set.Problems = append(set.Problems, fmt.Sprintf("IPPool %s: %v; its blocks are exported without attributes", pool.Name, err))
+			continue
+		}
+		p, perr := netip.ParsePrefix(pool.Spec.CIDR)
+		if perr != nil || a.IsZero() {
+			continue
+		}
+		pol.Tags = append(pol.Tags, routing.Tag{Source: "IPPool " + pool.Name, Prefixes: []netip.Prefix{p.Masked()}, Attrs: a})
+	}
 }
 
 // policyFor is the node's import/export policy: export its own blocks; accept a block
@@ -157,8 +264,8 @@ func (s *speakerStarter) reconcile(ctx context.Context, in bgpInputs) error {
 	return nil
 }
 
-// advertiser announces the node's own blocks (next hop: the node's address of the
-// block's family) and withdraws blocks the node no longer holds.
+// advertiser announces the node's own blocks and its Service routes (next hop: the
+// node's address of the prefix's family) and withdraws what the node no longer holds.
 type advertiser struct {
 	sp         routing.Speaker
 	log        *slog.Logger
@@ -169,7 +276,16 @@ func (a *advertiser) name() string { return "advertisements" }
 
 func (a *advertiser) reconcile(_ context.Context, in bgpInputs) error {
 	var errs []error
+	want := map[netip.Prefix]string{}
 	for _, p := range in.own {
+		want[p] = "block"
+	}
+	for _, r := range in.services {
+		if _, ok := want[r.Prefix]; !ok {
+			want[r.Prefix] = "service"
+		}
+	}
+	for _, p := range slices.SortedFunc(maps.Keys(want), netip.Prefix.Compare) {
 		nh := in.set.Local.Address
 		if p.Addr().Is6() && in.set.Local.Address6.IsValid() {
 			nh = in.set.Local.Address6
@@ -182,10 +298,10 @@ func (a *advertiser) reconcile(_ context.Context, in bgpInputs) error {
 			continue
 		}
 		a.advertised[p] = nh
-		a.log.Info("advertising block", "prefix", p, "nextHop", nh)
+		a.log.Info("advertising "+want[p], "prefix", p, "nextHop", nh)
 	}
 	for p := range a.advertised {
-		if slices.Contains(in.own, p) {
+		if _, ok := want[p]; ok {
 			continue
 		}
 		if err := a.sp.Withdraw(p); err != nil {
@@ -193,7 +309,7 @@ func (a *advertiser) reconcile(_ context.Context, in bgpInputs) error {
 			continue
 		}
 		delete(a.advertised, p)
-		a.log.Info("withdrew block", "prefix", p)
+		a.log.Info("withdrew route", "prefix", p)
 	}
 	return errors.Join(errs...)
 }

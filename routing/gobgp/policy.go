@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 
 	api "github.com/osrg/gobgp/v3/api"
 	"google.golang.org/protobuf/proto"
@@ -67,7 +68,7 @@ func (g *Speaker) installPolicy(kinds map[netip.Addr]routing.PeerKind) (err erro
 
 	// Withdraw what stops being exported while the old policy still lets the withdrawal
 	// out; re-originate it afterwards, whether the install worked or not.
-	reorig, advs := g.stopsExporting()
+	reorig, advs := g.stopsExporting(kinds)
 	var withdrawn []netip.Prefix
 	defer func() {
 		for _, pfx := range withdrawn {
@@ -129,20 +130,21 @@ func (g *Speaker) installPolicy(kinds map[netip.Addr]routing.PeerKind) (err erro
 	return nil
 }
 
-// stopsExporting returns our routes that the installed GoBGP policy exports (to nodes or
-// to external neighbours) and the stored Policy no longer does (with no policy installed
-// GoBGP exports everything), and a copy of our routes.
-func (g *Speaker) stopsExporting() ([]netip.Prefix, map[netip.Prefix]advert) {
+// stopsExporting returns our routes that the installed GoBGP policy exports to one of
+// the neighbours and the stored Policy no longer does (with no policy installed GoBGP
+// exports everything), and a copy of our routes. Hazard: such a route is withdrawn from
+// every neighbour and re-originated, so the neighbours that still get it see it flap once.
+func (g *Speaker) stopsExporting(kinds map[netip.Addr]routing.PeerKind) ([]netip.Prefix, map[netip.Prefix]advert) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var out []netip.Prefix
 	for pfx := range g.adv {
-		for _, k := range []routing.PeerKind{routing.KindMesh, routing.KindExternal} {
+		for a, k := range kinds {
 			before := g.applied == nil
 			if !before {
-				before, _ = g.appliedPol.Exports(k, pfx, false, false)
+				before, _ = g.appliedPol.Exports(k, a, pfx, false, false)
 			}
-			if after, _ := g.policy.Exports(k, pfx, false, false); before && !after {
+			if after, _ := g.policy.Exports(k, a, pfx, false, false); before && !after {
 				out = append(out, pfx)
 				break
 			}
@@ -161,11 +163,23 @@ func (g *Speaker) stopsExporting() ([]netip.Prefix, map[netip.Prefix]advert) {
 //	with BlockOwnerAS, per external neighbour and owner AS: that AS's
 //	  blocks in the import list (exact), AS path origin = that AS       accept
 //	with BlockOwnerAS, any other pool prefix from an external neighbour reject
+//	per external neighbour, its import filter rules in order:
+//	  Reject: the rule's range (and community) from that neighbour     reject
+//	  Accept: the rule's range ∩ each import range (and community)     accept
 //	per external neighbour: its import ranges from that neighbour      accept
+//
+// An Accept rule lets a route on to the import list: accepting the intersection of its
+// range with the import ranges, before the later rules, is the same first-match verdict
+// in GoBGP's statement order. Blocks (pool prefixes with BlockOwnerAS) are decided by
+// the origin rules, which leave out the blocks a filter rule without a community rejects.
 //
 // The export policy, default REJECT:
 //
+//	per Tag: local routes inside its prefixes to its neighbours        add attributes
 //	NoExportToExternal and more specifics to external neighbours       reject
+//	per external neighbour: local routes its export filters refuse     reject
+//	  (exact prefixes, judged here by routing.Policy.ExportFilterRefuses)
+//	local routes for ServiceExports (exact) to external neighbours     accept
 //	local routes for OwnBlocks and ExtraExports (exact)                accept
 //	reflector only: iBGP-learned pool prefixes to nodes                accept
 //
@@ -219,6 +233,7 @@ func buildPolicy(p routing.Policy, kinds map[netip.Addr]routing.PeerKind) *api.S
 	if p.BlockOwnerAS != nil && extSet != "" {
 		imp = append(imp, originStatements(b, p, externals, extSet)...)
 	}
+	imp = append(imp, importFilterStatements(b, p, externals)...)
 	for _, ext := range externals {
 		for _, f := range families {
 			name := fmt.Sprintf("import-%s-%s", f.tag, ext)
@@ -231,13 +246,39 @@ func buildPolicy(p routing.Policy, kinds map[netip.Addr]routing.PeerKind) *api.S
 		}
 	}
 
-	var exp []*api.Statement
+	exp := tagStatements(b, p)
 	for _, f := range families {
 		if extSet == "" {
 			break
 		}
 		if s := b.prefixSet("hr-noexport-"+f.tag, f.only(p.NoExportToExternal), true); s != "" {
 			exp = append(exp, statement("hr-ex-noexport-"+f.tag, &api.Conditions{PrefixSet: matchAny(s), NeighborSet: matchAny(extSet)}, false))
+		}
+	}
+	ours := slices.Concat(p.OwnBlocks, p.ExtraExports, p.ServiceExports)
+	for _, ext := range externals {
+		var refused []netip.Prefix
+		for _, pfx := range ours {
+			if no, _ := p.ExportFilterRefuses(ext, pfx); no {
+				refused = append(refused, pfx)
+			}
+		}
+		for _, f := range families {
+			name := fmt.Sprintf("exfilter-%s-%s", f.tag, ext)
+			if s := b.prefixSet("hr-"+name, f.only(refused), false); s != "" {
+				peerSet := b.neighborSet("hr-peer-"+ext.String(), []netip.Addr{ext})
+				exp = append(exp, statement("hr-ex-"+name, &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL,
+					PrefixSet: matchAny(s), NeighborSet: matchAny(peerSet)}, false))
+			}
+		}
+	}
+	for _, f := range families {
+		if extSet == "" {
+			break
+		}
+		if s := b.prefixSet("hr-svc-"+f.tag, f.only(p.ServiceExports), false); s != "" {
+			exp = append(exp, statement("hr-ex-svc-"+f.tag, &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL,
+				PrefixSet: matchAny(s), NeighborSet: matchAny(extSet)}, true))
 		}
 	}
 	for _, f := range families {
@@ -282,6 +323,9 @@ func originStatements(b *policyBuilder, p routing.Policy, externals []netip.Addr
 				if _, inPool := p.PoolOf(blk); !inPool || !slices.ContainsFunc(p.ExternalImports[ext], func(r routing.PrefixRange) bool { return r.Matches(blk) }) {
 					continue
 				}
+				if refused, _ := p.Rejects(routing.KindExternal, ext, blk, netip.Addr{}, as); refused {
+					continue // an import filter rule refuses it
+				}
 				byAS[as] = append(byAS[as], blk)
 			}
 			for _, as := range slices.Sorted(maps.Keys(byAS)) {
@@ -300,6 +344,129 @@ func originStatements(b *policyBuilder, p routing.Policy, externals []netip.Addr
 		}
 	}
 	return out
+}
+
+// importFilterStatements are the import filter rules of each external neighbour (see
+// buildPolicy): a Reject rule as a reject of its range, an Accept rule as an accept of
+// its range's intersection with the neighbour's import ranges.
+func importFilterStatements(b *policyBuilder, p routing.Policy, externals []netip.Addr) []*api.Statement {
+	var out []*api.Statement
+	for _, ext := range externals {
+		peerSet := ""
+		for i, r := range p.ImportFilters[ext] {
+			f := family{"v4", true}
+			if r.Prefix.Addr().Is6() {
+				f = family{"v6", false}
+			}
+			var entries []*api.Prefix
+			if !r.Accept {
+				entries = []*api.Prefix{{IpPrefix: r.Prefix.Masked().String(), MaskLengthMin: uint32(r.MinLen), MaskLengthMax: uint32(r.MaxLen)}}
+			}
+			for _, ir := range p.ExternalImports[ext] {
+				if x, ok := intersect(r, ir); ok && r.Accept {
+					entries = append(entries, x)
+				}
+			}
+			if len(entries) == 0 {
+				continue // an Accept of nothing the import list takes: the later rules decide
+			}
+			name := fmt.Sprintf("imfilter-%s-%s-%d", f.tag, ext, i+1)
+			if !b.has("hr-" + name) {
+				b.sets = append(b.sets, &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: "hr-" + name, Prefixes: entries})
+			}
+			if peerSet == "" {
+				peerSet = b.neighborSet("hr-peer-"+ext.String(), []netip.Addr{ext})
+			}
+			c := &api.Conditions{PrefixSet: matchAny("hr-" + name), NeighborSet: matchAny(peerSet)}
+			if r.HasCommunity {
+				c.CommunitySet = matchAny(b.communitySet(r.Community))
+			}
+			out = append(out, statement("hr-im-"+name, c, r.Accept))
+		}
+	}
+	return out
+}
+
+// intersect is the prefix-set entry matching what both the filter rule r and the import
+// range ir match (ok false: nothing).
+func intersect(r routing.Filter, ir routing.PrefixRange) (*api.Prefix, bool) {
+	q := ir.Prefix.Masked()
+	qhi := q.Bits()
+	if ir.MaxLen > 0 {
+		qhi = min(ir.MaxLen, q.Addr().BitLen())
+	}
+	var base netip.Prefix
+	switch {
+	case q.Addr().Is4() != r.Prefix.Addr().Is4():
+		return nil, false
+	case r.Prefix.Bits() <= q.Bits() && r.Prefix.Contains(q.Addr()):
+		base = q
+	case q.Bits() <= r.Prefix.Bits() && q.Contains(r.Prefix.Addr()):
+		base = r.Prefix.Masked()
+	default:
+		return nil, false
+	}
+	lo, hi := max(r.MinLen, q.Bits(), base.Bits()), min(r.MaxLen, qhi)
+	if lo > hi {
+		return nil, false
+	}
+	return &api.Prefix{IpPrefix: base.String(), MaskLengthMin: uint32(lo), MaskLengthMax: uint32(hi)}, true
+}
+
+// tagStatements add each Tag's attributes to our own routes it applies to; they carry
+// no verdict, so the statements after them still decide.
+func tagStatements(b *policyBuilder, p routing.Policy) []*api.Statement {
+	var out []*api.Statement
+	for i, t := range p.Tags {
+		if t.Attrs.IsZero() {
+			continue
+		}
+		c := &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL}
+		if t.Neighbors != nil {
+			if len(t.Neighbors) == 0 {
+				continue
+			}
+			ns := slices.SortedFunc(slices.Values(t.Neighbors), netip.Addr.Compare)
+			c.NeighborSet = matchAny(b.neighborSet(fmt.Sprintf("hr-tag-%d-peers", i+1), ns))
+		}
+		acts := tagActions(t.Attrs)
+		if t.Prefixes == nil {
+			out = append(out, &api.Statement{Name: fmt.Sprintf("hr-ex-tag-%d", i+1), Conditions: c, Actions: acts})
+			continue
+		}
+		for _, f := range families {
+			s := b.prefixSet(fmt.Sprintf("hr-tag-%d-%s", i+1, f.tag), f.only(t.Prefixes), true)
+			if s == "" {
+				continue
+			}
+			fc := proto.Clone(c).(*api.Conditions)
+			fc.PrefixSet = matchAny(s)
+			out = append(out, &api.Statement{Name: fmt.Sprintf("hr-ex-tag-%d-%s", i+1, f.tag), Conditions: fc, Actions: acts})
+		}
+	}
+	return out
+}
+
+func tagActions(a routing.Attrs) *api.Actions {
+	acts := &api.Actions{RouteAction: api.RouteAction_NONE}
+	if len(a.Communities) > 0 {
+		cs := make([]string, len(a.Communities))
+		for i, c := range a.Communities {
+			cs[i] = c.String()
+		}
+		acts.Community = &api.CommunityAction{Type: api.CommunityAction_ADD, Communities: cs}
+	}
+	if len(a.LargeCommunities) > 0 {
+		cs := make([]string, len(a.LargeCommunities))
+		for i, c := range a.LargeCommunities {
+			cs[i] = c.String()
+		}
+		acts.LargeCommunity = &api.CommunityAction{Type: api.CommunityAction_ADD, Communities: cs}
+	}
+	if a.HasLocalPref {
+		acts.LocalPref = &api.LocalPrefAction{Value: a.LocalPref}
+	}
+	return acts
 }
 
 // assignments are the global import and export assignments of the policies buildPolicy
@@ -426,6 +593,15 @@ func (b *policyBuilder) neighborSet(name string, addrs []netip.Addr) string {
 func (b *policyBuilder) asPathSet(name, re string) string {
 	if !b.has(name) {
 		b.sets = append(b.sets, &api.DefinedSet{DefinedType: api.DefinedType_AS_PATH, Name: name, List: []string{re}})
+	}
+	return name
+}
+
+// communitySet adds a community set matching c exactly and returns its name.
+func (b *policyBuilder) communitySet(c routing.Community) string {
+	name := "hr-community-" + strings.ReplaceAll(c.String(), ":", "-")
+	if !b.has(name) {
+		b.sets = append(b.sets, &api.DefinedSet{DefinedType: api.DefinedType_COMMUNITY, Name: name, List: []string{"^" + c.String() + "$"}})
 	}
 	return name
 }

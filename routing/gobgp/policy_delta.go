@@ -95,9 +95,9 @@ func (g *Speaker) applyDeltas(ctx context.Context, deltas []setDelta) error {
 //	hr-owner-F-OWNER (a node's blocks)   the owner, if it is a neighbour; our route
 //	                                     reflectors; if we reflect, our mesh neighbours
 //	                                     (the other reflectors)
-//	hr-own-F, hr-origin-*, hr-import-*   the external neighbours (a prefix that is no
-//	                                     node's was refused from every node anyway)
-//	hr-export-F                          none: our own routes are added after the policy
+//	hr-own-F, hr-origin-*, hr-import-*,  the external neighbours (a prefix that is no
+//	hr-imfilter-*                        node's was refused from every node anyway)
+//	hr-export-F, hr-svc-F, hr-exfilter-* none: our own routes are added after the policy
 //	                                     that exports them, and withdrawn before the one
 //	                                     that stops (installPolicy)
 //	anything else (pools, no-export)     everyone
@@ -124,9 +124,10 @@ func resetTargets(deltas []setDelta, kinds map[netip.Addr]routing.PeerKind) (add
 			byKind(func(k routing.PeerKind) bool {
 				return k == routing.KindReflector || reflecting && k == routing.KindMesh
 			})
-		case strings.HasPrefix(d.name, "hr-own-"), strings.HasPrefix(d.name, "hr-origin-"), strings.HasPrefix(d.name, "hr-import-"):
+		case strings.HasPrefix(d.name, "hr-own-"), strings.HasPrefix(d.name, "hr-origin-"), strings.HasPrefix(d.name, "hr-import-"),
+			strings.HasPrefix(d.name, "hr-imfilter-"):
 			byKind(func(k routing.PeerKind) bool { return k == routing.KindExternal })
-		case strings.HasPrefix(d.name, "hr-export-"):
+		case strings.HasPrefix(d.name, "hr-export-"), strings.HasPrefix(d.name, "hr-svc-"), strings.HasPrefix(d.name, "hr-exfilter-"):
 		default:
 			return nil, true
 		}
