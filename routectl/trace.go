@@ -115,7 +115,7 @@ type tracer struct {
 	in               *traceInput
 	srcNode, dstNode string
 	live, same       bool
-	rt           *agentv1.Route // the source node's route to dst (live only)
+	rt               *agentv1.Route // the source node's route to dst (live only)
 	nextHops         []string
 }
 

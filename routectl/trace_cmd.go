@@ -259,8 +259,9 @@ func (r *resolver) podByIP(ctx context.Context, ip netip.Addr) (*corev1.Pod, err
 		return nil, fmt.Errorf("list pods with address %s: %w", ip, err)
 	}
 	for i := range pods.Items {
-		if !pods.Items[i].Spec.HostNetwork {
-			return &pods.Items[i], nil
+		p := &pods.Items[i]
+		if !p.Spec.HostNetwork && podAddr(p, ip) == ip {
+			return p, nil
 		}
 	}
 	return nil, nil
