@@ -191,6 +191,20 @@ func TestServiceAdvertisement(t *testing.T) {
 	l.waitPaths(t, 10*time.Second, svcLBIP+"/32", n1, n2)
 	_, out = l.paths(t, svcLBIP+"/32")
 	t.Logf("the ToR's routes for the LoadBalancer IP with a ready endpoint on each node:\n%s", out)
+	adv, code := routectl(t, l.nodes[0], "routes", "--advertised")
+	t.Logf("$ routectl routes --advertised   (node-1)\n%s", adv)
+	if code != 0 {
+		t.Errorf("routectl routes --advertised: exit %d", code)
+	}
+	for _, want := range []string{
+		blocks["node-1"] + " ", "192.0.2.254 (tor)", "communities 65000:100 65000:200, large 64512:1:1",
+		svcLBIP + "/32", "LoadBalancer IP of default/web (externalTrafficPolicy Local, 1 ready endpoint here)",
+		"Service address: exported to external neighbours only", "communities 65000:200 65000:300",
+	} {
+		if !strings.Contains(adv, want) {
+			t.Errorf("routectl routes --advertised lacks %q", want)
+		}
+	}
 
 	// node-1's endpoint stops being ready: node-1 withdraws within a second.
 	start := update(map[string]bool{"node-1": false, "node-2": true})

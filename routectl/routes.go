@@ -12,7 +12,8 @@ import (
 )
 
 func newRoutesCommand(o *options) *cobra.Command {
-	return &cobra.Command{
+	var advertised bool
+	cmd := &cobra.Command{
 		Use:   "routes",
 		Short: "This node's RIB best paths against its kernel routes, differences flagged",
 		Long: `routes lists every prefix the local agent wants in the kernel (its own blocks as
@@ -20,7 +21,11 @@ blackholes, other nodes' blocks via the BGP best paths that BFD has not declared
 to what the kernel holds with hostroute's route protocol (211 by default). Exits 1 when they differ.
 
 States: ok; missing (wanted, but absent or different in the kernel); stale (in the kernel,
-not wanted); kept (not wanted, kept on purpose while BGP re-learns after a restart).`,
+not wanted); kept (not wanted, kept on purpose while BGP re-learns after a restart).
+
+With --advertised: what this node announces instead, its blocks and its Service routes
+(with what holds each), and per neighbour whether the route goes there, with the
+communities, large communities and local preference it carries, or why not.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validateOutput(); err != nil {
@@ -37,6 +42,13 @@ not wanted); kept (not wanted, kept on purpose while BGP re-learns after a resta
 			if err != nil {
 				return fmt.Errorf("ask the agent on %s: %w", o.socket, err)
 			}
+			if advertised {
+				if o.output == "json" || o.output == "yaml" {
+					return printProto(o.out, o.output, &agentv1.RoutingResponse{Node: resp.GetNode(), Advertised: resp.GetAdvertised()})
+				}
+				renderAdvertised(o.out, resp.GetAdvertised())
+				return nil
+			}
 			if o.output == "json" || o.output == "yaml" {
 				if err := printProto(o.out, o.output, &agentv1.RoutingResponse{Node: resp.GetNode(), Routes: resp.GetRoutes()}); err != nil {
 					return err
@@ -50,6 +62,47 @@ not wanted); kept (not wanted, kept on purpose while BGP re-learns after a resta
 			}
 			return nil
 		},
+	}
+	cmd.Flags().BoolVar(&advertised, "advertised", false, "show what this node announces, per neighbour, with the BGP attributes")
+	return cmd
+}
+
+// renderAdvertised writes one line per route and neighbour, then what holds each
+// Service route.
+func renderAdvertised(w io.Writer, ads []*agentv1.Advertisement) {
+	t := newTable(w, "PREFIX", "ORIGIN", "NEIGHBOUR", "SENT", "ATTRIBUTES")
+	for _, a := range ads {
+		prefix, origin := a.GetPrefix(), a.GetOrigin()
+		if len(a.GetTo()) == 0 {
+			t.row(prefix, origin, "-", "-", "no neighbours")
+		}
+		for _, to := range a.GetTo() {
+			peer := to.GetPeer()
+			if to.GetName() != "" {
+				peer += " (" + to.GetName() + ")"
+			}
+			sent, attrs := "✔", to.GetAttributes()
+			if !to.GetSent() {
+				sent, attrs = "✘", to.GetReason()
+			}
+			if attrs == "" {
+				attrs = "-"
+			}
+			t.row(prefix, origin, peer, sent, attrs)
+			prefix, origin = " ", " " // continuation: blank, not "-"
+		}
+	}
+	t.flush()
+	first := true
+	for _, a := range ads {
+		if len(a.GetReasons()) == 0 {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w, "\nService routes:")
+			first = false
+		}
+		fmt.Fprintf(w, "  %s: %s\n", a.GetPrefix(), strings.Join(a.GetReasons(), "; "))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
 	"github.com/hostroute/hostroute/api/client"
 	"github.com/hostroute/hostroute/api/v1alpha1"
 	"github.com/hostroute/hostroute/node/routes"
@@ -78,11 +80,12 @@ type bgp struct {
 	reconcilers []bgpReconciler
 	problems    problemSet
 
-	// mu guards started, startedAt and local, which the status paths read.
+	// mu guards started, startedAt, local and last, which the status paths read.
 	mu        sync.Mutex
 	started   bool
 	startedAt time.Time
 	local     routing.NodeBGP
+	last      bgpInputs // the inputs of the latest pass
 
 	// table is the only writer of the node's kernel routes; bgp feeds it best paths and
 	// BFD's verdicts (BFD is the authority on liveness: routes through a dead next hop
@@ -239,7 +242,7 @@ func (b *bgp) reconcile(ctx context.Context, own []netip.Prefix) error {
 		}
 	}
 	b.mu.Lock()
-	b.local = in.set.Local
+	b.local, b.last = in.set.Local, in
 	b.mu.Unlock()
 	var errs []error
 	for i, r := range b.reconcilers {
@@ -293,6 +296,69 @@ func (b *bgp) secrets(ctx context.Context, peers []*v1alpha1.BGPPeer) (out, errs
 		}
 	}
 	return out, errs
+}
+
+// advertised lists the node's own routes of the latest pass with, per neighbour,
+// whether the policy sends it there and the attributes it carries.
+func (b *bgp) advertised() []*agentv1.Advertisement {
+	b.mu.Lock()
+	in := b.last
+	b.mu.Unlock()
+	return advertisements(in)
+}
+
+// advertisements is advertised's pure part.
+func advertisements(in bgpInputs) []*agentv1.Advertisement {
+	var out []*agentv1.Advertisement
+	add := func(p netip.Prefix, origin string, reasons []string) {
+		a := &agentv1.Advertisement{Prefix: p.String(), Origin: origin, Reasons: reasons}
+		for _, pc := range in.set.Peers {
+			to := &agentv1.AdvertisedTo{Peer: pc.Address.String(), Name: pc.Name, Kind: string(pc.Kind)}
+			ok, why := in.policy.Exports(pc.Kind, pc.Address, p, false, false)
+			if !carries(pc, p) {
+				ok, why = false, "the session does not carry "+family(p)
+			}
+			to.Sent = ok
+			if !ok {
+				to.Reason = why
+			} else {
+				attrs := in.policy.ExportAttrs(pc.Address, p)
+				if pc.PeerAS != pc.LocalAS { // eBGP carries no local preference
+					attrs.LocalPref, attrs.HasLocalPref = 0, false
+				}
+				to.Attributes = attrs.String()
+			}
+			a.To = append(a.To, to)
+		}
+		out = append(out, a)
+	}
+	for _, p := range in.own {
+		add(p, "block", nil)
+	}
+	for _, r := range in.services {
+		if !slices.Contains(in.own, r.Prefix) {
+			add(r.Prefix, "service", r.Reasons)
+		}
+	}
+	return out
+}
+
+// carries reports whether the session negotiates p's address family.
+func carries(pc routing.PeerConfig, p netip.Prefix) bool {
+	switch {
+	case !pc.IPv4 && !pc.IPv6:
+		return pc.Address.Is4() == p.Addr().Is4()
+	case p.Addr().Is4():
+		return pc.IPv4
+	}
+	return pc.IPv6
+}
+
+func family(p netip.Prefix) string {
+	if p.Addr().Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // watchBFD shuts a BGP neighbour the moment BFD declares it down (its routes are withdrawn

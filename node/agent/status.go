@@ -62,6 +62,9 @@ func (a *Agent) routingState(ctx context.Context, v routeView) *agentv1.RoutingR
 	}
 	resp.LastError = joinNonEmpty(resp.LastError, v.listErr)
 	resp.Routes, resp.RouteCounts, resp.RoutesOkOmitted = v.rows, v.counts, !v.all
+	if a.bgp != nil && v.all {
+		resp.Advertised = a.bgp.advertised()
+	}
 	return resp
 }
 

@@ -630,8 +630,12 @@ type RoutingResponse struct {
 	// routes_ok_omitted: routes holds only the rows not ok (the agent's periodic snapshot,
 	// behind /metrics and the NodeNetworkStatus); the Routing RPC always sends every row.
 	RoutesOkOmitted bool `protobuf:"varint,12,opt,name=routes_ok_omitted,json=routesOkOmitted,proto3" json:"routes_ok_omitted,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// advertised are the node's own routes (its blocks and Service routes), each with the
+	// neighbours it goes to and the attributes it carries there. Only the Routing RPC
+	// fills it.
+	Advertised    []*Advertisement `protobuf:"bytes,13,rep,name=advertised,proto3" json:"advertised,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RoutingResponse) Reset() {
@@ -748,6 +752,170 @@ func (x *RoutingResponse) GetRoutesOkOmitted() bool {
 	return false
 }
 
+func (x *RoutingResponse) GetAdvertised() []*Advertisement {
+	if x != nil {
+		return x.Advertised
+	}
+	return nil
+}
+
+type Advertisement struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Prefix string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// origin is "block" or "service".
+	Origin string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	// reasons say what holds a Service route ("LoadBalancer IP of default/web").
+	Reasons       []string        `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	To            []*AdvertisedTo `protobuf:"bytes,4,rep,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Advertisement) Reset() {
+	*x = Advertisement{}
+	mi := &file_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Advertisement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Advertisement) ProtoMessage() {}
+
+func (x *Advertisement) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Advertisement.ProtoReflect.Descriptor instead.
+func (*Advertisement) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Advertisement) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *Advertisement) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *Advertisement) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *Advertisement) GetTo() []*AdvertisedTo {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+type AdvertisedTo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Peer  string                 `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	// name is the BGPPeer or node the neighbour comes from.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Sent bool   `protobuf:"varint,4,opt,name=sent,proto3" json:"sent,omitempty"`
+	// attributes the route carries to this neighbour ("communities 65000:100, local-pref 200").
+	Attributes string `protobuf:"bytes,5,opt,name=attributes,proto3" json:"attributes,omitempty"`
+	// reason says why the route is not sent.
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdvertisedTo) Reset() {
+	*x = AdvertisedTo{}
+	mi := &file_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdvertisedTo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdvertisedTo) ProtoMessage() {}
+
+func (x *AdvertisedTo) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdvertisedTo.ProtoReflect.Descriptor instead.
+func (*AdvertisedTo) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AdvertisedTo) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *AdvertisedTo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AdvertisedTo) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AdvertisedTo) GetSent() bool {
+	if x != nil {
+		return x.Sent
+	}
+	return false
+}
+
+func (x *AdvertisedTo) GetAttributes() string {
+	if x != nil {
+		return x.Attributes
+	}
+	return ""
+}
+
+func (x *AdvertisedTo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type RouteCounts struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Ok      uint32                 `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
@@ -762,7 +930,7 @@ type RouteCounts struct {
 
 func (x *RouteCounts) Reset() {
 	*x = RouteCounts{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +942,7 @@ func (x *RouteCounts) String() string {
 func (*RouteCounts) ProtoMessage() {}
 
 func (x *RouteCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +955,7 @@ func (x *RouteCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteCounts.ProtoReflect.Descriptor instead.
 func (*RouteCounts) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RouteCounts) GetOk() uint32 {
@@ -850,7 +1018,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +1030,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +1043,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Session) GetPeer() string {
@@ -982,7 +1150,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1162,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1175,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Route) GetPrefix() string {
@@ -1104,7 +1272,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x04cidr\x18\x01 \x01(\tR\x04cidr\x12\x15\n" +
 	"\x06in_use\x18\x02 \x01(\x05R\x05inUse\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\"\x10\n" +
-	"\x0eRoutingRequest\"\xde\x03\n" +
+	"\x0eRoutingRequest\"\xa1\x04\n" +
 	"\x0fRoutingResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\bR\x05ready\x12\x18\n" +
@@ -1119,7 +1287,24 @@ const file_agent_proto_rawDesc = "" +
 	"\bproblems\x18\n" +
 	" \x03(\tR\bproblems\x12B\n" +
 	"\froute_counts\x18\v \x01(\v2\x1f.hostroute.agent.v1.RouteCountsR\vrouteCounts\x12*\n" +
-	"\x11routes_ok_omitted\x18\f \x01(\bR\x0froutesOkOmitted\"y\n" +
+	"\x11routes_ok_omitted\x18\f \x01(\bR\x0froutesOkOmitted\x12A\n" +
+	"\n" +
+	"advertised\x18\r \x03(\v2!.hostroute.agent.v1.AdvertisementR\n" +
+	"advertised\"\x8b\x01\n" +
+	"\rAdvertisement\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x18\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\x120\n" +
+	"\x02to\x18\x04 \x03(\v2 .hostroute.agent.v1.AdvertisedToR\x02to\"\x96\x01\n" +
+	"\fAdvertisedTo\x12\x12\n" +
+	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04sent\x18\x04 \x01(\bR\x04sent\x12\x1e\n" +
+	"\n" +
+	"attributes\x18\x05 \x01(\tR\n" +
+	"attributes\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"y\n" +
 	"\vRouteCounts\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\rR\x02ok\x12\x18\n" +
 	"\amissing\x18\x02 \x01(\rR\amissing\x12\x14\n" +
@@ -1172,7 +1357,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_agent_proto_goTypes = []any{
 	(*Attachment)(nil),       // 0: hostroute.agent.v1.Attachment
 	(*AllocateRequest)(nil),  // 1: hostroute.agent.v1.AllocateRequest
@@ -1187,9 +1372,11 @@ var file_agent_proto_goTypes = []any{
 	(*BlockUsage)(nil),       // 10: hostroute.agent.v1.BlockUsage
 	(*RoutingRequest)(nil),   // 11: hostroute.agent.v1.RoutingRequest
 	(*RoutingResponse)(nil),  // 12: hostroute.agent.v1.RoutingResponse
-	(*RouteCounts)(nil),      // 13: hostroute.agent.v1.RouteCounts
-	(*Session)(nil),          // 14: hostroute.agent.v1.Session
-	(*Route)(nil),            // 15: hostroute.agent.v1.Route
+	(*Advertisement)(nil),    // 13: hostroute.agent.v1.Advertisement
+	(*AdvertisedTo)(nil),     // 14: hostroute.agent.v1.AdvertisedTo
+	(*RouteCounts)(nil),      // 15: hostroute.agent.v1.RouteCounts
+	(*Session)(nil),          // 16: hostroute.agent.v1.Session
+	(*Route)(nil),            // 17: hostroute.agent.v1.Route
 }
 var file_agent_proto_depIdxs = []int32{
 	0,  // 0: hostroute.agent.v1.AllocateRequest.attachment:type_name -> hostroute.agent.v1.Attachment
@@ -1197,27 +1384,29 @@ var file_agent_proto_depIdxs = []int32{
 	0,  // 2: hostroute.agent.v1.GetRequest.attachment:type_name -> hostroute.agent.v1.Attachment
 	0,  // 3: hostroute.agent.v1.GCRequest.valid:type_name -> hostroute.agent.v1.Attachment
 	10, // 4: hostroute.agent.v1.StatusResponse.blocks:type_name -> hostroute.agent.v1.BlockUsage
-	14, // 5: hostroute.agent.v1.RoutingResponse.sessions:type_name -> hostroute.agent.v1.Session
+	16, // 5: hostroute.agent.v1.RoutingResponse.sessions:type_name -> hostroute.agent.v1.Session
 	10, // 6: hostroute.agent.v1.RoutingResponse.blocks:type_name -> hostroute.agent.v1.BlockUsage
-	15, // 7: hostroute.agent.v1.RoutingResponse.routes:type_name -> hostroute.agent.v1.Route
-	13, // 8: hostroute.agent.v1.RoutingResponse.route_counts:type_name -> hostroute.agent.v1.RouteCounts
-	1,  // 9: hostroute.agent.v1.Agent.Allocate:input_type -> hostroute.agent.v1.AllocateRequest
-	3,  // 10: hostroute.agent.v1.Agent.Release:input_type -> hostroute.agent.v1.ReleaseRequest
-	5,  // 11: hostroute.agent.v1.Agent.Get:input_type -> hostroute.agent.v1.GetRequest
-	6,  // 12: hostroute.agent.v1.Agent.GC:input_type -> hostroute.agent.v1.GCRequest
-	8,  // 13: hostroute.agent.v1.Agent.Status:input_type -> hostroute.agent.v1.StatusRequest
-	11, // 14: hostroute.agent.v1.Agent.Routing:input_type -> hostroute.agent.v1.RoutingRequest
-	2,  // 15: hostroute.agent.v1.Agent.Allocate:output_type -> hostroute.agent.v1.AllocateResponse
-	4,  // 16: hostroute.agent.v1.Agent.Release:output_type -> hostroute.agent.v1.ReleaseResponse
-	2,  // 17: hostroute.agent.v1.Agent.Get:output_type -> hostroute.agent.v1.AllocateResponse
-	7,  // 18: hostroute.agent.v1.Agent.GC:output_type -> hostroute.agent.v1.GCResponse
-	9,  // 19: hostroute.agent.v1.Agent.Status:output_type -> hostroute.agent.v1.StatusResponse
-	12, // 20: hostroute.agent.v1.Agent.Routing:output_type -> hostroute.agent.v1.RoutingResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	17, // 7: hostroute.agent.v1.RoutingResponse.routes:type_name -> hostroute.agent.v1.Route
+	15, // 8: hostroute.agent.v1.RoutingResponse.route_counts:type_name -> hostroute.agent.v1.RouteCounts
+	13, // 9: hostroute.agent.v1.RoutingResponse.advertised:type_name -> hostroute.agent.v1.Advertisement
+	14, // 10: hostroute.agent.v1.Advertisement.to:type_name -> hostroute.agent.v1.AdvertisedTo
+	1,  // 11: hostroute.agent.v1.Agent.Allocate:input_type -> hostroute.agent.v1.AllocateRequest
+	3,  // 12: hostroute.agent.v1.Agent.Release:input_type -> hostroute.agent.v1.ReleaseRequest
+	5,  // 13: hostroute.agent.v1.Agent.Get:input_type -> hostroute.agent.v1.GetRequest
+	6,  // 14: hostroute.agent.v1.Agent.GC:input_type -> hostroute.agent.v1.GCRequest
+	8,  // 15: hostroute.agent.v1.Agent.Status:input_type -> hostroute.agent.v1.StatusRequest
+	11, // 16: hostroute.agent.v1.Agent.Routing:input_type -> hostroute.agent.v1.RoutingRequest
+	2,  // 17: hostroute.agent.v1.Agent.Allocate:output_type -> hostroute.agent.v1.AllocateResponse
+	4,  // 18: hostroute.agent.v1.Agent.Release:output_type -> hostroute.agent.v1.ReleaseResponse
+	2,  // 19: hostroute.agent.v1.Agent.Get:output_type -> hostroute.agent.v1.AllocateResponse
+	7,  // 20: hostroute.agent.v1.Agent.GC:output_type -> hostroute.agent.v1.GCResponse
+	9,  // 21: hostroute.agent.v1.Agent.Status:output_type -> hostroute.agent.v1.StatusResponse
+	12, // 22: hostroute.agent.v1.Agent.Routing:output_type -> hostroute.agent.v1.RoutingResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1231,7 +1420,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
