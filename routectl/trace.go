@@ -179,7 +179,7 @@ func (t *tracer) route() Hop {
 		}
 		if nns := t.in.statuses[t.srcNode]; nns != nil {
 			r := nns.Status.Routes
-			msg += fmt.Sprintf("; %s reported %d kernel routes, %d missing, %d stale %s", t.srcNode, r.Kernel, r.Missing, r.Stale, t.reported(nns))
+			msg += fmt.Sprintf("; %s reported %s: %d routes missing, %d stale", t.srcNode, t.reported(nns), r.Missing, r.Stale)
 		}
 		return Hop{hopRoute, HopUnchecked, msg}
 	}
@@ -308,10 +308,10 @@ func (t *tracer) bgp() (Hop, *v1alpha1.BGPSessionStatus) {
 		case primary.State != nodestatus.Established:
 			return Hop{hopBGP, HopBroken, fmt.Sprintf("session %s (%s)", desc, from)}, primary
 		case noRoute:
-			return Hop{hopBGP, HopBroken, fmt.Sprintf("session %s, %d prefixes received, but none covers %s (%s)",
-				desc, primary.Received, t.in.dst.ip, from)}, primary
+			return Hop{hopBGP, HopBroken, fmt.Sprintf("session %s, %s received, but none covers %s (%s)",
+				desc, prefixes(primary.Received), t.in.dst.ip, from)}, primary
 		}
-		return Hop{hopBGP, HopOK, fmt.Sprintf("session %s, %d prefixes received (%s)", desc, primary.Received, from)}, primary
+		return Hop{hopBGP, HopOK, fmt.Sprintf("session %s, %s received (%s)", desc, prefixes(primary.Received), from)}, primary
 	}
 	// No session to the next hop: the route comes over an external session (a ToR) or a
 	// route reflector.
@@ -419,7 +419,7 @@ func (t *tracer) block() Hop {
 		}
 		switch {
 		case len(others) > 0:
-			probs = append(probs, fmt.Sprintf("but the next hop is %s", strings.Join(others, ",")))
+			probs = append(probs, fmt.Sprintf("the next hop is %s", strings.Join(others, ",")))
 		default:
 			notes = append(notes, "the next hop")
 		}
@@ -434,7 +434,10 @@ func (t *tracer) block() Hop {
 	default:
 		ok, msg := nodestatus.Healthy(nns, t.in.now, staleAfter)
 		if !ok {
-			probs = append(probs, fmt.Sprintf("%s is unhealthy: %s (reported %s)", owner, msg, t.reported(nns)))
+			if nns.Status.Updated != nil && t.in.now.Sub(nns.Status.Updated.Time) <= staleAfter {
+				msg += " (reported " + t.reported(nns) + ")"
+			}
+			probs = append(probs, fmt.Sprintf("%s is unhealthy: %s", owner, msg))
 		} else if !slices.ContainsFunc(nns.Status.Blocks, func(b v1alpha1.BlockUsage) bool { return b.CIDR == cidr }) {
 			probs = append(probs, fmt.Sprintf("%s does not report holding it (reported %s)", owner, t.reported(nns)))
 		} else {
@@ -442,7 +445,7 @@ func (t *tracer) block() Hop {
 		}
 	}
 	if len(probs) > 0 {
-		return Hop{hopBlock, HopBroken, head + " " + strings.Join(probs, "; ")}
+		return Hop{hopBlock, HopBroken, head + " but " + strings.Join(probs, "; ")}
 	}
 	return Hop{hopBlock, HopOK, head + ": " + strings.Join(notes, "; ")}
 }
@@ -513,6 +516,13 @@ func (t *tracer) reported(nns *v1alpha1.NodeNetworkStatus) string {
 	return age(t.in.now, nns.Status.Updated.Time) + " ago"
 }
 
+func prefixes(n int64) string {
+	if n == 1 {
+		return "1 prefix"
+	}
+	return fmt.Sprintf("%d prefixes", n)
+}
+
 func joinAddrs(as []netip.Addr) string {
 	s := make([]string, len(as))
 	for i, a := range as {
@@ -568,13 +578,13 @@ func renderTrace(w io.Writer, r TraceResult) {
 		}
 		return s
 	}
-	from := "no agent answered"
+	from := "no agent answered here"
 	if r.RanOn != "" {
-		from = "on " + r.RanOn
+		from = "routectl on " + r.RanOn
 	}
 	fmt.Fprintf(w, "trace %s → %s, %s\n", end(r.Source), end(r.Destination), from)
 	for _, h := range r.Hops {
-		fmt.Fprintf(w, "%s %-6s %s\n", hopMarks[h.Status], h.Hop, h.Reason)
+		fmt.Fprintf(w, "%s %-7s %s\n", hopMarks[h.Status], h.Hop, h.Reason)
 	}
 }
 
