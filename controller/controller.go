@@ -19,6 +19,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -50,6 +51,9 @@ type Config struct {
 	// EmptyBlockGrace is how long a live node's extra block must stay empty before it
 	// goes back to its pool (default 10m; negative: never).
 	EmptyBlockGrace time.Duration
+	// ReflectorDownGrace is how long most of an elected route reflector's clients must
+	// report their session to it down before another node replaces it (default 10s).
+	ReflectorDownGrace time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -67,6 +71,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.EmptyBlockGrace == 0 {
 		c.EmptyBlockGrace = 10 * time.Minute
+	}
+	if c.ReflectorDownGrace <= 0 {
+		c.ReflectorDownGrace = 10 * time.Second
 	}
 }
 
@@ -94,6 +101,7 @@ type Controller struct {
 	// statuses are the agents' NodeNetworkStatuses (the pools each node's pods need).
 	statuses     cache.SharedIndexInformer
 	reservations cache.SharedIndexInformer
+	bgpConfigs   cache.SharedIndexInformer // the route reflector election's settings and result
 
 	// assumed holds blocks this replica created that its informer has not delivered yet,
 	// so that a fast second pass does not assign the same node or prefix twice.
@@ -129,11 +137,18 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	c.blocks = hr.IPAMBlocks.Informer("", cfg.Resync)
 	c.statuses = hr.NodeNetworkStatuses.Informer("", 0)
 	c.reservations = hr.IPReservations.Informer("", cfg.Resync)
+	c.bgpConfigs = hr.BGPConfigurations.Informer("", cfg.Resync)
+	// The route reflector election looks at the configuration, every node (labels,
+	// readiness) and the sessions the agents report.
+	reelect := func(any) { c.queue.Add(reflectorsKey) }
+	_, _ = c.bgpConfigs.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: reelect, UpdateFunc: func(_, o any) { reelect(o) }, DeleteFunc: reelect,
+	})
 
 	_, _ = nodeInf.Informer().AddEventHandlerWithResyncPeriod(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { c.enqueueObj("node", obj) },
-		UpdateFunc: func(_, obj any) { c.enqueueObj("node", obj) },
-		DeleteFunc: func(obj any) { c.enqueueObj("node", obj) },
+		AddFunc:    func(obj any) { c.enqueueObj("node", obj); reelect(obj) },
+		UpdateFunc: func(_, obj any) { c.enqueueObj("node", obj); reelect(obj) },
+		DeleteFunc: func(obj any) { c.enqueueObj("node", obj); reelect(obj) },
 	}, cfg.Resync)
 	// Any pool change can change overlaps and selections: re-examine everything.
 	_, _ = c.pools.AddEventHandlerWithResyncPeriod(cache.ResourceEventHandlerFuncs{
@@ -144,7 +159,7 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	// A node's needed pools: only a change of the list matters (the status is rewritten
 	// for many other reasons).
 	_, _ = c.statuses.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { c.enqueueObj("node", obj) },
+		AddFunc: func(obj any) { c.enqueueObj("node", obj); reelect(obj) },
 		UpdateFunc: func(old, cur any) {
 			o, ok1 := old.(*v1alpha1.NodeNetworkStatus)
 			n, ok2 := cur.(*v1alpha1.NodeNetworkStatus)
@@ -152,7 +167,11 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 				!slices.Equal(o.Status.AddressesNeeded, n.Status.AddressesNeeded) {
 				c.enqueueObj("node", cur)
 			}
+			if !ok1 || !ok2 || !equality.Semantic.DeepEqual(o.Status.Sessions, n.Status.Sessions) {
+				reelect(cur)
+			}
 		},
+		DeleteFunc: reelect,
 	})
 	// Reservations change which blocks are free and how full a block is: every node.
 	_, _ = c.reservations.AddEventHandlerWithResyncPeriod(cache.ResourceEventHandlerFuncs{
@@ -179,7 +198,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	go c.blocks.RunWithContext(ctx)
 	go c.statuses.RunWithContext(ctx)
 	go c.reservations.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), c.nodesSync, c.pools.HasSynced, c.blocks.HasSynced, c.statuses.HasSynced, c.reservations.HasSynced) {
+	go c.bgpConfigs.RunWithContext(ctx)
+	if !cache.WaitForCacheSync(ctx.Done(), c.nodesSync, c.pools.HasSynced, c.blocks.HasSynced, c.statuses.HasSynced, c.reservations.HasSynced,
+		c.bgpConfigs.HasSynced) {
 		return fmt.Errorf("waiting for caches: %w", ctx.Err())
 	}
 	c.log.Info("caches synced; assigning blocks", "watermark", c.cfg.Watermark, "releaseGrace", c.cfg.ReleaseGrace)
@@ -208,6 +229,8 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		err = c.syncPool(ctx, k.name)
 	case "reservation":
 		err = c.syncReservation(ctx, k.name)
+	case "reflectors":
+		after, err = c.syncReflectors(ctx)
 	}
 	c.metrics.synced(k.kind, time.Since(start), ignoreConflict(err))
 	switch {
@@ -255,6 +278,7 @@ func (c *Controller) enqueueAll() {
 		c.queue.Add(key{"pool", p.Name})
 	}
 	c.enqueueReservations()
+	c.queue.Add(reflectorsKey)
 }
 
 func (c *Controller) enqueueReservations() {

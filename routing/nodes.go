@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -27,6 +28,21 @@ import (
 // speaker's.
 func NodeBGPOf(n *corev1.Node, cfg *v1alpha1.BGPConfiguration) (NodeBGP, error) {
 	return nodeBGPOf(n, cfg, true)
+}
+
+// IsReflectorNode reports whether n is a route reflector: labelled
+// LabelRouteReflector=true, or elected by the controller (cfg's status.routeReflectors)
+// and not labelled "false". The election counts only while spec.routeReflectors asks
+// for reflectors, so turning it off ends the elected reflectors' role at once.
+func IsReflectorNode(n *corev1.Node, cfg *v1alpha1.BGPConfiguration) bool {
+	switch n.Labels[v1alpha1.LabelRouteReflector] {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	return cfg != nil && cfg.Spec.RouteReflectors != nil && cfg.Spec.RouteReflectors.Count > 0 &&
+		slices.Contains(cfg.Status.RouteReflectors, n.Name)
 }
 
 // nodeBGPOf is NodeBGPOf; with useRouterID false it ignores the router-ID annotation.
@@ -73,7 +89,7 @@ func nodeBGPOf(n *corev1.Node, cfg *v1alpha1.BGPConfiguration, useRouterID bool)
 	if !b.RouterID.IsValid() {
 		return b, fmt.Errorf("no IPv4 address and no %s annotation: BGP needs a 32-bit router ID", v1alpha1.AnnotationRouterID)
 	}
-	if n.Labels[v1alpha1.LabelRouteReflector] != "true" {
+	if !IsReflectorNode(n, cfg) {
 		return b, nil
 	}
 	id := n.Annotations[v1alpha1.AnnotationRouteReflectorClusterID]

@@ -11,12 +11,49 @@ import (
 // +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default'",message="the BGPConfiguration must be named 'default'"
 // +kubebuilder:printcolumn:name="AS",type=integer,JSONPath=`.spec.asNumber`
 // +kubebuilder:printcolumn:name="Mesh",type=boolean,JSONPath=`.spec.nodeToNodeMesh`
+// +kubebuilder:printcolumn:name="Reflectors",type=string,JSONPath=`.status.routeReflectors`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:subresource:status
 type BGPConfiguration struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
 	Spec BGPConfigurationSpec `json:"spec,omitempty"`
+	// Status is written by the controller.
+	// +optional
+	Status BGPConfigurationStatus `json:"status,omitempty"`
+}
+
+// BGPConfigurationStatus is what the controller decided for the cluster's BGP.
+type BGPConfigurationStatus struct {
+	// RouteReflectors are the nodes the controller elected as route reflectors
+	// (spec.routeReflectors), sorted. The agents treat each as if it carried
+	// LabelRouteReflector=true, unless the node is labelled "false".
+	// +optional
+	// +listType=set
+	RouteReflectors []string `json:"routeReflectors,omitempty"`
+	// Changed is when routeReflectors last changed. Until the clients had time to connect
+	// to the new choice and report it, their reports do not count against it.
+	// +optional
+	Changed *metav1.Time `json:"changed,omitempty"`
+	// Message explains the election: a shortfall (fewer eligible nodes than asked), a
+	// reflector replaced and why.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// RouteReflectorElection has the controller choose the route reflectors.
+type RouteReflectorElection struct {
+	// Count is how many reflectors each AS gets (a node's clients are the nodes of its
+	// own AS); nodes labelled LabelRouteReflector=true count toward it. 0 elects none.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=16
+	Count int32 `json:"count"`
+	// TopologyKey is the node label whose values are failure domains (a zone, a rack):
+	// the reflectors of an AS are spread across them. Default topology.kubernetes.io/zone.
+	// +optional
+	// +kubebuilder:validation:MaxLength=316
+	TopologyKey string `json:"topologyKey,omitempty"`
 }
 
 // BGPConfigurationSpec is the cluster-wide BGP configuration.
@@ -51,6 +88,15 @@ type BGPConfigurationSpec struct {
 	// +kubebuilder:validation:MaxLength=15
 	// +kubebuilder:validation:XValidation:rule="isIP(self) && ip(self).family() == 4",message="routeReflectorClusterID must be an IPv4 address such as 224.0.0.1"
 	RouteReflectorClusterID string `json:"routeReflectorClusterID,omitempty"`
+
+	// RouteReflectors turns on reflector election: the controller chooses
+	// routeReflectors.count nodes per AS, spread across failure domains, keeps its choice
+	// while those nodes live, and replaces one whose node is gone, NotReady, or whose
+	// sessions most of its clients report down. Its choice is in status.routeReflectors.
+	// Labels still win: LabelRouteReflector=true makes a node a reflector (and counts
+	// toward the count), "false" keeps a node from being elected.
+	// +optional
+	RouteReflectors *RouteReflectorElection `json:"routeReflectors,omitempty"`
 
 	// Timers for node-to-node sessions.
 	// +optional
@@ -367,7 +413,9 @@ const (
 	// makes a route reflector; on any other node it is ignored (a kubelet can annotate its
 	// own Node, so an annotation must never grant the role).
 	AnnotationRouteReflectorClusterID = "hostroute.io/route-reflector-cluster-id"
-	// LabelRouteReflector marks a node as a route reflector ("true"). It lives under the
+	// LabelRouteReflector marks a node as a route reflector ("true") or keeps the
+	// controller's election (BGPConfiguration spec.routeReflectors) from choosing it
+	// ("false"). It lives under the
 	// node-restriction.kubernetes.io/ prefix, which the NodeRestriction admission plugin
 	// forbids kubelets to set on their own Node: a reflector receives and re-advertises
 	// every node's routes, so a compromised node must not be able to make itself one.

@@ -44,6 +44,7 @@ func run() error {
 	flag.DurationVar(&cfg.Resync, "resync", 5*time.Minute, "full re-examination period")
 	flag.IntVar(&cfg.MaxBlocksPerNode, "max-blocks-per-node", 4, "most blocks of one address family a node gets")
 	flag.DurationVar(&cfg.EmptyBlockGrace, "empty-block-grace", 10*time.Minute, "how long a live node's extra block must stay empty before it goes back to its pool (negative: never)")
+	flag.DurationVar(&cfg.ReflectorDownGrace, "reflector-down-grace", 10*time.Second, "how long most clients of an elected route reflector must report it down before another node replaces it")
 	flag.StringVar(&lc.Namespace, "leader-election-namespace", "hostroute-system", "namespace of the leader Lease")
 	flag.StringVar(&lc.Identity, "identity", fmt.Sprintf("%s_%d", host, os.Getpid()), "this replica's identity in the Lease")
 	flag.DurationVar(&lc.LeaseDuration, "lease-duration", 15*time.Second, "leader lease duration")

@@ -190,6 +190,7 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 	if cfg.BGP.Speaker != nil {
 		a.bgp = newBGP(cfg.BGP, log, cfg.NodeName, kube, hr, a.pools, a.table)
 		a.bgp.event = a.nodeEvent
+		a.bgp.kick = func(d time.Duration) { time.AfterFunc(d, a.kickOff) }
 		infs = append(infs, a.bgp.informers()...)
 	}
 	for _, inf := range infs {

@@ -94,6 +94,8 @@ type bgp struct {
 
 	// event records a Warning Event on this node's Node object.
 	event func(reason, msg string)
+	// kick asks the agent for a pass after a delay.
+	kick func(time.Duration)
 }
 
 func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interface, hr *client.Client, pools cache.SharedIndexInformer, table *routes.Table) *bgp {
@@ -124,6 +126,15 @@ func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interf
 			b.log.Warn("enable bgp neighbour after its bfd session was removed", "peer", peer, "err", err)
 		}
 	})
+	for _, r := range b.reconcilers {
+		if ps, ok := r.(*peerSetter); ok {
+			ps.kick = func(d time.Duration) {
+				if b.kick != nil {
+					b.kick(d)
+				}
+			}
+		}
+	}
 	return b
 }
 

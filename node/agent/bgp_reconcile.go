@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -27,8 +28,8 @@ type bgpInputs struct {
 	// services are the Service routes the node announces (to external neighbours).
 	services []routing.ServiceRoute
 	set      routing.PeerSet
-	policy routing.Policy
-	global routing.GlobalConfig
+	policy   routing.Policy
+	global   routing.GlobalConfig
 	// restarting: new sessions carry the graceful-restart flag (our forwarding state
 	// survived a restart and the grace is not over).
 	restarting bool
@@ -223,7 +224,7 @@ func newReconcilers(log *slog.Logger, sp routing.Speaker, b BFD, onStart func(),
 		&speakerStarter{sp: sp, log: log, onStart: onStart},
 		&policySetter{sp: sp},
 		&advertiser{sp: sp, log: log, advertised: map[netip.Prefix]netip.Addr{}},
-		&peerSetter{sp: sp},
+		&peerSetter{sp: sp, holdoff: kindChangeHoldoff},
 	}
 	if b != nil {
 		rs = append(rs, &bfdReconciler{bfd: b, sessions: map[netip.Addr]netip.Addr{}, onRemoved: onBFDRemoved})
@@ -340,7 +341,19 @@ type peerSetter struct {
 	sp      routing.Speaker
 	applied []routing.PeerConfig
 	done    bool
+	// holdoff delays re-creating a session whose kind changes (a node becoming or
+	// ceasing to be a route reflector): the speaker re-creates such a session, which
+	// drops the routes learned over it on both ends, so it waits until the sessions the
+	// new design adds, here and on the other nodes, had time to come up and carry the
+	// same routes (make before break). kick asks for a pass after a delay.
+	holdoff      time.Duration
+	kick         func(time.Duration)
+	now          func() time.Time
+	changedSince map[netip.Addr]time.Time
 }
+
+// kindChangeHoldoff is peerSetter.holdoff in the agent.
+const kindChangeHoldoff = 5 * time.Second
 
 func (p *peerSetter) name() string { return "peers" }
 
@@ -349,6 +362,7 @@ func (p *peerSetter) reconcile(_ context.Context, in bgpInputs) error {
 	for i := range peers {
 		peers[i].LocalRestarting = in.restarting
 	}
+	peers = p.holdKindChanges(peers)
 	if p.done && reflect.DeepEqual(p.applied, peers) {
 		return nil
 	}
@@ -357,6 +371,51 @@ func (p *peerSetter) reconcile(_ context.Context, in bgpInputs) error {
 	}
 	p.applied, p.done = peers, true
 	return nil
+}
+
+// holdKindChanges keeps the applied configuration of each session whose kind changed
+// less than holdoff ago, and asks for a pass when the first of them is due.
+func (p *peerSetter) holdKindChanges(peers []routing.PeerConfig) []routing.PeerConfig {
+	if p.holdoff <= 0 || !p.done {
+		return peers
+	}
+	now := time.Now
+	if p.now != nil {
+		now = p.now
+	}
+	if p.changedSince == nil {
+		p.changedSince = map[netip.Addr]time.Time{}
+	}
+	applied := map[netip.Addr]routing.PeerConfig{}
+	for _, pc := range p.applied {
+		applied[pc.Address] = pc
+	}
+	var wait time.Duration
+	held := map[netip.Addr]bool{}
+	for i, pc := range peers {
+		old, ok := applied[pc.Address]
+		if !ok || old.Kind == pc.Kind {
+			continue
+		}
+		since, seen := p.changedSince[pc.Address]
+		if !seen {
+			since = now()
+			p.changedSince[pc.Address] = since
+		}
+		if left := p.holdoff - now().Sub(since); left > 0 {
+			peers[i], held[pc.Address] = old, true
+			wait = max(wait, left)
+		}
+	}
+	for a := range p.changedSince {
+		if !held[a] {
+			delete(p.changedSince, a)
+		}
+	}
+	if wait > 0 && p.kick != nil {
+		p.kick(wait + 10*time.Millisecond)
+	}
+	return peers
 }
 
 // bfdReconciler keeps a BFD session for every peer that wants one, from the node's address
