@@ -69,10 +69,10 @@ test: deps tools lint verify-generated
 	$(GO) test -run '^$$' -fuzz '^FuzzAllocator$$' -fuzztime $(FUZZTIME) ./node/ipam
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./node/cni
 
-## lab: a multi-node cluster in network namespaces (LAB_DETACH=1: return once up; LAB_DUALSTACK=1: IPv6 too)
+## lab: a multi-node cluster in network namespaces (LAB_DETACH=1: return once up; LAB_DUALSTACK=1: IPv6 too; LAB_RACK_SIZE=2: AS per rack, two nodes per rack)
 lab: deps tools
 	@$(GO) build -o $(BIN)/lab ./e2e/lab
-	@HOSTROUTE_TOOLS_DIR=$$(e2e/tools/ensure.sh) $(BIN)/lab up $(if $(LAB_DETACH),-detach) $(if $(LAB_DUALSTACK),-dual-stack)
+	@HOSTROUTE_TOOLS_DIR=$$(e2e/tools/ensure.sh) $(BIN)/lab up $(if $(LAB_DETACH),-detach) $(if $(LAB_DUALSTACK),-dual-stack) $(if $(LAB_RACK_SIZE),-nodes-per-rack $(LAB_RACK_SIZE))
 
 ## lab-down: stop a detached lab and remove every namespace and process it made
 lab-down:

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -322,5 +323,38 @@ func TestLabASPerRack(t *testing.T) {
 		if hop == harness.FabricGateway {
 			t.Fatalf("node-1 routes node-2's block %s to the ToR: the ToR's own origination was accepted", block2)
 		}
+	}
+}
+
+// TestLabRacks: AS per rack with a rack of two nodes (node-1 and node-2 in AS 64601,
+// node-3 in 64602) behind one eBGP ToR, no mesh: every pod, node and the external host
+// reach each other (the ping matrix is all ✔). The rack-mates do not learn each other's
+// blocks (their AS is in the path) and reach each other through the ToR; each learns
+// the other rack's block from the ToR.
+func TestLabRacks(t *testing.T) {
+	l := newTestLab(t, harness.LabOptions{Nodes: 3, PodsPerNode: 1, ASPerRack: true, NodesPerRack: 2})
+	out, _ := l.Tor.Query("show route")
+	t.Logf("the ToR's table:\n%s", out)
+	if strings.Count(out, "AS64601i") != 2 || strings.Count(out, "AS64602i") != 1 {
+		t.Errorf("the ToR should hold two blocks from AS 64601 and one from 64602:\n%s", out)
+	}
+	blocks := map[string]string{}
+	bs, err := l.HR.IPAMBlocks.List(l.Ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs.Items {
+		blocks[b.Spec.Node] = b.Spec.CIDR
+	}
+	if hops := kernelRoute(t, l.Nodes[0].NS, blocks["node-3"]); !slices.Equal(hops, []string{l.Nodes[2].Addr}) {
+		t.Errorf("node-1 routes node-3's block (the other rack) via %v, want %s", hops, l.Nodes[2].Addr)
+	}
+	if hops := kernelRoute(t, l.Nodes[0].NS, blocks["node-2"]); len(hops) != 0 {
+		t.Errorf("node-1 routes its rack-mate's block via %v: BGP should refuse a path with its own AS", hops)
+	}
+	m, ok := l.Matrix()
+	t.Logf("connectivity:\n%s", m)
+	if !ok {
+		t.Error("the ping matrix has failures")
 	}
 }

@@ -44,6 +44,9 @@ type LabOptions struct {
 	// ASPerRack puts each node in a rack of its own AS (64600+i), eBGP to the ToR, no
 	// node-to-node mesh; the ToR carries the blocks between racks.
 	ASPerRack bool
+	// NodesPerRack, with ASPerRack, puts that many consecutive nodes in each rack (one AS
+	// behind the one ToR): node-1..N in AS 64601, the next N in 64602. 0 means 1.
+	NodesPerRack int
 	// KubeletNode makes the last node a real kubelet node (kubelet.go): hostroute runs
 	// there as the shipped DaemonSet; PodsPerNode does not apply to it.
 	KubeletNode bool
@@ -66,6 +69,8 @@ type Lab struct {
 	// Kubelet is the kubelet node (LabOptions.KubeletNode), also in Nodes.
 	Kubelet *KubeletNode
 	bfd     bool
+	// rackOf is node-i's rack (AS) with LabOptions.ASPerRack; nil without racks.
+	rackOf func(i int) uint32
 }
 
 // NewLab builds the lab and waits until every node has a block and every pod is wired.
@@ -75,6 +80,9 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 	e.Prefix = prefix
 	e.DualStack = o.DualStack
 	l := &Lab{Env: e, bfd: o.BFD}
+	if o.ASPerRack {
+		l.rackOf = func(i int) uint32 { return RackASOf(i, o.NodesPerRack) }
+	}
 	l.TorNS = e.MakeFabric()
 	l.ExtNS = netns.ForTest(t, prefix+"ext-")
 	for _, c := range []struct {
@@ -116,7 +124,7 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 		conf.Spec.NodeToNodeMesh = &mesh
 		e.NodeAnnotations = map[string]map[string]string{}
 		for i := 1; i <= o.Nodes; i++ {
-			e.NodeAnnotations[fmt.Sprintf("node-%d", i)] = map[string]string{v1alpha1.AnnotationASNumber: fmt.Sprint(rackAS(i))}
+			e.NodeAnnotations[fmt.Sprintf("node-%d", i)] = map[string]string{v1alpha1.AnnotationASNumber: fmt.Sprint(RackASOf(i, o.NodesPerRack))}
 		}
 	}
 	if o.BFD {
@@ -141,7 +149,7 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 			t.Fatal(err)
 		}
 	}
-	tc := l.torConfig(o.Nodes, o.ASPerRack)
+	tc := l.torConfig(o.Nodes, o.ASPerRack, o.NodesPerRack)
 	l.Tor = e.StartBIRD(l.TorNS, tc.Config())
 	l.startControllers(o.Controllers)
 	for i := 1; i <= o.Nodes; i++ {
@@ -176,7 +184,7 @@ func NewLab(t TB, bin, prefix string, o LabOptions) *Lab {
 }
 
 // torConfig is the ToR's configuration for nodes 1..n (IPv6 sessions too when dual-stack).
-func (l *Lab) torConfig(n int, asPerRack bool) TorConfig {
+func (l *Lab) torConfig(n int, asPerRack bool, perRack int) TorConfig {
 	tc := TorConfig{AS: TorAS, Neighbors: map[string]uint32{}, BFD: l.bfd}
 	if l.DualStack {
 		tc.Neighbors6 = map[string]uint32{}
@@ -184,7 +192,7 @@ func (l *Lab) torConfig(n int, asPerRack bool) TorConfig {
 	for i := 1; i <= n; i++ {
 		as := uint32(ClusterAS)
 		if asPerRack {
-			as = rackAS(i)
+			as = RackASOf(i, perRack)
 		}
 		tc.Neighbors[NodeAddr(i)] = as
 		if l.DualStack {
@@ -199,12 +207,26 @@ func rackAS(i int) uint32 { return uint32(64600 + i) }
 // RackAS is node-i's AS with LabOptions.ASPerRack.
 func RackAS(i int) uint32 { return rackAS(i) }
 
-// WaitMesh waits until every node routes to every other node's block.
+// RackASOf is node-i's AS with LabOptions.ASPerRack and NodesPerRack perRack.
+func RackASOf(i, perRack int) uint32 { return rackAS((i-1)/max(perRack, 1) + 1) }
+
+// WaitMesh waits until every node routes to every other node's block; with AS per rack,
+// to the blocks of the other racks' nodes (a node reaches its own rack's blocks by its
+// default route through the ToR: its rack's AS in their path makes BGP refuse them).
 func (l *Lab) WaitMesh(timeout time.Duration) {
 	l.Eventually(timeout, "every node routes to every other node's block", func() string {
-		for _, n := range l.Nodes {
+		for i, n := range l.Nodes {
+			want := len(l.Nodes) - 1
+			if l.rackOf != nil {
+				want = 0
+				for j := range l.Nodes {
+					if l.rackOf(j+1) != l.rackOf(i+1) {
+						want++
+					}
+				}
+			}
 			out, _ := netns.Output(n.NS, "ip", "route", "show", "proto", strconv.Itoa(routes.Protocol))
-			if strings.Count(out, " via ") < len(l.Nodes)-1 {
+			if strings.Count(out, " via ") < want {
 				return n.Name + ": " + out
 			}
 		}
@@ -375,7 +397,7 @@ func PingMatrix(eps []Endpoint) (string, bool) {
 // joins like any other.
 func (l *Lab) AddNodeToLab(t TB, i int) *Node {
 	t.Helper()
-	tc := l.torConfig(i, false)
+	tc := l.torConfig(i, false, 0)
 	if err := l.Tor.Reconfigure(tc.Config()); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@
 //
 //	lab up        build, bring the lab up, print its state, wait for Ctrl-C, tear down
 //	lab up -dual-stack  the same with IPv6 too (nodes, pods, ToR sessions, external host)
+//	lab up -nodes-per-rack 2  AS per rack: racks of two nodes, each rack its own AS, eBGP to the ToR
 //	lab up -detach  the same, but return once it is up (exit 0 only if every ping passed)
 //	lab down      stop a detached lab and remove everything it made
 //	lab exec NAME -- CMD...  run CMD in a node's, pod's, the ToR's or the external host's namespace
@@ -42,13 +43,14 @@ func main() {
 		detach := fs.Bool("detach", false, "return once the lab is up; `lab down` stops it")
 		nodes := fs.Int("nodes", 3, "number of nodes")
 		dual := fs.Bool("dual-stack", false, "IPv6 too: nodes, pods and the external host get both families")
+		perRack := fs.Int("nodes-per-rack", 0, "AS per rack: this many nodes in each rack's AS (64601, 64602, …), eBGP to the ToR, no node-to-node mesh (0: one AS, full mesh)")
 		foreground := fs.Bool("serve", false, "internal: run the lab in this process")
 		_ = fs.Parse(os.Args[2:])
 		switch {
 		case *detach:
-			err = detached(*nodes, *dual)
+			err = detached(*nodes, *dual, *perRack)
 		default:
-			err = up(*nodes, *dual, *foreground)
+			err = up(*nodes, *dual, *perRack, *foreground)
 		}
 	case "down":
 		err = down()
@@ -77,7 +79,7 @@ func progress(format string, args ...any) {
 }
 
 // up runs the lab in this process until SIGINT/SIGTERM.
-func up(nodes int, dual, served bool) error {
+func up(nodes int, dual bool, perRack int, served bool) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the lab creates network namespaces: run it as root")
 	}
@@ -108,7 +110,11 @@ func up(nodes int, dual, served bool) error {
 		}
 		progress("starting etcd + kube-apiserver, BIRD ToR (AS %d, BFD), %d nodes (node-%d a kubelet + containerd node running the shipped DaemonSet), 2 pods per node, external host, %s...", harness.TorAS, nodes, nodes, stack)
 		start := time.Now()
-		l := harness.NewLab(t, bin, harness.LabPrefix, harness.LabOptions{Nodes: nodes, PodsPerNode: 2, BFD: true, Controllers: 2, KubeletNode: true, DualStack: dual})
+		if perRack > 0 {
+			progress("AS per rack: %d nodes per rack, racks in AS %d, %d, …; eBGP to the ToR, no node-to-node mesh", perRack, harness.RackASOf(1, perRack), harness.RackASOf(perRack+1, perRack))
+		}
+		l := harness.NewLab(t, bin, harness.LabPrefix, harness.LabOptions{Nodes: nodes, PodsPerNode: 2, BFD: true, Controllers: 2, KubeletNode: true, DualStack: dual,
+			ASPerRack: perRack > 0, NodesPerRack: perRack})
 		pods, err := kubeletPods(l, 2)
 		if err != nil {
 			t.Fatal(err)
@@ -168,7 +174,7 @@ func report(l *harness.Lab) {
 
 // detached starts `lab up -serve` in the background, waits for it to report, prints its
 // output and returns (the lab keeps running).
-func detached(nodes int, dual bool) error {
+func detached(nodes int, dual bool, perRack int) error {
 	if err := down(); err != nil {
 		return err
 	}
@@ -184,7 +190,7 @@ func detached(nodes int, dual bool) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(self, "up", "-serve", "-nodes", strconv.Itoa(nodes), fmt.Sprintf("-dual-stack=%v", dual))
+	cmd := exec.Command(self, "up", "-serve", "-nodes", strconv.Itoa(nodes), fmt.Sprintf("-dual-stack=%v", dual), "-nodes-per-rack", strconv.Itoa(perRack))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
