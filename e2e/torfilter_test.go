@@ -161,8 +161,26 @@ func TestTorFilterFRR6(t *testing.T) { torFilterRogue(t, "frr", true) }
 
 func torFilterRogue(t *testing.T, kind string, v6 bool) {
 	rogue := buildRogue(t)
-	l := newTFLab(t, kind, v6, []uint32{harness.ClusterAS, harness.ClusterAS}, false, nil, &v1alpha1.BGPPeer{})
+	// Over IPv6, Service ranges of both families too: the filters carry them and the ToR
+	// loads them (BIRD: prefix sets guarded by net.type) and takes the cluster IP range.
+	var conf *v1alpha1.BGPConfiguration
+	const svc6 = "fd00:96::/108"
+	if v6 {
+		conf = &v1alpha1.BGPConfiguration{Spec: v1alpha1.BGPConfigurationSpec{
+			ServiceClusterIPs:      []v1alpha1.ServiceIPRange{{CIDR: svc6}},
+			ServiceLoadBalancerIPs: []v1alpha1.ServiceIPRange{{CIDR: "203.0.113.0/24"}, {CIDR: "2001:db8:99::/64"}},
+		}}
+	}
+	l := newTFLab(t, kind, v6, []uint32{harness.ClusterAS, harness.ClusterAS}, false, conf, &v1alpha1.BGPPeer{})
 	n1, n2 := l.nodes[0], l.nodes[1]
+	if v6 {
+		l.e.Eventually(10*time.Second, "the ToR takes the IPv6 cluster IP range from both nodes", func() string {
+			if got := l.tor.paths(t, svc6); !slices.Equal(got, []string{l.sessionAddr(1), l.sessionAddr(2)}) {
+				return fmt.Sprintf("from %v\n%s", got, l.tor.dump(t))
+			}
+			return ""
+		})
+	}
 	n1Addr, peer := l.sessionAddr(1), harness.FabricGateway
 	if v6 {
 		peer = harness.FabricGateway6
@@ -221,7 +239,8 @@ func torFilterRogue(t *testing.T, kind string, v6 bool) {
 // its default route, which leads to the ToR.
 func TestTorFilterASPerRack(t *testing.T) {
 	mesh, blockLen := false, int32(26)
-	conf := &v1alpha1.BGPConfiguration{Spec: v1alpha1.BGPConfigurationSpec{ASNumber: harness.ClusterAS, NodeToNodeMesh: &mesh}}
+	conf := &v1alpha1.BGPConfiguration{Spec: v1alpha1.BGPConfigurationSpec{ASNumber: harness.ClusterAS, NodeToNodeMesh: &mesh,
+		ServiceClusterIPs: []v1alpha1.ServiceIPRange{{CIDR: "10.96.0.0/16"}}}}
 	peer := &v1alpha1.BGPPeer{Spec: v1alpha1.BGPPeerSpec{Import: []v1alpha1.PrefixMatch{{CIDR: tfPool, MaxLength: &blockLen}}}}
 	racks := []uint32{64601, 64601, 64602}
 	l := newTFLab(t, "bird", false, racks, true, conf, peer)
@@ -247,6 +266,13 @@ func TestTorFilterASPerRack(t *testing.T) {
 		}
 		pods[n.Name], podNS[n.Name] = p.IP, p.NS
 	}
+	// The Service range passes the generated filters from every rack's nodes.
+	l.e.Eventually(10*time.Second, "the ToR takes the cluster IP range from every node", func() string {
+		if got := l.tor.paths(t, "10.96.0.0/16"); len(got) != 3 {
+			return fmt.Sprintf("from %v", got)
+		}
+		return ""
+	})
 	ping(t, podNS[n1.Name], pods[n3.Name]) // across racks, on the route from the ToR
 	ping(t, podNS[n3.Name], pods[n1.Name])
 	ping(t, podNS[n1.Name], pods[n2.Name]) // same rack: node-1's default route, the ToR's route to node-2

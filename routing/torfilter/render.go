@@ -33,7 +33,11 @@ func summary(f Filters) string {
 	for _, n := range f.Nodes {
 		blocks += len(n.Blocks)
 	}
-	return fmt.Sprintf("%d %s, %d %s", len(f.Nodes), plural(len(f.Nodes), "node"), blocks, plural(blocks, "block"))
+	s := fmt.Sprintf("%d %s, %d %s", len(f.Nodes), plural(len(f.Nodes), "node"), blocks, plural(blocks, "block"))
+	if len(f.Services) > 0 {
+		s += fmt.Sprintf(", %d Service %s any node may announce", len(f.Services), plural(len(f.Services), "range"))
+	}
+	return s
 }
 
 func plural(n int, word string) string {
@@ -96,11 +100,23 @@ func renderBIRD(b *strings.Builder, f Filters) {
 	for _, n := range f.Nodes {
 		fmt.Fprintf(b, "\n# %s: %s, AS %d, %d %s\n", n.Name, sessions(n), n.AS, len(n.Blocks), plural(len(n.Blocks), "block"))
 		fmt.Fprintf(b, "filter %s {\n", n.BIRDName)
-		if len(n.Blocks) > 0 {
+		if len(n.Blocks)+len(f.Services) > 0 {
 			fmt.Fprintf(b, "  if bgp_path.last != %d then reject;\n", n.AS)
 		}
 		for _, p := range n.Blocks {
 			fmt.Fprintf(b, "  if net = %s then accept;\n", p)
+		}
+		for _, r := range f.Services {
+			if r.Exact {
+				fmt.Fprintf(b, "  if net = %s then accept; # Service range\n", r.Prefix)
+			}
+			if r.HostRoutes {
+				typ := "NET_IP4"
+				if r.Prefix.Addr().Is6() {
+					typ = "NET_IP6"
+				}
+				fmt.Fprintf(b, "  if net.type = %s && net ~ [ %s{%d,%d} ] then accept; # Service addresses\n", typ, r.Prefix, r.Prefix.Addr().BitLen(), r.Prefix.Addr().BitLen())
+			}
 		}
 		b.WriteString("  reject;\n}\n")
 	}
@@ -157,6 +173,17 @@ func renderFRR(b *strings.Builder, f Filters) {
 			for _, p := range n.Blocks {
 				if p.Addr().Is4() == fam.v4 {
 					ps = append(ps, p.String())
+				}
+			}
+			for _, r := range f.Services {
+				if r.Prefix.Addr().Is4() != fam.v4 {
+					continue
+				}
+				if r.Exact {
+					ps = append(ps, r.Prefix.String())
+				}
+				if bits := r.Prefix.Addr().BitLen(); r.HostRoutes {
+					ps = append(ps, fmt.Sprintf("%s ge %d le %d", r.Prefix, bits, bits))
 				}
 			}
 			if len(ps) == 0 {

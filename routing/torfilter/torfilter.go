@@ -43,9 +43,21 @@ type Node struct {
 	FRRName  string         // the FRR prefix-list and route-map name
 }
 
+// ServiceRange is a range of Service routes every node may announce (BGPConfiguration
+// serviceClusterIPs, serviceExternalIPs, serviceLoadBalancerIPs): the prefix itself
+// (Exact) and, when HostRoutes, the host routes inside it.
+type ServiceRange struct {
+	Prefix     netip.Prefix
+	Exact      bool
+	HostRoutes bool
+}
+
 // Filters are the filters of every node that can peer, by node name, and what was
 // left out with the reason.
 type Filters struct {
+	// Services are the Service ranges every node's filter also accepts (any node may hold
+	// an endpoint), originated in the node's AS like its blocks. Sorted.
+	Services []ServiceRange
 	Nodes    []Node
 	Problems []string // sorted
 	// LeftOut says why a node has no filter, by node name.
@@ -157,6 +169,7 @@ func Compute(in Inputs) Filters {
 		n.Blocks = append(n.Blocks, c)
 	}
 
+	f.Services = serviceRanges(in.Config, problem)
 	slices.Sort(names)
 	birdNames := map[string]bool{}
 	for _, name := range names {
@@ -174,11 +187,50 @@ func Compute(in Inputs) Filters {
 	return f
 }
 
+// serviceRanges reads the BGPConfiguration's Service ranges: the cluster IP and external
+// IP ranges are announced as they are, external IPs (externalTrafficPolicy Local) and
+// LoadBalancer IPs as host routes inside their ranges.
+func serviceRanges(conf *v1alpha1.BGPConfiguration, problem func(string, ...any)) []ServiceRange {
+	if conf == nil {
+		return nil
+	}
+	by := map[netip.Prefix]*ServiceRange{}
+	for _, l := range []struct {
+		field       string
+		rs          []v1alpha1.ServiceIPRange
+		exact, host bool
+	}{
+		{"serviceClusterIPs", conf.Spec.ServiceClusterIPs, true, false},
+		{"serviceExternalIPs", conf.Spec.ServiceExternalIPs, true, true},
+		{"serviceLoadBalancerIPs", conf.Spec.ServiceLoadBalancerIPs, false, true},
+	} {
+		for _, r := range l.rs {
+			p, err := netip.ParsePrefix(strings.TrimSpace(r.CIDR))
+			if err != nil {
+				problem("BGPConfiguration %s: %q does not parse; left out", l.field, r.CIDR)
+				continue
+			}
+			p = p.Masked()
+			sr := by[p]
+			if sr == nil {
+				sr = &ServiceRange{Prefix: p}
+				by[p] = sr
+			}
+			sr.Exact, sr.HostRoutes = sr.Exact || l.exact, sr.HostRoutes || l.host
+		}
+	}
+	var out []ServiceRange
+	for _, p := range slices.SortedFunc(maps.Keys(by), netip.Prefix.Compare) {
+		out = append(out, *by[p])
+	}
+	return out
+}
+
 // Only returns the filters of one node, or an error that says why it has none.
 func (f Filters) Only(node string) (Filters, error) {
 	for _, n := range f.Nodes {
 		if n.Name == node {
-			return Filters{Nodes: []Node{n}, Problems: f.Problems, LeftOut: f.LeftOut}, nil
+			return Filters{Services: f.Services, Nodes: []Node{n}, Problems: f.Problems, LeftOut: f.LeftOut}, nil
 		}
 	}
 	if why, ok := f.LeftOut[node]; ok {

@@ -80,10 +80,17 @@ func cases() []filterCase {
 		Pools: []*v1alpha1.IPPool{pool("v4", "10.244.0.0/16", false), pool("v6", "fd00:10:244::/48", false),
 			pool("internal", "10.245.0.0/16", true)},
 	}
+	services := oneAS
+	services.Config = &v1alpha1.BGPConfiguration{Spec: v1alpha1.BGPConfigurationSpec{
+		ServiceClusterIPs:      []v1alpha1.ServiceIPRange{{CIDR: "10.96.0.0/12"}, {CIDR: "fd00:96::/108"}},
+		ServiceExternalIPs:     []v1alpha1.ServiceIPRange{{CIDR: "198.51.100.0/24"}},
+		ServiceLoadBalancerIPs: []v1alpha1.ServiceIPRange{{CIDR: "203.0.113.0/24"}, {CIDR: "198.51.100.0/24"}},
+	}}
 	return []filterCase{
 		{"one-as", "every node in AS 64512 (the default), one pool, a free block", oneAS},
 		{"as-per-rack", "AS per rack, dual stack, and every input that is left out", racks},
 		{"empty", "no blocks yet: each node's filter refuses everything", Inputs{Nodes: oneAS.Nodes}},
+		{"services", "one-as with Service ranges: cluster IPs as a range, external IPs as range and host routes, LoadBalancer IPs as host routes", services},
 	}
 }
 
