@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,22 @@ func newNode(t *testing.T, cidr string, blockSize int32) (*harness.Env, *harness
 		}
 	})
 	return e, n
+}
+
+var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+// noLoss checks the output of a finished ping: it logs what was sent and received
+// during what, and fails the test when a packet was lost.
+func noLoss(t *testing.T, out, during string) {
+	t.Helper()
+	m := pingSummary.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("ping output: %s", out)
+	}
+	t.Logf("%s: %s packets sent, %s received", during, m[1], m[2])
+	if m[1] != m[2] {
+		t.Errorf("lost packets %s: %s", during, lastLines(out, 3))
+	}
 }
 
 func ping(t *testing.T, ns, dst string) {
