@@ -285,7 +285,7 @@ func (g *Speaker) judgeAdjIn(ctx context.Context, n netip.Addr, pol routing.Poli
 					decodeErr = err
 					continue
 				}
-				rejected, reason := pol.Rejects(j.kind, n, pfx, nh, binaryOriginAS(p))
+				rejected, reason := pol.Rejects(j.kind, n, pfx, nh, binaryOriginAS(p), binaryCommunities(p)...)
 				if !rejected {
 					continue
 				}
@@ -310,6 +310,7 @@ const (
 	attrFlagExtendedLength = 0x10
 	attrTypeASPath         = 2
 	attrTypeNextHop        = 3
+	attrTypeCommunities    = 8
 	attrTypeMpReachNLRI    = 14
 )
 
@@ -399,4 +400,24 @@ func binaryOriginAS(p *api.Path) uint32 {
 		return 0
 	}
 	return 0
+}
+
+// binaryCommunities are the RFC 1997 communities of a path listed with EnableOnlyBinary
+// (import filter rules match them; see routing.Policy.Accepts).
+func binaryCommunities(p *api.Path) []routing.Community {
+	for _, a := range p.GetPattrsBinary() {
+		if len(a) < 2 || a[1] != attrTypeCommunities {
+			continue
+		}
+		var c bgp.PathAttributeCommunities
+		if err := c.DecodeFromBytes(a); err != nil {
+			return nil
+		}
+		out := make([]routing.Community, len(c.Value))
+		for i, v := range c.Value {
+			out[i] = routing.Community(v)
+		}
+		return out
+	}
+	return nil
 }

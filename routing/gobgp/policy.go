@@ -1,6 +1,7 @@
 package gobgp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -414,10 +415,28 @@ func intersect(r routing.Filter, ir routing.PrefixRange) (*api.Prefix, bool) {
 }
 
 // tagStatements add each Tag's attributes to our own routes it applies to; they carry
-// no verdict, so the statements after them still decide.
+// no verdict, so the statements after them still decide. GoBGP's local preference action
+// sets the value, so of several tags the last one applied would win: the tags with a
+// local preference come last, in ascending order, so that the highest wins as in
+// routing.Attrs.Merge (adding communities does not depend on the order).
 func tagStatements(b *policyBuilder, p routing.Policy) []*api.Statement {
 	var out []*api.Statement
-	for i, t := range p.Tags {
+	order := make([]int, len(p.Tags))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(x, y int) int {
+		ax, ay := p.Tags[x].Attrs, p.Tags[y].Attrs
+		if ax.HasLocalPref != ay.HasLocalPref {
+			if ax.HasLocalPref {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(ax.LocalPref, ay.LocalPref)
+	})
+	for _, i := range order {
+		t := p.Tags[i]
 		if t.Attrs.IsZero() {
 			continue
 		}
