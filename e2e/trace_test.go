@@ -2,18 +2,16 @@ package e2e_test
 
 import (
 	"flag"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hostroute/hostroute/e2e/harness"
+	goldenfile "github.com/hostroute/hostroute/internal/golden"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite e2e/testdata/*.golden from the current output")
@@ -110,21 +108,5 @@ func traceNormaliser(t *testing.T, l *harness.Lab) func(string) string {
 
 func goldenE2E(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *updateGolden {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./e2e -run %s -update to create it)", err, t.Name())
-	}
-	if d := cmp.Diff(string(want), got); d != "" {
-		t.Errorf("%s differs from the golden file (-want +got; -update rewrites it):\n%s", path, d)
-	}
+	goldenfile.Check(t, name, []byte(got), *updateGolden, "go test ./e2e -run "+t.Name()+" -update")
 }

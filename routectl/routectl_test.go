@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	agentv1 "github.com/hostroute/hostroute/api/agent/v1"
 	"github.com/hostroute/hostroute/api/v1alpha1"
+	goldenfile "github.com/hostroute/hostroute/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite routectl/testdata/*.golden from the current output")
@@ -28,23 +27,7 @@ var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./routectl -update to create it)", err)
-	}
-	if d := cmp.Diff(string(want), string(got)); d != "" {
-		t.Errorf("%s differs from the golden file (-want +got; go test ./routectl -update rewrites it):\n%s", path, d)
-	}
+	goldenfile.Check(t, name, got, *update, "go test ./routectl -update")
 }
 
 // routingFixture is an agent's answer on node-1: the ToR session down, one route missing.

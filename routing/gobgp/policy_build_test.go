@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 	"google.golang.org/protobuf/proto"
 
+	goldenfile "github.com/hostroute/hostroute/internal/golden"
 	"github.com/hostroute/hostroute/routing"
 )
 
@@ -184,23 +183,7 @@ func goldenText(c policyCase) string {
 
 func golden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./routing/gobgp -update to create it)", err)
-	}
-	if d := cmp.Diff(string(want), got); d != "" {
-		t.Errorf("%s differs from the golden file (-want +got; go test ./routing/gobgp -update rewrites it):\n%s", path, d)
-	}
+	goldenfile.Check(t, name, []byte(got), *update, "go test ./routing/gobgp -update")
 }
 
 // The GoBGP policy for representative inputs, statement by statement, against

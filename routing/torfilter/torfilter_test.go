@@ -5,8 +5,6 @@ import (
 	"flag"
 	"math/rand/v2"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hostroute/hostroute/api/v1alpha1"
+	goldenfile "github.com/hostroute/hostroute/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite routing/torfilter/testdata/*.golden from the current output")
@@ -96,20 +95,7 @@ func cases() []filterCase {
 
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./routing/torfilter -update to create it)", err)
-	}
-	if d := cmp.Diff(string(want), string(got)); d != "" {
-		t.Errorf("%s differs from the golden file (-want +got; go test ./routing/torfilter -update rewrites it):\n%s", path, d)
-	}
+	goldenfile.Check(t, name, got, *update, "go test ./routing/torfilter -update")
 }
 
 // The filters of representative clusters in both formats, against testdata/*.golden.
