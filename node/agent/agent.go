@@ -191,7 +191,8 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 		a.bgp = newBGP(cfg.BGP, log, cfg.NodeName, kube, hr, a.pools, a.table)
 		a.bgp.event = a.nodeEvent
 		a.bgp.kick = func(d time.Duration) { time.AfterFunc(d, a.kickOff) }
-		infs = append(infs, a.bgp.informers()...)
+		a.bgp.onServiceChange(a.kickOff)
+		infs = append(infs, a.bgp.passInformers()...)
 	}
 	for _, inf := range infs {
 		_, _ = inf.AddEventHandler(onChange)

@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -140,6 +141,83 @@ func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interf
 
 func (b *bgp) informers() []cache.SharedIndexInformer {
 	return []cache.SharedIndexInformer{b.nodes, b.confs, b.peers, b.all, b.services, b.endpointSlices}
+}
+
+// passInformers are the informers any change of which asks for a pass; the Services and
+// EndpointSlices ask through onServiceChange.
+func (b *bgp) passInformers() []cache.SharedIndexInformer {
+	return []cache.SharedIndexInformer{b.nodes, b.confs, b.peers, b.all}
+}
+
+// onServiceChange calls kick for the Service and EndpointSlice changes that can change
+// this node's Service routes (serviceChangeMatters). A cluster has many more of those
+// objects than nodes, and every agent watches them all.
+func (b *bgp) onServiceChange(kick func()) {
+	h := func(old, cur any) {
+		if serviceChangeMatters(b.node, b.config(), old, cur) {
+			kick()
+		}
+	}
+	for _, inf := range []cache.SharedIndexInformer{b.services, b.endpointSlices} {
+		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { h(nil, o) },
+			UpdateFunc: h,
+			DeleteFunc: func(o any) {
+				if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+					o = t.Obj
+				}
+				h(o, nil)
+			},
+		})
+	}
+}
+
+// serviceChangeMatters reports whether a Service or EndpointSlice changing from old to
+// cur (nil: absent) can change the Service routes of node: never without LoadBalancer or
+// external IP ranges configured (the cluster IP ranges need no Service); for a Service,
+// when what ServiceRoutes reads of it changed; for an EndpointSlice, when one side has an
+// endpoint on this node and the endpoints differ.
+func serviceChangeMatters(node string, conf *v1alpha1.BGPConfiguration, old, cur any) bool {
+	if conf == nil || len(conf.Spec.ServiceLoadBalancerIPs)+len(conf.Spec.ServiceExternalIPs) == 0 {
+		return false
+	}
+	switch firstNonNil(old, cur).(type) {
+	case *corev1.Service:
+		view := func(x any) any {
+			s, ok := x.(*corev1.Service)
+			if !ok || s == nil {
+				return nil
+			}
+			return []any{s.Spec.Type, s.Spec.ExternalTrafficPolicy, s.Spec.ExternalIPs, s.Status.LoadBalancer.Ingress}
+		}
+		return !equality.Semantic.DeepEqual(view(old), view(cur))
+	case *discoveryv1.EndpointSlice:
+		// The Service it belongs to and its endpoints on this node.
+		mine := func(x any) (string, []discoveryv1.Endpoint) {
+			s, ok := x.(*discoveryv1.EndpointSlice)
+			if !ok || s == nil {
+				return "", nil
+			}
+			var out []discoveryv1.Endpoint
+			for _, ep := range s.Endpoints {
+				if ep.NodeName != nil && *ep.NodeName == node {
+					out = append(out, ep)
+				}
+			}
+			return s.Labels[discoveryv1.LabelServiceName], out
+		}
+		svcA, a := mine(old)
+		svcC, c := mine(cur)
+		return (len(a) > 0 || len(c) > 0) && (svcA != svcC || !equality.Semantic.DeepEqual(a, c))
+	}
+	return true
+}
+
+func firstNonNil(a, b any) any {
+	if a != nil {
+		return a
+	}
+	return b
 }
 
 // dropManagedFields slims a cached object: the agent never reads its field managers.
