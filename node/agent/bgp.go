@@ -114,9 +114,8 @@ func newBGP(cfg BGPConfig, log *slog.Logger, node string, kube kubernetes.Interf
 		endpointSlices: cache.NewSharedIndexInformer(cache.NewListWatchFromClient(kube.DiscoveryV1().RESTClient(), "endpointslices", "", fields.Everything()),
 			&discoveryv1.EndpointSlice{}, 0, cache.Indexers{}),
 	}
-	for _, inf := range []cache.SharedIndexInformer{b.services, b.endpointSlices} {
-		_ = inf.SetTransform(dropManagedFields)
-	}
+	_ = b.services.SetTransform(dropManagedFields)
+	_ = b.endpointSlices.SetTransform(func(o any) (any, error) { return onlyEndpointsOn(node, o) })
 	b.reconcilers = newReconcilers(b.log, cfg.Speaker, cfg.BFD, func() {
 		b.mu.Lock()
 		b.started, b.startedAt = true, time.Now()
@@ -218,6 +217,25 @@ func firstNonNil(a, b any) any {
 		return a
 	}
 	return b
+}
+
+// onlyEndpointsOn slims a cached EndpointSlice to its endpoints on node: the only ones
+// ServiceRoutes reads. A large cluster's slices then cost each agent memory in
+// proportion to its own endpoints, not to the cluster's.
+func onlyEndpointsOn(node string, o any) (any, error) {
+	s, ok := o.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return dropManagedFields(o)
+	}
+	s.ManagedFields = nil
+	kept := s.Endpoints[:0]
+	for _, ep := range s.Endpoints {
+		if ep.NodeName != nil && *ep.NodeName == node {
+			kept = append(kept, ep)
+		}
+	}
+	s.Endpoints = slices.Clip(kept)
+	return s, nil
 }
 
 // dropManagedFields slims a cached object: the agent never reads its field managers.

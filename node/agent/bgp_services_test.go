@@ -63,3 +63,21 @@ func TestServiceChangeMatters(t *testing.T) {
 		})
 	}
 }
+
+// TestOnlyEndpointsOn: the cached slice keeps this node's endpoints and nothing else
+// ServiceRoutes needs is lost.
+func TestOnlyEndpointsOn(t *testing.T) {
+	n1, n2 := "node-1", "node-2"
+	s := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "default",
+		Labels:        map[string]string{discoveryv1.LabelServiceName: "web"},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager"}}},
+		Endpoints: []discoveryv1.Endpoint{{NodeName: &n2, Addresses: []string{"10.0.0.2"}}, {NodeName: &n1, Addresses: []string{"10.0.0.1"}}, {Addresses: []string{"10.0.0.3"}}}}
+	o, err := onlyEndpointsOn("node-1", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := o.(*discoveryv1.EndpointSlice)
+	if len(got.Endpoints) != 1 || got.Endpoints[0].Addresses[0] != "10.0.0.1" || got.Labels[discoveryv1.LabelServiceName] != "web" || got.ManagedFields != nil {
+		t.Errorf("kept %+v", got)
+	}
+}
