@@ -228,13 +228,13 @@ func onlyEndpointsOn(node string, o any) (any, error) {
 		return dropManagedFields(o)
 	}
 	s.ManagedFields = nil
-	kept := s.Endpoints[:0]
+	var kept []discoveryv1.Endpoint // a new array: the old one would keep every endpoint alive
 	for _, ep := range s.Endpoints {
 		if ep.NodeName != nil && *ep.NodeName == node {
 			kept = append(kept, ep)
 		}
 	}
-	s.Endpoints = slices.Clip(kept)
+	s.Endpoints = kept
 	return s, nil
 }
 
