@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -57,23 +58,22 @@ func (a Attrs) Merge(b Attrs) Attrs {
 }
 
 func compareLarge(x, y LargeCommunity) int {
-	if x.ASN != y.ASN {
-		return cmpU(x.ASN, y.ASN)
-	}
-	if x.Data1 != y.Data1 {
-		return cmpU(x.Data1, y.Data1)
-	}
-	return cmpU(x.Data2, y.Data2)
+	return cmp.Or(cmp.Compare(x.ASN, y.ASN), cmp.Compare(x.Data1, y.Data1), cmp.Compare(x.Data2, y.Data2))
 }
 
-func cmpU(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// CommunityStrings and LargeCommunityStrings are the communities as "ASN:VALUE" and
+// "ASN:DATA1:DATA2", as the API and GoBGP write them.
+func (a Attrs) CommunityStrings() []string { return strs(a.Communities) }
+
+// LargeCommunityStrings: see CommunityStrings.
+func (a Attrs) LargeCommunityStrings() []string { return strs(a.LargeCommunities) }
+
+func strs[T fmt.Stringer](xs []T) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x.String()
 	}
-	return 0
+	return out
 }
 
 // String is the attributes as routectl shows them: "communities 65000:100 65000:200,
@@ -81,18 +81,10 @@ func cmpU(a, b uint32) int {
 func (a Attrs) String() string {
 	var parts []string
 	if len(a.Communities) > 0 {
-		s := make([]string, len(a.Communities))
-		for i, c := range a.Communities {
-			s[i] = c.String()
-		}
-		parts = append(parts, "communities "+strings.Join(s, " "))
+		parts = append(parts, "communities "+strings.Join(a.CommunityStrings(), " "))
 	}
 	if len(a.LargeCommunities) > 0 {
-		s := make([]string, len(a.LargeCommunities))
-		for i, c := range a.LargeCommunities {
-			s[i] = c.String()
-		}
-		parts = append(parts, "large "+strings.Join(s, " "))
+		parts = append(parts, "large "+strings.Join(a.LargeCommunityStrings(), " "))
 	}
 	if a.HasLocalPref {
 		parts = append(parts, fmt.Sprintf("local-pref %d", a.LocalPref))

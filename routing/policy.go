@@ -186,8 +186,13 @@ func (p Policy) Exports(kind PeerKind, neighbor netip.Addr, prefix netip.Prefix,
 // is a Reject.
 func (p Policy) ExportFilterRefuses(neighbor netip.Addr, prefix netip.Prefix) (bool, string) {
 	neighbor, prefix = neighbor.Unmap(), prefix.Masked()
-	for i, f := range p.ExportFilters[neighbor] {
-		if f.Matches(prefix, p.ExportAttrs(neighbor, prefix).Communities) {
+	rules := p.ExportFilters[neighbor]
+	if len(rules) == 0 {
+		return false, ""
+	}
+	communities := p.ExportAttrs(neighbor, prefix).Communities
+	for i, f := range rules {
+		if f.Matches(prefix, communities) {
 			if f.Accept {
 				return false, ""
 			}
@@ -260,29 +265,25 @@ func (p Policy) Clone() Policy {
 		Pools:              slices.Clone(p.Pools),
 		NoExportToExternal: slices.Clone(p.NoExportToExternal),
 		ServiceExports:     slices.Clone(p.ServiceExports),
-		ExportFilters:      cloneFilters(p.ExportFilters),
-		ImportFilters:      cloneFilters(p.ImportFilters),
+		ExportFilters:      cloneEach(p.ExportFilters),
+		ImportFilters:      cloneEach(p.ImportFilters),
+		ExternalImports:    cloneEach(p.ExternalImports),
 	}
 	for _, t := range p.Tags {
 		c.Tags = append(c.Tags, Tag{Source: t.Source, Prefixes: slices.Clone(t.Prefixes), Neighbors: slices.Clone(t.Neighbors),
 			Attrs: Attrs{}.Merge(t.Attrs)})
 	}
-	if p.ExternalImports != nil {
-		c.ExternalImports = make(map[netip.Addr][]PrefixRange, len(p.ExternalImports))
-		for a, rs := range p.ExternalImports {
-			c.ExternalImports[a] = slices.Clone(rs)
-		}
-	}
 	return c
 }
 
-func cloneFilters(m map[netip.Addr][]Filter) map[netip.Addr][]Filter {
+// cloneEach copies a map of slices, each slice too (nil stays nil).
+func cloneEach[V any](m map[netip.Addr][]V) map[netip.Addr][]V {
 	if m == nil {
 		return nil
 	}
-	c := make(map[netip.Addr][]Filter, len(m))
-	for a, fs := range m {
-		c[a] = slices.Clone(fs)
+	c := make(map[netip.Addr][]V, len(m))
+	for a, vs := range m {
+		c[a] = slices.Clone(vs)
 	}
 	return c
 }

@@ -97,8 +97,6 @@ func ServiceRoutes(in ServiceInputs) ([]ServiceRoute, []string) {
 			why := ""
 			if eTPLocal {
 				why = fmt.Sprintf(" (externalTrafficPolicy Local, %d ready %s here)", local[key], plural(local[key], "endpoint"))
-			}
-			if eTPLocal {
 				for _, ip := range svc.Spec.ExternalIPs {
 					if hr, r := hostRouteIn(ip, externalRanges); r != nil {
 						add(hr, "external IP of "+key+why, r.Attrs)

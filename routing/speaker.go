@@ -45,6 +45,15 @@ type PeerConfig struct {
 	Import []PrefixRange
 }
 
+// Families are the address families the session negotiates: IPv4 and IPv6 as set, or
+// the family of Address when neither is.
+func (p PeerConfig) Families() (v4, v6 bool) {
+	if !p.IPv4 && !p.IPv6 {
+		return p.Address.Is4(), !p.Address.Is4()
+	}
+	return p.IPv4, p.IPv6
+}
+
 // PrefixRange matches Prefix and more specifics up to MaxLen (MaxLen 0 = exact).
 type PrefixRange struct {
 	Prefix netip.Prefix

@@ -422,7 +422,7 @@ func advertisements(in bgpInputs) []*agentv1.Advertisement {
 		for _, pc := range in.set.Peers {
 			to := &agentv1.AdvertisedTo{Peer: pc.Address.String(), Name: pc.Name, Kind: string(pc.Kind)}
 			ok, why := in.policy.Exports(pc.Kind, pc.Address, p, false, false)
-			if !carries(pc, p) {
+			if v4, v6 := pc.Families(); p.Addr().Is4() && !v4 || p.Addr().Is6() && !v6 {
 				ok, why = false, "the session does not carry "+family(p)
 			}
 			to.Sent = ok
@@ -448,17 +448,6 @@ func advertisements(in bgpInputs) []*agentv1.Advertisement {
 		}
 	}
 	return out
-}
-
-// carries reports whether the session negotiates p's address family.
-func carries(pc routing.PeerConfig, p netip.Prefix) bool {
-	switch {
-	case !pc.IPv4 && !pc.IPv6:
-		return pc.Address.Is4() == p.Addr().Is4()
-	case p.Addr().Is4():
-		return pc.IPv4
-	}
-	return pc.IPv6
 }
 
 func family(p netip.Prefix) string {

@@ -245,10 +245,7 @@ func (g *Speaker) apiPeer(pc routing.PeerConfig, adminDown bool) *api.Peer {
 // peerFamilies lists only the families really used: graceful restart makes a peer wait
 // for an End-of-RIB in every family listed.
 func peerFamilies(pc routing.PeerConfig) []*api.Family {
-	v4, v6 := pc.IPv4, pc.IPv6
-	if !v4 && !v6 {
-		v4, v6 = pc.Address.Is4(), !pc.Address.Is4()
-	}
+	v4, v6 := pc.Families()
 	var out []*api.Family
 	if v4 {
 		out = append(out, familyIPv4)

@@ -355,17 +355,17 @@ func importFilterStatements(b *policyBuilder, p routing.Policy, externals []neti
 	for _, ext := range externals {
 		peerSet := ""
 		for i, r := range p.ImportFilters[ext] {
-			f := family{"v4", true}
+			f := families[0]
 			if r.Prefix.Addr().Is6() {
-				f = family{"v6", false}
+				f = families[1]
 			}
-			var entries []*api.Prefix
-			if !r.Accept {
-				entries = []*api.Prefix{{IpPrefix: r.Prefix.Masked().String(), MaskLengthMin: uint32(r.MinLen), MaskLengthMax: uint32(r.MaxLen)}}
-			}
-			for _, ir := range p.ExternalImports[ext] {
-				if x, ok := intersect(r, ir); ok && r.Accept {
-					entries = append(entries, x)
+			entries := []*api.Prefix{{IpPrefix: r.Prefix.Masked().String(), MaskLengthMin: uint32(r.MinLen), MaskLengthMax: uint32(r.MaxLen)}}
+			if r.Accept {
+				entries = nil
+				for _, ir := range p.ExternalImports[ext] {
+					if x, ok := intersect(r, ir); ok {
+						entries = append(entries, x)
+					}
 				}
 			}
 			if len(entries) == 0 {
@@ -469,18 +469,10 @@ func tagStatements(b *policyBuilder, p routing.Policy) []*api.Statement {
 func tagActions(a routing.Attrs) *api.Actions {
 	acts := &api.Actions{RouteAction: api.RouteAction_NONE}
 	if len(a.Communities) > 0 {
-		cs := make([]string, len(a.Communities))
-		for i, c := range a.Communities {
-			cs[i] = c.String()
-		}
-		acts.Community = &api.CommunityAction{Type: api.CommunityAction_ADD, Communities: cs}
+		acts.Community = &api.CommunityAction{Type: api.CommunityAction_ADD, Communities: a.CommunityStrings()}
 	}
 	if len(a.LargeCommunities) > 0 {
-		cs := make([]string, len(a.LargeCommunities))
-		for i, c := range a.LargeCommunities {
-			cs[i] = c.String()
-		}
-		acts.LargeCommunity = &api.CommunityAction{Type: api.CommunityAction_ADD, Communities: cs}
+		acts.LargeCommunity = &api.CommunityAction{Type: api.CommunityAction_ADD, Communities: a.LargeCommunityStrings()}
 	}
 	if a.HasLocalPref {
 		acts.LocalPref = &api.LocalPrefAction{Value: a.LocalPref}
