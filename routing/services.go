@@ -46,27 +46,18 @@ func ServiceRoutes(in ServiceInputs) ([]ServiceRoute, []string) {
 	if in.Config == nil {
 		return nil, nil
 	}
-	var problems []string
-	parse := func(field string, rs []v1alpha1.ServiceIPRange) []ServiceRoute {
-		var out []ServiceRoute
-		for _, r := range rs {
-			p, err := netip.ParsePrefix(r.CIDR)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("BGPConfiguration %s: %q is not a prefix: skipped", field, r.CIDR))
-				continue
-			}
-			a, err := ParseAttrs(r.RouteAttributes)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("BGPConfiguration %s %s: %v: announced without attributes", field, r.CIDR, err))
-			}
-			out = append(out, ServiceRoute{Prefix: p.Masked(), Attrs: a})
+	ranges, problems := ServiceRangesOf(in.Config)
+	var clusterRanges, externalRanges, lbRanges []ServiceRange
+	for _, r := range ranges {
+		switch r.Kind {
+		case ClusterIPRange:
+			clusterRanges = append(clusterRanges, r)
+		case ExternalIPRange:
+			externalRanges = append(externalRanges, r)
+		case LoadBalancerIPRange:
+			lbRanges = append(lbRanges, r)
 		}
-		return out
 	}
-	spec := in.Config.Spec
-	clusterRanges := parse("serviceClusterIPs", spec.ServiceClusterIPs)
-	externalRanges := parse("serviceExternalIPs", spec.ServiceExternalIPs)
-	lbRanges := parse("serviceLoadBalancerIPs", spec.ServiceLoadBalancerIPs)
 
 	routes := map[netip.Prefix]*ServiceRoute{}
 	add := func(p netip.Prefix, reason string, a Attrs) {
@@ -122,9 +113,60 @@ func ServiceRoutes(in ServiceInputs) ([]ServiceRoute, []string) {
 	return out, problems
 }
 
+// ServiceRangeKind says which list of the BGPConfiguration a Service range is in.
+type ServiceRangeKind int
+
+// Service range kinds.
+const (
+	ClusterIPRange      ServiceRangeKind = iota // serviceClusterIPs: the range itself
+	ExternalIPRange                             // serviceExternalIPs: the range, and host routes of eTP Local Services
+	LoadBalancerIPRange                         // serviceLoadBalancerIPs: host routes only
+)
+
+// ServiceRange is one of the BGPConfiguration's Service ranges, parsed.
+type ServiceRange struct {
+	Kind   ServiceRangeKind
+	Prefix netip.Prefix // masked
+	Attrs  Attrs
+}
+
+// ServiceRangesOf parses conf's Service ranges (cluster IP, external IP, LoadBalancer, in
+// that order). An entry that is not a prefix is left out and one whose attributes do not
+// parse keeps none, each with a problem.
+func ServiceRangesOf(conf *v1alpha1.BGPConfiguration) ([]ServiceRange, []string) {
+	if conf == nil {
+		return nil, nil
+	}
+	var out []ServiceRange
+	var problems []string
+	for _, l := range []struct {
+		kind  ServiceRangeKind
+		field string
+		rs    []v1alpha1.ServiceIPRange
+	}{
+		{ClusterIPRange, "serviceClusterIPs", conf.Spec.ServiceClusterIPs},
+		{ExternalIPRange, "serviceExternalIPs", conf.Spec.ServiceExternalIPs},
+		{LoadBalancerIPRange, "serviceLoadBalancerIPs", conf.Spec.ServiceLoadBalancerIPs},
+	} {
+		for _, r := range l.rs {
+			p, err := netip.ParsePrefix(strings.TrimSpace(r.CIDR))
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("BGPConfiguration %s: %q is not a prefix: skipped", l.field, r.CIDR))
+				continue
+			}
+			a, err := ParseAttrs(r.RouteAttributes)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("BGPConfiguration %s %s: %v: announced without attributes", l.field, r.CIDR, err))
+			}
+			out = append(out, ServiceRange{Kind: l.kind, Prefix: p.Masked(), Attrs: a})
+		}
+	}
+	return out, problems
+}
+
 // hostRouteIn is ip as a host route and the first range holding it (nil: none, or ip
 // is no address).
-func hostRouteIn(ip string, ranges []ServiceRoute) (netip.Prefix, *ServiceRoute) {
+func hostRouteIn(ip string, ranges []ServiceRange) (netip.Prefix, *ServiceRange) {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
 		return netip.Prefix{}, nil

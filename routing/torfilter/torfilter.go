@@ -187,37 +187,23 @@ func Compute(in Inputs) Filters {
 	return f
 }
 
-// serviceRanges reads the BGPConfiguration's Service ranges: the cluster IP and external
-// IP ranges are announced as they are, external IPs (externalTrafficPolicy Local) and
-// LoadBalancer IPs as host routes inside their ranges.
+// serviceRanges are the BGPConfiguration's Service ranges as the filters take them: the
+// cluster IP and external IP ranges as they are, external IPs (externalTrafficPolicy
+// Local) and LoadBalancer IPs as host routes inside their ranges.
 func serviceRanges(conf *v1alpha1.BGPConfiguration, problem func(string, ...any)) []ServiceRange {
-	if conf == nil {
-		return nil
+	ranges, problems := routing.ServiceRangesOf(conf)
+	for _, p := range problems {
+		problem("%s", p)
 	}
 	by := map[netip.Prefix]*ServiceRange{}
-	for _, l := range []struct {
-		field       string
-		rs          []v1alpha1.ServiceIPRange
-		exact, host bool
-	}{
-		{"serviceClusterIPs", conf.Spec.ServiceClusterIPs, true, false},
-		{"serviceExternalIPs", conf.Spec.ServiceExternalIPs, true, true},
-		{"serviceLoadBalancerIPs", conf.Spec.ServiceLoadBalancerIPs, false, true},
-	} {
-		for _, r := range l.rs {
-			p, err := netip.ParsePrefix(strings.TrimSpace(r.CIDR))
-			if err != nil {
-				problem("BGPConfiguration %s: %q does not parse; left out", l.field, r.CIDR)
-				continue
-			}
-			p = p.Masked()
-			sr := by[p]
-			if sr == nil {
-				sr = &ServiceRange{Prefix: p}
-				by[p] = sr
-			}
-			sr.Exact, sr.HostRoutes = sr.Exact || l.exact, sr.HostRoutes || l.host
+	for _, r := range ranges {
+		sr := by[r.Prefix]
+		if sr == nil {
+			sr = &ServiceRange{Prefix: r.Prefix}
+			by[r.Prefix] = sr
 		}
+		sr.Exact = sr.Exact || r.Kind != routing.LoadBalancerIPRange
+		sr.HostRoutes = sr.HostRoutes || r.Kind != routing.ClusterIPRange
 	}
 	var out []ServiceRange
 	for _, p := range slices.SortedFunc(maps.Keys(by), netip.Prefix.Compare) {
