@@ -404,7 +404,9 @@ func (p *peerSetter) holdKindChanges(peers []routing.PeerConfig) []routing.PeerC
 		}
 		if left := p.holdoff - now().Sub(since); left > 0 {
 			peers[i], held[pc.Address] = old, true
-			wait = max(wait, left)
+			if wait == 0 || left < wait {
+				wait = left
+			}
 		}
 	}
 	for a := range p.changedSince {
