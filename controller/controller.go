@@ -19,7 +19,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -167,7 +166,7 @@ func New(log *slog.Logger, kube kubernetes.Interface, hr *client.Client, cfg Con
 				!slices.Equal(o.Status.AddressesNeeded, n.Status.AddressesNeeded) {
 				c.enqueueObj("node", cur)
 			}
-			if !ok1 || !ok2 || !equality.Semantic.DeepEqual(o.Status.Sessions, n.Status.Sessions) {
+			if !ok1 || !ok2 || !slices.Equal(sessionStates(o), sessionStates(n)) {
 				reelect(cur)
 			}
 		},

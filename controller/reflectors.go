@@ -123,13 +123,56 @@ func electReflectors(prev []string, nodes []rrNode, count int) ([]string, []stri
 	return elected, notes
 }
 
+// sessionReport is one client's report of its reflector session to an address.
+type sessionReport struct {
+	client string
+	up     bool
+	since  time.Time // when the session entered its state (the report's time if unknown)
+}
+
+// reflectorReports indexes the fresh statuses' reflector sessions by peer address, once
+// per election rather than once per node.
+func reflectorReports(reports []*v1alpha1.NodeNetworkStatus, now time.Time) map[string][]sessionReport {
+	out := map[string][]sessionReport{}
+	for _, r := range reports {
+		if r.Status.Updated == nil || now.Sub(r.Status.Updated.Time) > statusStale {
+			continue
+		}
+		for _, s := range r.Status.Sessions {
+			if s.Kind != string(routing.KindReflector) {
+				continue
+			}
+			since := r.Status.Updated.Time
+			if s.Since != nil {
+				since = s.Since.Time
+			}
+			out[s.Peer] = append(out[s.Peer], sessionReport{client: r.Name, up: s.State == "Established", since: since})
+		}
+	}
+	return out
+}
+
+// sessionStates is what the election reads of a status's sessions (not their route
+// counters, which change with every route): a change asks for an election.
+func sessionStates(s *v1alpha1.NodeNetworkStatus) []string {
+	out := make([]string, len(s.Status.Sessions))
+	for i, ss := range s.Status.Sessions {
+		since := ""
+		if ss.Since != nil {
+			since = ss.Since.UTC().String()
+		}
+		out[i] = ss.Peer + " " + ss.Kind + " " + ss.State + " " + since
+	}
+	return out
+}
+
 // reflectorHealth says whether a node can serve as a reflector, from its Node, its own
-// NodeNetworkStatus and its clients' reports: a Node NotReady, a status missing or stale,
-// or more than half of the fresh reporters with a reflector session to it reporting that
-// session down for longer than downGrace (not counted before notBefore: a new election's
-// probation), make it dead. recheck is when a session seen down will have been down for
-// downGrace (zero: none pending).
-func reflectorHealth(n *corev1.Node, own *v1alpha1.NodeNetworkStatus, reports []*v1alpha1.NodeNetworkStatus,
+// NodeNetworkStatus and its clients' reports (reflectorReports): a Node NotReady, a
+// status missing or stale, or more than half of the fresh reporters with a reflector
+// session to it reporting that session down for longer than downGrace (not counted
+// before notBefore: a new election's probation), make it dead. recheck is when a session
+// seen down will have been down for downGrace (zero: none pending).
+func reflectorHealth(n *corev1.Node, own *v1alpha1.NodeNetworkStatus, reports map[string][]sessionReport,
 	now, notBefore time.Time, downGrace time.Duration) (alive bool, why string, recheck time.Time) {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue {
@@ -142,31 +185,23 @@ func reflectorHealth(n *corev1.Node, own *v1alpha1.NodeNetworkStatus, reports []
 	case now.Sub(own.Status.Updated.Time) > statusStale:
 		return false, fmt.Sprintf("its agent has not reported for %s", now.Sub(own.Status.Updated.Time).Round(time.Second)), time.Time{}
 	}
-	addrs := map[string]bool{}
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				addrs[ip.Unmap().String()] = true
-			}
-		}
-	}
 	seen, down := 0, 0
-	for _, r := range reports {
-		if r.Name == n.Name || r.Status.Updated == nil || now.Sub(r.Status.Updated.Time) > statusStale {
+	counted := map[string]bool{} // a client counts once, by its first session to the node
+	for _, a := range n.Status.Addresses {
+		ip, err := netip.ParseAddr(a.Address)
+		if a.Type != corev1.NodeInternalIP || err != nil {
 			continue
 		}
-		for _, s := range r.Status.Sessions {
-			if !addrs[s.Peer] || s.Kind != string(routing.KindReflector) {
+		for _, s := range reports[ip.Unmap().String()] {
+			if s.client == n.Name || counted[s.client] {
 				continue
 			}
+			counted[s.client] = true
 			seen++
-			if s.State == "Established" {
-				break
+			if s.up {
+				continue
 			}
-			since := r.Status.Updated.Time
-			if s.Since != nil {
-				since = s.Since.Time
-			}
+			since := s.since
 			if since.Before(notBefore) {
 				since = notBefore
 			}
@@ -175,7 +210,6 @@ func reflectorHealth(n *corev1.Node, own *v1alpha1.NodeNetworkStatus, reports []
 			} else if at := since.Add(downGrace); recheck.IsZero() || at.Before(recheck) {
 				recheck = at
 			}
-			break
 		}
 	}
 	if seen > 0 && 2*down > seen {
@@ -210,13 +244,14 @@ func (c *Controller) syncReflectors(ctx context.Context) (time.Duration, error) 
 	if err != nil {
 		return 0, err
 	}
-	var reports []*v1alpha1.NodeNetworkStatus
+	var statuses []*v1alpha1.NodeNetworkStatus
 	own := map[string]*v1alpha1.NodeNetworkStatus{}
 	for _, o := range c.statuses.GetStore().List() {
 		s := o.(*v1alpha1.NodeNetworkStatus)
-		reports, own[s.Name] = append(reports, s), s
+		statuses, own[s.Name] = append(statuses, s), s
 	}
 	now := time.Now()
+	reports := reflectorReports(statuses, now)
 	var notBefore time.Time
 	if ch := conf.Status.Changed; ch != nil {
 		notBefore = ch.Add(reflectorProbation)

@@ -90,7 +90,7 @@ func TestReflectorHealth(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			alive, why, recheck := reflectorHealth(c.n, c.own, c.reports, now, c.notBefore, grace)
+			alive, why, recheck := reflectorHealth(c.n, c.own, reflectorReports(c.reports, now), now, c.notBefore, grace)
 			if alive != c.alive || recheck.IsZero() == c.recheck {
 				t.Errorf("alive %v (%s), recheck %v; want alive %v, recheck %v", alive, why, recheck, c.alive, c.recheck)
 			}
