@@ -31,16 +31,11 @@ communities, large communities and local preference it carries, or why not.`,
 			if err := o.validateOutput(); err != nil {
 				return err
 			}
-			ac, closeConn, err := o.agent()
-			if err != nil {
-				return err
-			}
-			defer closeConn()
 			ctx, cancel := o.ctx(cmd)
 			defer cancel()
-			resp, err := ac.Routing(ctx, &agentv1.RoutingRequest{})
+			resp, err := askAgent(ctx, o)
 			if err != nil {
-				return fmt.Errorf("ask the agent on %s: %w", o.socket, err)
+				return err
 			}
 			if advertised {
 				if o.output == "json" || o.output == "yaml" {

@@ -66,16 +66,11 @@ func newNodesCommand(o *options) *cobra.Command {
 // liveStatus asks the agent and converts its answer into the API type, so that live and
 // published status print (and encode) the same way.
 func liveStatus(cmd *cobra.Command, o *options) (*v1alpha1.NodeNetworkStatus, *agentv1.RoutingResponse, error) {
-	ac, closeConn, err := o.agent()
-	if err != nil {
-		return nil, nil, err
-	}
-	defer closeConn()
 	ctx, cancel := o.ctx(cmd)
 	defer cancel()
-	resp, err := ac.Routing(ctx, &agentv1.RoutingRequest{})
+	resp, err := askAgent(ctx, o)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ask the agent on %s: %w", o.socket, err)
+		return nil, nil, err
 	}
 	return nodeStatusOf(resp, o.now()), resp, nil
 }

@@ -1,6 +1,7 @@
 package routectl
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net/netip"
@@ -203,7 +204,7 @@ func (t *tracer) route() Hop {
 			return Hop{hopRoute, HopOK, fmt.Sprintf("%s is %s's own block: delivered on the node (live)", p, node)}
 		}
 		return Hop{hopRoute, HopBroken, fmt.Sprintf("%s holds %s as its own block (blackhole), but %s is %s",
-			node, p, dst, nonEmpty(t.dstNode, "in no node's block"))}
+			node, p, dst, cmp.Or(t.dstNode, "in no node's block"))}
 	}
 	via := hops(false, t.nextHops)
 	if t.same {
@@ -503,7 +504,7 @@ func (t *tracer) pod() Hop {
 	case k == nil:
 		return Hop{hopPod, HopBroken, fmt.Sprintf("%s; but %s's kernel has no route %s (live)", head, d.pod.Spec.NodeName, host)}
 	case k.Kind != "veth":
-		return Hop{hopPod, HopBroken, fmt.Sprintf("%s; but %s is on dev %s (%s), not a veth (live)", head, host, k.Ifname, nonEmpty(k.Kind, "no link kind"))}
+		return Hop{hopPod, HopBroken, fmt.Sprintf("%s; but %s is on dev %s (%s), not a veth (live)", head, host, k.Ifname, cmp.Or(k.Kind, "no link kind"))}
 	}
 	return Hop{hopPod, HopOK, fmt.Sprintf("%s; kernel: %s dev %s (veth, proto %d, live)", head, host, k.Ifname, k.Protocol)}
 }
@@ -529,13 +530,6 @@ func joinAddrs(as []netip.Addr) string {
 		s[i] = a.String()
 	}
 	return strings.Join(s, ",")
-}
-
-func nonEmpty(s, fallback string) string {
-	if s == "" {
-		return fallback
-	}
-	return s
 }
 
 // traceResult is what `routectl trace` prints.

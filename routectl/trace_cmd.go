@@ -128,6 +128,8 @@ func gatherTrace(ctx context.Context, o *options, srcArg, dstArg, namespace stri
 	return in, nil
 }
 
+// askAgent asks the local agent for its routing state (sessions, routes, what it
+// announces); status, routes and trace all read it.
 func askAgent(ctx context.Context, o *options) (*agentv1.RoutingResponse, error) {
 	ac, closeConn, err := o.agent()
 	if err != nil {
